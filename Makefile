@@ -1,0 +1,39 @@
+# Two commands matter: `make demo` (install and run the demo) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+EXTRAS ?= dev,bench
+export FSDD_ROOT ?= $(abspath ../shared/data/fsdd/recordings)
+
+.PHONY: install test test-all lint bench bench-quick demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check codec tests scripts
+	$(VENV)/bin/ruff format --check codec tests scripts
+
+bench: install
+	$(PY) scripts/bench_quantize.py
+
+bench-quick: install
+	$(PY) scripts/bench_quantize.py --quick
+
+demo: install
+	bash recipes/demo/run.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

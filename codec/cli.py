@@ -1,0 +1,30 @@
+"""The `codec` command. Thin: argument parsing here, work in the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from codec import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="codec", description="Neural audio codec toolkit: encode audio to codes and back."
+    )
+    parser.add_argument("--version", action="version", version=f"codec {__version__}")
+    parser.add_subparsers(dest="command", metavar="COMMAND")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

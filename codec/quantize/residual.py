@@ -1,0 +1,716 @@
+"""Grouped residual vector quantization with structured quantizer dropout.
+
+The interface follows lucidrains' vector-quantize-pytorch `residual_vq.py`, so
+`from codec.quantize import ResidualVQ, GroupedResidualVQ` replaces its import. Inside, all
+groups and levels live in one `Codebook` bank (slot = level * groups + group): each level is one
+batched search over every group, and one EMA step (one all-reduce under DDP) updates every level
+after the forward.
+
+Gradients: level l quantizes r_l = x - sum_{j<l} e_j, where the e_j are detached, so every
+level gets its own commitment gradient to the input (EnCodec's later levels got none). The output
+is x + (sum_l e_l - x).detach(): one straight-through estimator for the whole stack, so the
+gradient to the encoder is the identity whatever the depth (the seed's sum of per-level
+estimators scales it by the number of levels). `rotation_trick=True` uses the rotation trick
+(Fifty et al., 2024) on the whole stack instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from codec.quantize import distributed as ddp
+from codec.quantize.codebook import Codebook, code_statistics, kmeans, l2norm
+from codec.quantize.dropout import draw_depth, draw_item_depths
+
+_SEED_OPTIONS_IGNORED = {"straight_through": False, "heads": 1, "channel_last": True}
+
+
+class GroupedLinear(nn.Module):
+    """Independent linear maps per group: (..., g * d_in) -> (..., g * d_out)."""
+
+    def __init__(self, groups: int, dim_in: int, dim_out: int):
+        super().__init__()
+        self.groups = groups
+        self.weight = nn.Parameter(torch.empty(groups, dim_in, dim_out))
+        self.bias = nn.Parameter(torch.zeros(groups, dim_out))
+        nn.init.normal_(self.weight, std=dim_in**-0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = rearrange(x, "... (g d) -> ... g d", g=self.groups)
+        x = torch.einsum("...gd,gde->...ge", x, self.weight) + self.bias
+        return rearrange(x, "... g e -> ... (g e)")
+
+
+def rotate_to(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Rotation trick: a value equal to q whose gradient reaches x through the (detached)
+    rotation and scaling that carry x onto q. x, q: (..., d)."""
+    x_norm = x.detach().norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    q_norm = q.norm(dim=-1, keepdim=True)
+    u, v = x.detach() / x_norm, l2norm(q)
+    w = l2norm(u + v)
+    rotated = x - 2 * w * (w * x).sum(-1, keepdim=True) + 2 * v * (u * x).sum(-1, keepdim=True)
+    return (q_norm / x_norm) * rotated
+
+
+class _GroupedResidual(nn.Module):
+    """The engine shared by GroupedResidualVQ, ResidualVQ and VectorQuantize.
+
+    Internally everything is (g, N, d) with N = batch * positions; the facades reshape.
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        num_quantizers: int,
+        codebook_size: int,
+        groups: int = 1,
+        codebook_dim: int | None = None,
+        shared_codebook: bool = False,
+        quantize_dropout: bool = False,
+        quantize_dropout_cutoff_index: int = 0,
+        quantize_dropout_multiple_of: int = 1,
+        quantize_dropout_per_item: bool = False,
+        quantize_dropout_prob: float = 1.0,
+        accept_image_fmap: bool = False,
+        commitment_weight: float = 1.0,
+        rotation_trick: bool = False,
+        decay: float = 0.8,
+        eps: float = 1e-5,
+        kmeans_init: bool = False,
+        kmeans_iters: int = 10,
+        use_cosine_sim: bool = False,
+        threshold_ema_dead_code: float = 0.0,
+        ema_update: bool = True,
+        learnable_codebook: bool = False,
+        freeze_codebook: bool = False,
+        stochastic_sample_codes: bool = False,
+        sample_codebook_temp: float = 1.0,
+        sync_codebook: bool | None = None,
+        sync_kmeans: bool = True,
+        check_finite: bool = True,
+        search_precision: str = "float32",
+        search_candidates: int = 4,
+        max_search_elements: int = 1 << 22,
+        **unsupported,
+    ):
+        super().__init__()
+        for key, neutral in _SEED_OPTIONS_IGNORED.items():
+            if key in unsupported and unsupported.pop(key) != neutral:
+                raise TypeError(f"{key}={neutral!r} is the only value supported")
+        if unsupported:
+            raise TypeError(f"unsupported quantizer options: {', '.join(sorted(unsupported))}")
+        if dim % groups:
+            raise ValueError(f"dim {dim} is not divisible by groups {groups}")
+        if num_quantizers < 1:
+            raise ValueError(f"num_quantizers must be >= 1, got {num_quantizers}")
+        if not 0 <= quantize_dropout_cutoff_index < num_quantizers:
+            raise ValueError(
+                f"quantize_dropout_cutoff_index must be in [0, {num_quantizers}), "
+                f"got {quantize_dropout_cutoff_index}"
+            )
+        if quantize_dropout_multiple_of < 1:
+            raise ValueError("quantize_dropout_multiple_of must be >= 1")
+        self.dim, self.groups, self.num_quantizers = dim, groups, num_quantizers
+        dim_per_group = dim // groups
+        self.codebook_dim = codebook_dim or dim_per_group
+        self.has_projections = self.codebook_dim != dim_per_group
+        if self.has_projections:
+            self.project_in = GroupedLinear(groups, dim_per_group, self.codebook_dim)
+            self.project_out = GroupedLinear(groups, self.codebook_dim, dim_per_group)
+        else:
+            self.project_in = self.project_out = nn.Identity()
+        self.shared_codebook = shared_codebook
+        self.quantize_dropout = quantize_dropout and num_quantizers > 1
+        self.quantize_dropout_cutoff_index = quantize_dropout_cutoff_index
+        self.quantize_dropout_multiple_of = quantize_dropout_multiple_of
+        self.quantize_dropout_per_item = quantize_dropout_per_item
+        self.quantize_dropout_prob = quantize_dropout_prob
+        self.accept_image_fmap = accept_image_fmap
+        self.commitment_weight = commitment_weight
+        self.rotation_trick = rotation_trick
+        self.freeze_codebook = freeze_codebook
+        self.stochastic_sample_codes = stochastic_sample_codes
+        self.sample_codebook_temp = sample_codebook_temp
+        self.sync_codebook = sync_codebook
+        self.sync_kmeans = sync_kmeans
+        self.check_finite = check_finite
+        self.kmeans_iters = kmeans_iters
+        slots = groups if shared_codebook else groups * num_quantizers
+        self._codebook = Codebook(
+            self.codebook_dim,
+            codebook_size,
+            slots,
+            decay=decay,
+            eps=eps,
+            kmeans_init=kmeans_init,
+            kmeans_iters=kmeans_iters,
+            use_cosine_sim=use_cosine_sim,
+            threshold_ema_dead_code=threshold_ema_dead_code,
+            ema_update=ema_update,
+            learnable_codebook=learnable_codebook,
+            search_precision=search_precision,
+            search_candidates=search_candidates,
+            max_search_elements=max_search_elements,
+        )
+        # Counter-based RNG for dropout depths, k-means and dead-code sampling: a seed and a step,
+        # identical on every rank, saved with the weights (see get_extra_state).
+        self._rng_seed = int(torch.randint(0, 2**62, (1,)))
+        self._rng_step = 0
+        self._rng_synced = False
+        nan = torch.full((groups, num_quantizers), float("nan"))
+        self.register_buffer("_usage", nan.clone(), persistent=False)
+        self.register_buffer("_perplexity", nan.clone(), persistent=False)
+        self.register_buffer("_revived", torch.zeros(groups, num_quantizers), persistent=False)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def codebook_size(self) -> int:
+        return self._codebook.codebook_size
+
+    def get_extra_state(self) -> torch.Tensor:
+        return torch.tensor([self._rng_seed, self._rng_step], dtype=torch.long)
+
+    def set_extra_state(self, state) -> None:
+        self._rng_seed, self._rng_step = (int(v) for v in state)
+
+    def _slots(self, level: int) -> slice:
+        if self.shared_codebook:
+            return slice(0, self.groups)
+        return slice(level * self.groups, (level + 1) * self.groups)
+
+    def _generator(self) -> torch.Generator:
+        seed = (self._rng_seed * 1_000_003 + self._rng_step) % (2**63 - 1)
+        return torch.Generator().manual_seed(seed)
+
+    def _sync_rng(self, device: torch.device) -> None:
+        rank, size = ddp.world()
+        if size > 1 and not self._rng_synced:
+            self._rng_seed = ddp.broadcast_int(self._rng_seed, device)
+            self._rng_step = ddp.broadcast_int(self._rng_step, device)
+            self._rng_synced = True
+
+    def _syncs(self) -> bool:
+        return self.sync_codebook is not False
+
+    # -- shapes --------------------------------------------------------------------------------
+
+    def _flatten_input(self, x: torch.Tensor):
+        """(b, n, dim) or, with accept_image_fmap, (b, dim, h, w) -> (b, n, dim) and spatial."""
+        if not torch.is_tensor(x) or not x.is_floating_point():
+            raise ValueError("quantizer input must be a floating-point tensor")
+        if self.accept_image_fmap:
+            if x.ndim != 4 or x.shape[1] != self.dim:
+                raise ValueError(
+                    f"expected input of shape (batch, {self.dim}, height, width), "
+                    f"got {tuple(x.shape)}"
+                )
+            return rearrange(x, "b d h w -> b (h w) d"), x.shape[2:]
+        if x.ndim != 3 or x.shape[-1] != self.dim:
+            raise ValueError(
+                f"expected input of shape (batch, seq, {self.dim}), got {tuple(x.shape)}"
+            )
+        return x, None
+
+    def _unflatten_output(self, x: torch.Tensor, spatial):
+        if spatial is None:
+            return x
+        return rearrange(x, "b (h w) d -> b d h w", h=spatial[0], w=spatial[1])
+
+    def _flatten_indices(self, indices: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """(g, b, *spatial, q') -> (g, b * positions, q'), checked against shape and range."""
+        g, c = self.groups, self.codebook_size
+        if not torch.is_tensor(indices) or indices.dtype.is_floating_point:
+            raise ValueError("indices must be an integer tensor")
+        want = 5 if self.accept_image_fmap else 4
+        if indices.ndim != want or indices.shape[0] != g:
+            layout = (
+                "(groups, batch, height, width, levels)"
+                if want == 5
+                else "(groups, batch, seq, levels)"
+            )
+            raise ValueError(
+                f"expected indices of shape {layout} with groups={g}, got {tuple(indices.shape)}"
+            )
+        if not 1 <= indices.shape[-1] <= self.num_quantizers:
+            raise ValueError(
+                f"indices have {indices.shape[-1]} levels; expected 1 to {self.num_quantizers}"
+            )
+        if indices.numel() and (int(indices.min()) < -1 or int(indices.max()) >= c):
+            raise ValueError(
+                f"indices out of range: expected values in [0, {c}) or -1 for a dropped level, "
+                f"got min {int(indices.min())}, max {int(indices.max())}"
+            )
+        batch_shape = indices.shape[1:-1]
+        return indices.reshape(g, -1, indices.shape[-1]).long(), batch_shape
+
+    # -- decoding from indices ----------------------------------------------------------------
+
+    def _codes(self, flat: torch.Tensor) -> torch.Tensor:
+        """indices (g, N, q') -> codes (q, g, N, d); missing levels and -1 give zeros."""
+        g, n, levels = flat.shape
+        out = flat.new_zeros((self.num_quantizers, g, n, self.codebook_dim), dtype=torch.float32)
+        for level in range(levels):
+            idx = flat[..., level]
+            dropped = idx < 0
+            code = self._codebook.lookup(idx.clamp(min=0), self._slots(level))
+            out[level] = code.masked_fill(dropped.unsqueeze(-1), 0.0)
+        return out
+
+    def _codes_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """(g, b, *spatial, q') -> (g, q, b, *spatial, d) in codebook space."""
+        flat, batch_shape = self._flatten_indices(indices)
+        codes = self._codes(flat)
+        codes = rearrange(codes, "q g n d -> g q n d")
+        return codes.reshape(self.groups, self.num_quantizers, *batch_shape, self.codebook_dim)
+
+    def _output_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """(g, b, *spatial, q') -> (b, n, dim), or (b, dim, h, w) for image feature maps."""
+        flat, batch_shape = self._flatten_indices(indices)
+        summed = self._codes(flat).sum(0)  # (g, N, d)
+        out = self.project_out(rearrange(summed, "g n d -> n (g d)"))
+        out = out.reshape(*batch_shape, self.dim)
+        if self.accept_image_fmap:
+            out = rearrange(out, "b h w d -> b d h w")
+        return out
+
+    # -- forward -------------------------------------------------------------------------------
+
+    def _forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        indices: torch.Tensor | None = None,
+        return_all_codes: bool = False,
+        sample_codebook_temp: float | None = None,
+        freeze_codebook: bool = False,
+        rand_quantize_dropout_fixed_seed: int | None = None,
+    ):
+        """Returns (quantized, codes (g, N-shaped), losses (g, q), all_codes or None), or
+        (quantized, cross_entropy) when `indices` are given."""
+        x, spatial = self._flatten_input(x)
+        b, n, _ = x.shape
+        if mask is not None:
+            if mask.shape != (b, n):
+                raise ValueError(f"expected mask of shape ({b}, {n}), got {tuple(mask.shape)}")
+            mask = mask.bool()
+        in_dtype = x.dtype
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            h = self.project_in(x.float())
+            hg = rearrange(h, "b n (g d) -> g (b n) d", g=self.groups)
+            valid = None if mask is None else mask.reshape(-1)
+            if valid is not None:
+                hg = hg.masked_fill(~valid[None, :, None], 0.0)
+            if indices is not None:
+                out, ce = self._cross_entropy(hg, indices, valid)
+            else:
+                out, codes, losses = self._quantize(
+                    hg,
+                    valid,
+                    b,
+                    sample_codebook_temp,
+                    freeze_codebook,
+                    rand_quantize_dropout_fixed_seed,
+                )
+            out = self.project_out(rearrange(out, "g n d -> n (g d)")).reshape(b, n, self.dim)
+        out = self._unflatten_output(out.to(in_dtype), spatial)
+        if indices is not None:
+            return out, ce
+        codes = codes.reshape(self.groups, b, *(spatial if spatial is not None else (n,)), -1)
+        all_codes = self._codes_from_indices(codes) if return_all_codes else None
+        return out, codes, losses, all_codes
+
+    def _depths(self, batch: int, fixed_seed: int | None, generator: torch.Generator):
+        """(levels to run, per-item depths (batch,) or None)."""
+        q = self.num_quantizers
+        if not (self.training and self.quantize_dropout):
+            return q, None
+        cutoff, multiple = self.quantize_dropout_cutoff_index, self.quantize_dropout_multiple_of
+        if self.quantize_dropout_per_item:
+            rank, size = ddp.world()
+            depths = draw_item_depths(
+                batch, q, cutoff, multiple, self.quantize_dropout_prob, generator, rank, size
+            )
+            return int(depths.max()), depths
+        depth = draw_depth(q, cutoff, multiple, generator, fixed_seed)
+        if fixed_seed is None and self.quantize_dropout_prob < 1.0:
+            if float(torch.rand((), generator=generator)) >= self.quantize_dropout_prob:
+                depth = q
+        return depth, None
+
+    def _quantize(self, hg, valid, batch, temperature, freeze, fixed_seed):
+        g, n_rows, d = hg.shape
+        q, c = self.num_quantizers, self.codebook_size
+        training = self.training
+        update = training and not (freeze or self.freeze_codebook)
+        generator = None
+        if training:
+            self._sync_rng(hg.device)
+            generator = self._generator()
+            self._rng_step += 1
+            if update and not bool(self._codebook.initted):
+                self._kmeans_init(hg, valid, generator)
+        levels, item_depths = self._depths(batch, fixed_seed, generator)
+        if temperature is None and self.stochastic_sample_codes:
+            temperature = self.sample_codebook_temp
+        temperature = float(temperature or 0.0) if training else 0.0
+
+        row_depth = None
+        if item_depths is not None:
+            row_depth = item_depths.to(hg.device).repeat_interleave(n_rows // batch)
+        weights = []  # per level: (N,) float weight of rows that enter stats and losses
+        for level in range(levels):
+            active = None if valid is None else valid
+            if row_depth is not None:
+                deep = row_depth > level
+                active = deep if active is None else active & deep
+            weights.append(None if active is None else active.float())
+
+        stats = self._stats_buffer(levels, g, c, d, hg) if update else None
+        if stats is not None:
+            level_rows = torch.stack(
+                [hg.new_tensor(n_rows) if w is None else w.sum() for w in weights]
+            )
+            rank, _ = ddp.world()
+            counts_by_rank = (
+                ddp.all_gather_counts(level_rows) if self._syncs() else level_rows[None]
+            )
+            offsets = (
+                counts_by_rank[:rank].sum(0) if self._syncs() else torch.zeros_like(level_rows)
+            )
+            totals = counts_by_rank.sum(0)
+
+        residual = hg
+        quantized = torch.zeros_like(hg.detach())
+        codes = torch.full((g, n_rows, q), -1, dtype=torch.long, device=hg.device)
+        losses = [hg.new_zeros(g) for _ in range(q)]
+        for level in range(levels):
+            slots = self._slots(level)
+            detached = residual.detach()
+            idx = self._codebook.search(detached, slots, temperature)
+            code = self._codebook.lookup(idx, slots)
+            w = weights[level]
+            if w is not None:
+                code = code * w[None, :, None]
+                codes[..., level] = torch.where(w > 0, idx, -1)
+            else:
+                codes[..., level] = idx
+            if stats is not None:
+                row_w = hg.new_ones(n_rows) if w is None else w
+                counts, sums = code_statistics(detached, idx, row_w, c)
+                stats["counts"][level] = counts
+                stats["sums"][level] = sums
+                if stats["candidates"] is not None:
+                    stats["candidates"][level] = self._dead_code_candidates(
+                        detached, row_w, offsets[level], totals[level], generator
+                    )
+            if training:
+                target = code if self._codebook.learnable else code.detach()
+                err = (residual - target).pow(2)
+                if w is None:
+                    losses[level] = err.mean(dim=(1, 2))
+                else:
+                    denom = w.sum().clamp(min=1) * d
+                    losses[level] = (err * w[None, :, None]).sum(dim=(1, 2)) / denom
+                losses[level] = losses[level] * self.commitment_weight
+            quantized = quantized + code.detach()
+            residual = residual - code.detach()
+        losses = torch.stack(losses, dim=-1)
+
+        if stats is not None:
+            self._apply_update(stats, levels, totals, hg)
+        if self.rotation_trick and hg.requires_grad:
+            out = rotate_to(hg, quantized)
+        elif hg.requires_grad and torch.is_grad_enabled():
+            out = hg + (quantized - hg).detach()
+        else:
+            out = quantized
+        return out, codes, losses
+
+    # -- codebook maintenance ------------------------------------------------------------------
+
+    def _stats_buffer(self, levels, g, c, d, like):
+        """One flat buffer for everything the update all-reduces, with named views into it."""
+        with_candidates = self._codebook.threshold_ema_dead_code > 0
+        sizes = {
+            "counts": (levels, g, c),
+            "sums": (levels, g, c, d),
+            "candidates": (levels, g, c, d) if with_candidates else None,
+            "bad": (1,),
+        }
+        total = sum(math.prod(s) for s in sizes.values() if s is not None)
+        flat = like.new_zeros(total, dtype=torch.float32)
+        views, offset = {"flat": flat}, 0
+        for key, shape in sizes.items():
+            if shape is None:
+                views[key] = None
+                continue
+            size = math.prod(shape)
+            views[key] = flat[offset : offset + size].view(shape)
+            offset += size
+        return views
+
+    def _dead_code_candidates(self, x, weight, offset, total, generator):
+        """For every code of every group, one row drawn uniformly from the valid rows of the
+        *global* batch (all ranks, in rank order); rows held by other ranks are zero here and
+        arrive through the all-reduce. x (g, N, d), weight (N,) -> (g, c, d)."""
+        g, n_rows, d = x.shape
+        c = self.codebook_size
+        u = torch.rand((g, c), generator=generator).to(x.device)
+        pick = (u * total).floor().long().clamp(max=(total.long() - 1).clamp(min=0))
+        local = pick - offset.long()
+        local_count = weight.sum().long()
+        own = (local >= 0) & (local < local_count)
+        cumulative = torch.cumsum((weight > 0).long(), 0)
+        rows = torch.searchsorted(cumulative, local.clamp(min=0) + 1).clamp(max=n_rows - 1)
+        picked = torch.gather(x, 1, rows.unsqueeze(-1).expand(-1, -1, d))
+        return torch.where(own.unsqueeze(-1), picked, 0.0)
+
+    def _apply_update(self, stats, levels, totals, hg):
+        g = self.groups
+        # padding rows were zeroed in _forward, so this sees only real input
+        stats["bad"][0] = (~torch.isfinite(hg.detach())).any().float()
+        if self._syncs():
+            ddp.all_reduce_sum_(stats["flat"])
+        ok = stats["bad"][0] == 0
+        counts, sums, cands = stats["counts"], stats["sums"], stats["candidates"]
+        has_cands = (totals > 0).unsqueeze(-1).expand(levels, g)
+        if self.shared_codebook:
+            revived = self._codebook.ema_update_(
+                self._slots(0),
+                counts.sum(0),
+                sums.sum(0),
+                None if cands is None else cands[0],
+                has_cands[0],
+                ok,
+            )
+            revived = torch.cat([revived[None], torch.zeros_like(counts[1:, :, 0])])
+        else:
+            flat = slice(0, levels * g)
+            revived = self._codebook.ema_update_(
+                flat,
+                counts.reshape(levels * g, -1),
+                sums.reshape(levels * g, *sums.shape[2:]),
+                None if cands is None else cands.reshape(levels * g, *cands.shape[2:]),
+                has_cands.reshape(-1),
+                ok,
+            ).view(levels, g)
+        self._record_telemetry(counts, revived, levels)
+        if self.check_finite and not bool(ok):
+            raise ValueError(
+                "non-finite values (NaN or Inf) in the quantizer input during training; "
+                "the codebooks were left unchanged"
+            )
+
+    @torch.no_grad()
+    def _record_telemetry(self, counts, revived, levels):
+        total = counts.sum(-1, keepdim=True)
+        p = counts / total.clamp(min=1e-12)
+        entropy = -(p * torch.log(p.clamp(min=1e-12))).sum(-1)
+        self._usage.fill_(float("nan"))
+        self._perplexity.fill_(float("nan"))
+        self._revived.zero_()
+        self._usage[:, :levels] = (counts > 0).float().mean(-1).T
+        self._perplexity[:, :levels] = torch.exp(entropy).T
+        self._revived[:, :levels] = revived.T.float()
+
+    @torch.no_grad()
+    def _kmeans_init(self, hg, valid, generator):
+        data = hg.detach() if valid is None else hg.detach()[:, valid]
+        if self.sync_kmeans and self._syncs():
+            data = ddp.all_gather_rows(data.contiguous())
+        if data.shape[1] == 0:
+            return
+        if not bool(torch.isfinite(data).all()):
+            raise ValueError(
+                "non-finite values (NaN or Inf) in the quantizer input during training; "
+                "k-means initialisation was not run"
+            )
+        residual = data
+        levels = 1 if self.shared_codebook else self.num_quantizers
+        for level in range(levels):
+            slots = self._slots(level)
+            x = l2norm(residual) if self._codebook.cosine else residual
+            means, counts = kmeans(
+                x, self.codebook_size, self.kmeans_iters, generator, self._codebook.cosine
+            )
+            self._codebook.set_codes_(slots, means, counts)
+            idx = self._codebook.search(residual, slots)
+            residual = residual - self._codebook.lookup(idx, slots)
+        self._codebook.initted.fill_(True)
+
+    def _cross_entropy(self, hg, indices, valid):
+        """Teacher-forced cross entropy of the codes `indices` under softmax(-distance) at each
+        level, summed over levels and groups (the seed's `indices=` path)."""
+        flat, _ = self._flatten_indices(indices)
+        if flat.shape[-1] != self.num_quantizers or bool((flat < 0).any()):
+            raise ValueError(
+                "cross entropy needs indices for every level and no dropped (-1) entries"
+            )
+        g, n_rows, d = hg.shape
+        if flat.shape[1] != n_rows:
+            raise ValueError(f"indices cover {flat.shape[1]} positions, the input {n_rows}")
+        residual, quantized = hg, torch.zeros_like(hg.detach())
+        total = hg.new_zeros(())
+        for level in range(self.num_quantizers):
+            slots = self._slots(level)
+            embed = self._codebook.embed[slots]
+            if self._codebook.cosine:
+                logits = torch.bmm(l2norm(residual), l2norm(embed).transpose(1, 2))
+            else:
+                logits = (
+                    2 * torch.bmm(residual, embed.transpose(1, 2)) - embed.pow(2).sum(-1)[:, None]
+                )
+            target = flat[..., level]
+            ce = F.cross_entropy(
+                rearrange(logits, "g n c -> (g n) c"), target.reshape(-1), reduction="none"
+            ).view(g, n_rows)
+            if valid is not None:
+                ce = (ce * valid).sum(-1) / valid.sum().clamp(min=1)
+            else:
+                ce = ce.mean(-1)
+            total = total + ce.sum()
+            code = self._codebook.lookup(target, slots).detach()
+            quantized = quantized + code
+            residual = residual - code
+        out = hg + (quantized - hg).detach() if hg.requires_grad else quantized
+        return out, total
+
+    def telemetry(self) -> dict[str, torch.Tensor]:
+        """Codebook health from the last training step, each (groups, levels): `usage` (fraction
+        of codes hit), `perplexity` (exp entropy of code use), `revived` (dead codes replaced).
+        NaN usage/perplexity marks a level that did not run (dropout). Device tensors: reading
+        them is the only sync."""
+        return {"usage": self._usage, "perplexity": self._perplexity, "revived": self._revived}
+
+
+class GroupedResidualVQ(_GroupedResidual):
+    """Grouped residual VQ: the feature dim is split into `groups`, each quantized by its own
+    residual stack; all groups cut at the same dropout depth.
+
+    forward(x (b, n, dim)) -> (quantized (b, n, dim), indices (g, b, n, q), losses (g, q)),
+    plus all_codes (g, q, b, n, d) with `return_all_codes`; with `indices=` (g, b, n, q) it
+    returns (quantized, cross_entropy_loss).
+    """
+
+    def __init__(self, *, dim: int, groups: int = 1, accept_image_fmap: bool = False, **kwargs):
+        super().__init__(dim=dim, groups=groups, accept_image_fmap=accept_image_fmap, **kwargs)
+
+    @property
+    def codebooks(self) -> torch.Tensor:
+        """(g, q, c, d); with a shared codebook every level shows the same codes."""
+        embed = self._codebook.embed
+        if self.shared_codebook:
+            embed = embed.unsqueeze(0).expand(self.num_quantizers, -1, -1, -1)
+        else:
+            embed = embed.view(self.num_quantizers, self.groups, *embed.shape[1:])
+        return rearrange(embed, "q g c d -> g q c d")
+
+    @property
+    def split_dim(self) -> int:
+        return 1 if self.accept_image_fmap else -1
+
+    def get_codes_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        return self._codes_from_indices(_stack_groups(indices))
+
+    def get_output_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        return self._output_from_indices(_stack_groups(indices))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        indices: torch.Tensor | None = None,
+        return_all_codes: bool = False,
+        sample_codebook_temp: float | None = None,
+        freeze_codebook: bool = False,
+        mask: torch.Tensor | None = None,
+        rand_quantize_dropout_fixed_seed: int | None = None,
+    ):
+        indices = None if indices is None or len(indices) == 0 else _stack_groups(indices)
+        result = self._forward(
+            x,
+            mask,
+            indices,
+            return_all_codes,
+            sample_codebook_temp,
+            freeze_codebook,
+            rand_quantize_dropout_fixed_seed,
+        )
+        if indices is not None:
+            return result
+        out, codes, losses, all_codes = result
+        return (out, codes, losses) if all_codes is None else (out, codes, losses, all_codes)
+
+
+class ResidualVQ(_GroupedResidual):
+    """Residual VQ (SoundStream, Algorithm 1).
+
+    forward(x (b, n, dim)) -> (quantized (b, n, dim), indices (b, n, q), losses (q,)), plus
+    all_codes (q, b, n, d) with `return_all_codes`; with `indices=` (b, n, q) it returns
+    (quantized, cross_entropy_loss).
+    """
+
+    def __init__(self, *, dim: int, num_quantizers: int, accept_image_fmap: bool = False, **kw):
+        super().__init__(
+            dim=dim, num_quantizers=num_quantizers, accept_image_fmap=accept_image_fmap, **kw
+        )
+
+    @property
+    def codebooks(self) -> torch.Tensor:
+        """(q, c, d)."""
+        return self._codebook.embed.expand(self.num_quantizers, -1, -1)
+
+    def get_codes_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        return self._codes_from_indices(_as_tensor(indices).unsqueeze(0))[0]
+
+    def get_output_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        return self._output_from_indices(_as_tensor(indices).unsqueeze(0))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        indices: torch.Tensor | list | None = None,
+        return_all_codes: bool = False,
+        sample_codebook_temp: float | None = None,
+        freeze_codebook: bool = False,
+        rand_quantize_dropout_fixed_seed: int | None = None,
+    ):
+        if indices is not None:
+            indices = _as_tensor(indices).unsqueeze(0)
+        result = self._forward(
+            x,
+            mask,
+            indices,
+            return_all_codes,
+            sample_codebook_temp,
+            freeze_codebook,
+            rand_quantize_dropout_fixed_seed,
+        )
+        if indices is not None:
+            return result
+        out, codes, losses, all_codes = result
+        out_tuple = (out, codes[0], losses[0])
+        return out_tuple if all_codes is None else (*out_tuple, all_codes[0])
+
+    def telemetry(self) -> dict[str, torch.Tensor]:
+        """As GroupedResidualVQ.telemetry, each of shape (levels,)."""
+        return {k: v[0] for k, v in super().telemetry().items()}
+
+
+def _as_tensor(indices) -> torch.Tensor:
+    if isinstance(indices, (list, tuple)):
+        return torch.stack(list(indices), dim=-1)
+    return indices
+
+
+def _stack_groups(indices) -> torch.Tensor:
+    if isinstance(indices, (list, tuple)):
+        return torch.stack(list(indices))
+    return indices
