@@ -37,52 +37,67 @@ def nearest_codes(
     cosine: bool = False,
     temperature: float = 0.0,
     precision: str = "float32",
-    candidates: int = 4,
-    max_elements: int = 1 << 22,
+    candidates: int = 3,
+    max_elements: int = 1 << 20,
 ) -> torch.Tensor:
     """Index of the nearest code for each vector: x (k, n, d), codebook (k, c, d) -> (k, n) long.
 
-    The (k, n, c) score matrix is computed in row chunks of at most `max_elements` scores, so
-    memory stays bounded for large codebooks. With `temperature` > 0 a code is sampled from
+    The (k, n, c) score matrix is computed in row chunks of at most `max_elements` scores into
+    one reused buffer, so memory stays bounded for large codebooks and no large temporary is
+    allocated per chunk. With `temperature` > 0 a code is sampled from
     softmax(-distance / temperature) (Gumbel-max) instead of taking the nearest.
-    `precision="bfloat16"` picks `candidates` codes per vector from bf16 scores and re-ranks them
-    exactly in fp32: several times faster where the CPU or GPU has bf16 matmuls, and nearly always
-    the exact answer (see scripts/bench_quantize.py for the measured agreement).
+    `precision="bfloat16"` shortlists `candidates` codes per vector from bf16 scores and re-ranks
+    them exactly in fp32: faster where bf16 matmuls are, and nearly always the exact answer
+    (scripts/bench_quantize.py measures how often).
     """
-    k, n, _ = x.shape
+    k, n, d = x.shape
     c = codebook.shape[1]
     codebook = codebook.detach().float()
     x = x.detach().float()
-    bias = None if cosine else -0.5 * codebook.pow(2).sum(-1).unsqueeze(1)
-    codebook_t = codebook.transpose(1, 2)
-    fast = precision == "bfloat16" and temperature <= 0 and candidates < c
-    if fast:
-        codebook_t_low = codebook_t.to(torch.bfloat16)
-        bias_low = None if bias is None else bias.to(torch.bfloat16)
+    bias = None if cosine else -0.5 * codebook.pow(2).sum(-1).unsqueeze(1)  # (k, 1, c)
     out = torch.empty(k, n, dtype=torch.long, device=x.device)
-    chunk = max(1, max_elements // max(1, k * c))
+    chunk = max(1, min(n, max_elements // max(1, k * c)))
+    if precision == "bfloat16" and temperature <= 0 and candidates < c:
+        _shortlist_and_rerank(x, codebook, bias, candidates, chunk, out)
+        return out
+    codebook_t = codebook.transpose(1, 2)
+    buffer = x.new_empty(k, chunk, c)
     for start in range(0, n, chunk):
         xc = x[:, start : start + chunk]
-        if fast:
-            coarse = code_scores(xc.to(torch.bfloat16), codebook_t_low, bias_low)
-            top = coarse.topk(candidates, dim=-1).indices  # (k, m, candidates)
-            picked = torch.gather(
-                codebook.unsqueeze(1).expand(-1, xc.shape[1], -1, -1),
-                2,
-                top.unsqueeze(-1).expand(-1, -1, -1, codebook.shape[2]),
-            )  # (k, m, candidates, d)
-            exact = torch.einsum("kmd,kmjd->kmj", xc, picked)
-            if bias is not None:
-                exact = exact + torch.gather(bias.expand(-1, xc.shape[1], -1), 2, top)
-            out[:, start : start + chunk] = top.gather(2, exact.argmax(-1, keepdim=True))[..., 0]
-            continue
-        scores = code_scores(xc, codebook_t, bias)
+        scores = buffer[:, : xc.shape[1]]
+        if bias is None:
+            torch.bmm(xc, codebook_t, out=scores)
+        else:
+            torch.baddbmm(bias, xc, codebook_t, out=scores)
         if temperature > 0:
             logits = scores * (1.0 if cosine else 2.0) / temperature
             u = torch.rand_like(logits).clamp_(1e-20, 1.0)
             scores = logits - torch.log(-torch.log(u))
-        out[:, start : start + chunk] = scores.argmax(-1)
+        out[:, start : start + chunk] = scores.max(-1).indices
     return out
+
+
+def _shortlist_and_rerank(x, codebook, bias, candidates, chunk, out):
+    """bf16 scores (with the bias as an extra input column, which costs less than a bf16 add)
+    pick `candidates` codes; exact fp32 scores of those pick the winner."""
+    k, n, d = x.shape
+    if bias is None:  # cosine: plain dot products
+        x_low = x.to(torch.bfloat16)
+        codebook_low = codebook.transpose(1, 2).to(torch.bfloat16)
+    else:
+        x_low = torch.cat([x, x.new_ones(k, n, 1)], -1).to(torch.bfloat16)
+        codebook_low = torch.cat([codebook.transpose(1, 2), bias], 1).to(torch.bfloat16)
+    for start in range(0, n, chunk):
+        xc = x[:, start : start + chunk]
+        m = xc.shape[1]
+        top = torch.bmm(x_low[:, start : start + chunk], codebook_low).topk(candidates, -1).indices
+        picked = torch.gather(
+            codebook.unsqueeze(1).expand(-1, m, -1, -1), 2, top.unsqueeze(-1).expand(-1, -1, -1, d)
+        )  # (k, m, candidates, d)
+        exact = torch.einsum("kmd,kmjd->kmj", xc, picked)
+        if bias is not None:
+            exact = exact + torch.gather(bias.expand(-1, m, -1), 2, top)
+        out[:, start : start + m] = top.gather(2, exact.max(-1, keepdim=True).indices)[..., 0]
 
 
 def code_statistics(x: torch.Tensor, indices: torch.Tensor, weight: torch.Tensor, c: int):
@@ -146,8 +161,8 @@ class Codebook(nn.Module):
         ema_update: bool = True,
         learnable_codebook: bool = False,
         search_precision: str = "float32",
-        search_candidates: int = 4,
-        max_search_elements: int = 1 << 22,
+        search_candidates: int = 3,
+        max_search_elements: int = 1 << 20,
     ):
         super().__init__()
         if codebook_size < 2:

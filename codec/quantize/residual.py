@@ -95,8 +95,8 @@ class _GroupedResidual(nn.Module):
         sync_kmeans: bool = True,
         check_finite: bool = True,
         search_precision: str = "float32",
-        search_candidates: int = 4,
-        max_search_elements: int = 1 << 22,
+        search_candidates: int = 3,
+        max_search_elements: int = 1 << 20,
         **unsupported,
     ):
         super().__init__()
@@ -386,9 +386,10 @@ class _GroupedResidual(nn.Module):
             )
             totals = counts_by_rank.sum(0)
 
-        residual = hg
+        track_grad = hg.requires_grad and torch.is_grad_enabled()
+        residual = hg if track_grad else hg.detach().clone()
         quantized = torch.zeros_like(hg.detach())
-        codes = torch.full((g, n_rows, q), -1, dtype=torch.long, device=hg.device)
+        codes = torch.full((q, g, n_rows), -1, dtype=torch.long, device=hg.device)
         losses = [hg.new_zeros(g) for _ in range(q)]
         for level in range(levels):
             slots = self._slots(level)
@@ -398,9 +399,9 @@ class _GroupedResidual(nn.Module):
             w = weights[level]
             if w is not None:
                 code = code * w[None, :, None]
-                codes[..., level] = torch.where(w > 0, idx, -1)
+                codes[level] = torch.where(w > 0, idx, -1)
             else:
-                codes[..., level] = idx
+                codes[level] = idx
             if stats is not None:
                 row_w = hg.new_ones(n_rows) if w is None else w
                 counts, sums = code_statistics(detached, idx, row_w, c)
@@ -419,15 +420,18 @@ class _GroupedResidual(nn.Module):
                     denom = w.sum().clamp(min=1) * d
                     losses[level] = (err * w[None, :, None]).sum(dim=(1, 2)) / denom
                 losses[level] = losses[level] * self.commitment_weight
-            quantized = quantized + code.detach()
-            residual = residual - code.detach()
+            code = code.detach()
+            quantized.add_(code)
+            if level + 1 < levels:
+                residual = residual - code if track_grad else residual.sub_(code)
+        codes = rearrange(codes, "q g n -> g n q")
         losses = torch.stack(losses, dim=-1)
 
         if stats is not None:
             self._apply_update(stats, levels, totals, hg)
-        if self.rotation_trick and hg.requires_grad:
+        if self.rotation_trick and track_grad:
             out = rotate_to(hg, quantized)
-        elif hg.requires_grad and torch.is_grad_enabled():
+        elif track_grad:
             out = hg + (quantized - hg).detach()
         else:
             out = quantized
