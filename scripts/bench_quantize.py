@@ -12,6 +12,7 @@ matmuls alone take at the GFLOP/s this machine reaches on one large fp32 matmul.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -41,14 +42,16 @@ def matmul_gflops(runs: int) -> float:
     chunk sizes (one unchunked product is memory-bound and slower)."""
     a, b = torch.randn(2, 6000, 128), torch.randn(2, 128, 1024)
     best = 0.0
+
+    def chunked(chunk: int, out: torch.Tensor) -> None:
+        for start in range(0, 6000, chunk):
+            part = a[:, start : start + chunk]
+            torch.bmm(part, b, out=out[:, : part.shape[1]])
+
     for chunk in (256, 512, 1024, 6000):
-
-        def run(chunk=chunk, out=torch.empty(2, chunk, 1024)):
-            for start in range(0, 6000, chunk):
-                part = a[:, start : start + chunk]
-                torch.bmm(part, b, out=out[:, : part.shape[1]])
-
-        best = max(best, 2 * 2 * 6000 * 128 * 1024 / (median_ms(run, runs) * 1e-3) / 1e9)
+        out = torch.empty(2, chunk, 1024)
+        ms = median_ms(functools.partial(chunked, chunk, out), runs)
+        best = max(best, 2 * 2 * 6000 * 128 * 1024 / (ms * 1e-3) / 1e9)
     return best
 
 
