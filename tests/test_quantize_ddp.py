@@ -43,14 +43,15 @@ def free_port() -> int:
 
 
 def worker(rank, world, port, out_dir):
+    # built before the process group exists: distribution is detected at forward time
+    quantizer = make_quantizer()
+    # the quantizer's own seed differs per rank too, until it syncs at the first forward
+    quantizer._rng_seed += rank
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
     try:
         torch.manual_seed(100 + rank)  # ranks' global RNGs differ; the quantizer must not care
-        quantizer = make_quantizer()
-        # the quantizer's own seed differs per rank too, until it syncs at the first forward
-        quantizer._rng_seed += rank
         depths = []
         for step, x in enumerate(batches()):
             local = x.chunk(world)[rank]
