@@ -1,11 +1,35 @@
-"""The `codec` command. Thin: argument parsing here, work in the library."""
+"""The `codec` command. Thin: parsing and reporting here, the work in codec.coding and friends.
+
+    codec encode IN... -m MODEL [-o OUT] [-b KBPS | -q LEVELS] [--batch-size N] [-r] [--force]
+    codec decode IN.codes... [-m MODEL] [-o OUT] [--sr RATE] [--format wav|flac] [--force]
+    codec info FILE.codes | MODEL_DIR
+
+Each bad input gets one line on stderr naming the file and the problem; the other files are
+still processed; the exit code is 1 when any file failed, 2 for usage errors.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from codec import __version__
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf"}
+
+
+class UsageError(Exception):
+    pass
+
+
+class Problems(list):
+    """Per-file problems: each is printed on stderr as it happens and kept for the exit code."""
+
+    def append(self, line: str) -> None:
+        print(f"error: {line}", file=sys.stderr, flush=True)
+        super().append(line)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,8 +37,227 @@ def build_parser() -> argparse.ArgumentParser:
         prog="codec", description="Neural audio codec toolkit: encode audio to codes and back."
     )
     parser.add_argument("--version", action="version", version=f"codec {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    enc = sub.add_parser("encode", help="audio files or folders -> .codes files")
+    enc.add_argument("inputs", nargs="+", type=Path, metavar="IN")
+    enc.add_argument("-m", "--model", type=Path, default=_env_model(), help="saved model folder")
+    enc.add_argument("-o", "--output", type=Path, help="output .codes file or folder")
+    rate = enc.add_mutually_exclusive_group()
+    rate.add_argument("-b", "--bandwidth", type=float, help="target kbps (the most that fits)")
+    rate.add_argument("-q", "--levels", type=int, help="number of quantizer levels")
+    enc.add_argument("-r", "--recursive", action="store_true", help="descend into subfolders")
+    _common(enc)
+
+    dec = sub.add_parser("decode", help=".codes files -> audio")
+    dec.add_argument("inputs", nargs="+", type=Path, metavar="IN")
+    dec.add_argument("-m", "--model", type=Path, default=_env_model(), help="saved model folder")
+    dec.add_argument("-o", "--output", type=Path, help="output audio file or folder")
+    dec.add_argument("--sr", type=int, help="output sample rate (default: the model's)")
+    dec.add_argument("--format", choices=["wav", "flac"], default="wav")
+    dec.add_argument("-r", "--recursive", action="store_true", help="descend into subfolders")
+    _common(dec)
+
+    info = sub.add_parser("info", help="describe a .codes file or a saved model")
+    info.add_argument("target", type=Path, metavar="FILE_OR_MODEL")
     return parser
+
+
+def _env_model():
+    value = os.environ.get("CODEC_MODEL")
+    return Path(value) if value else None
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=8, help="files coded together")
+    p.add_argument("--chunk-seconds", type=float, default=10.0, help="window length")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def collect(inputs: list[Path], suffixes: set[str], recursive: bool, errors: list[str]):
+    """Expand files and folders into (file, folder it was found in or None) pairs."""
+    found = []
+    for item in inputs:
+        if item.is_dir():
+            pattern = "**/*" if recursive else "*"
+            files = sorted(p for p in item.glob(pattern) if p.suffix.lower() in suffixes)
+            if not files:
+                errors.append(f"{item}: no {'/'.join(sorted(suffixes))} files in this folder")
+            found.extend((p, item) for p in files if p.is_file())
+        else:
+            found.append((item, None))
+    return found
+
+
+def output_path(source: Path, root: Path | None, output: Path | None, suffix: str, many: bool):
+    """Where the result for `source` goes: next to it, at `output` (one input), or inside the
+    folder `output`, mirroring the structure under `root`."""
+    if output is None:
+        return source.with_suffix(suffix)
+    if not many and output.suffix and not output.is_dir():
+        return output
+    relative = source.relative_to(root) if root is not None else Path(source.name)
+    return output / relative.with_suffix(suffix)
+
+
+def _progress(items, quiet: bool, desc: str):
+    if quiet or not sys.stderr.isatty():
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="file")
+
+
+def _load_model(path: Path | None, device: str):
+    from codec.model import Codec
+
+    if path is None:
+        raise UsageError("no model given: pass -m MODEL_DIR or set CODEC_MODEL")
+    return Codec.from_pretrained(path).to(device)
+
+
+def run_encode(args, errors: list[str]) -> int:
+    import torch
+
+    from codec.audio import AudioError
+    from codec.coding import Windowing, encode_batch, load_for_model
+    from codec.tokens import CodesHeader, write_codes
+
+    model = _load_model(args.model, args.device)
+    levels = model.levels_for(args.bandwidth, args.levels)
+    windowing = Windowing.for_model(model, args.chunk_seconds)
+    files = collect(args.inputs, AUDIO_SUFFIXES, args.recursive, errors)
+    many = len(files) > 1 or any(p.is_dir() for p in args.inputs)
+    done = 0
+    todo = []
+    for source, root in files:
+        target = output_path(source, root, args.output, ".codes", many)
+        if target.exists() and not args.force:
+            errors.append(f"{target}: exists (use --force to overwrite)")
+            continue
+        todo.append((source, target))
+    batches = [todo[i : i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
+    for batch in _progress(batches, args.quiet, "encode"):
+        prepared = []
+        for source, target in batch:
+            try:
+                prepared.append((source, target, load_for_model(model, source, windowing)))
+            except AudioError as err:
+                errors.append(str(err))
+        if not prepared:
+            continue
+        signals = [p.wav.to(args.device) for _, _, p in prepared]
+        with torch.inference_mode():
+            all_codes = encode_batch(model, signals, levels, windowing)
+        for (_, target, audio), codes in zip(prepared, all_codes):
+            header = CodesHeader(
+                model_id=model.config.model_id,
+                weights_hash=model.model_hash,
+                sample_rate=model.sample_rate,
+                channels=model.channels,
+                length=audio.wav.shape[-1],
+                frame_rate=model.frame_rate,
+                groups=model.groups,
+                levels=levels,
+                codebook_size=model.codebook_size,
+                frames=codes.shape[-1],
+                gains=audio.gains_db,
+                extra={
+                    "source_sample_rate": audio.source_rate,
+                    "source_channels": audio.source_channels,
+                    "chunk_frames": windowing.chunk_frames,
+                    "context_frames": windowing.context_frames,
+                    "quantum_frames": windowing.quantum_frames,
+                },
+            )
+            try:
+                write_codes(target, codes.cpu(), header)
+                done += 1
+            except OSError as err:
+                errors.append(f"{target}: could not write ({err.strerror or err})")
+    print(
+        f"encoded {done} of {len(files)} file(s) at {model.bitrate(levels) / 1000:.3g} kbps "
+        f"({levels} levels); {len(errors)} problem(s)",
+        file=sys.stderr,
+    )
+    return done
+
+
+def run_decode(args, errors: list[str]) -> int:
+    import torch
+
+    from codec.audio import resample, write_audio
+    from codec.coding import Windowing, decode_codes
+    from codec.tokens import CodesFormatError, check_model, read_codes
+
+    model = _load_model(args.model, args.device)
+    files = collect(args.inputs, {".codes"}, args.recursive, errors)
+    many = len(files) > 1 or any(p.is_dir() for p in args.inputs)
+    done = 0
+    for source, root in _progress(files, args.quiet, "decode"):
+        target = output_path(source, root, args.output, f".{args.format}", many)
+        if target.exists() and not args.force:
+            errors.append(f"{target}: exists (use --force to overwrite)")
+            continue
+        try:
+            codes, header = read_codes(source)
+            check_model(header, model.config.model_id, model.model_hash)
+        except CodesFormatError as err:
+            errors.append(str(err) if str(source) in str(err) else f"{source}: {err}")
+            continue
+        extra = header.extra or {}
+        windowing = Windowing(
+            int(extra.get("chunk_frames", 750)),
+            int(extra.get("context_frames", 75)),
+            int(extra.get("quantum_frames", 75)),
+        )
+        with torch.inference_mode():
+            wav = decode_codes(
+                model, codes.to(args.device), header.length, windowing, header.gains or ()
+            )
+        rate = args.sr or model.sample_rate
+        wav = resample(wav.cpu(), model.sample_rate, rate)
+        try:
+            write_audio(target, wav, rate)
+            done += 1
+        except OSError as err:
+            errors.append(f"{target}: could not write ({err.strerror or err})")
+    print(f"decoded {done} of {len(files)} file(s); {len(errors)} problem(s)", file=sys.stderr)
+    return done
+
+
+def run_info(args) -> None:
+    target: Path = args.target
+    if target.is_dir():
+        model = _load_model(target, "cpu")
+        c = model.config
+        params = sum(p.numel() for p in model.parameters())
+        print(f"model {c.model_id} ({target}), weights hash {model.model_hash}")
+        print(
+            f"  {c.sample_rate} Hz, {c.channels} channel(s), hop {model.hop_length} "
+            f"({model.frame_rate:g} frames/s), {'causal' if c.causal else 'non-causal'}"
+        )
+        print(f"  quantizer: {c.groups} group(s) x {c.levels} levels x {c.codebook_size} codes")
+        print("  bandwidths (kbps): " + ", ".join(f"{b:.3g}" for b in model.bandwidths))
+        print(f"  parameters: {params / 1e6:.2f} M")
+        return
+    from codec.tokens import read_codes
+
+    codes, h = read_codes(target)
+    print(
+        f"{target}: {h.frames} frames, {h.groups} group(s) x {h.levels} levels x "
+        f"{h.codebook_size} codes"
+    )
+    print(f"  model {h.model_id}, weights hash {h.weights_hash}")
+    print(
+        f"  {h.sample_rate} Hz, {h.channels} channel(s), {h.length} samples "
+        f"({h.duration:.3f} s), {h.frame_rate:g} frames/s"
+    )
+    print(f"  bitrate {h.bitrate / 1000:.3g} kbps; file {target.stat().st_size} bytes")
+    if h.gains:
+        print("  loudness gains (dB): " + ", ".join(f"{g:+.1f}" for g in h.gains))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +266,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return 0
+    errors = Problems()
+    try:
+        if args.command == "info":
+            run_info(args)
+            return 0
+        runner = run_encode if args.command == "encode" else run_decode
+        runner(args, errors)
+    except UsageError as err:
+        print(f"codec {args.command}: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as err:
+        # a model folder or a single target that cannot be used: one line, no traceback
+        print(f"codec {args.command}: {err}", file=sys.stderr)
+        return 1
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

@@ -18,3 +18,29 @@ def fsdd_root() -> Path:
     if not root or not Path(root).is_dir():
         pytest.skip("FSDD_ROOT is not set to the FSDD recordings folder")
     return Path(root)
+
+
+def tiny_codec(**overrides):
+    """A small randomly initialised Codec (16 kHz, hop 64) for tests."""
+    from codec.model import Codec, CodecConfig
+
+    torch.manual_seed(0)
+    config = CodecConfig(
+        sample_rate=16000,
+        n_filters=4,
+        dimension=16,
+        ratios=[4, 4, 4],
+        lstm=1,
+        groups=2,
+        levels=4,
+        codebook_size=64,
+        model_id="tiny",
+        quantizer={"decay": 0.9, "quantize_dropout": True},
+    )
+    return Codec(config, **overrides)
+
+
+@pytest.fixture
+def saved_model(tmp_path):
+    """Folder of a saved tiny model."""
+    return tiny_codec().save_pretrained(tmp_path / "model")

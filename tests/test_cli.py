@@ -1,8 +1,15 @@
+"""The `codec` command end to end: encode, decode, info, bad input, folders, overwrites."""
+
+import shutil
 import subprocess
 import sys
 
+import numpy as np
+import soundfile as sf
+
 from codec import __version__
 from codec.cli import main
+from codec.tokens import read_codes
 
 
 def test_version_and_help(capsys):
@@ -19,4 +26,134 @@ def test_console_script_runs():
     out = subprocess.run(
         [sys.executable, "-m", "codec.cli", "--help"], capture_output=True, text=True, check=True
     )
-    assert "codec" in out.stdout
+    for command in ("encode", "decode", "info"):
+        assert command in out.stdout
+
+
+def speech(fsdd_root, folder, count=3):
+    folder.mkdir(parents=True, exist_ok=True)
+    files = sorted(fsdd_root.glob("*.wav"))[:count]
+    return [shutil.copy(f, folder / f.name) for f in files]
+
+
+def test_encode_decode_round_trip(fsdd_root, saved_model, tmp_path, capsys):
+    (source,) = speech(fsdd_root, tmp_path / "in", 1)
+    out = tmp_path / "a.codes"
+    assert main(["encode", str(source), "-m", str(saved_model), "-o", str(out), "-b", "6"]) == 0
+    codes, header = read_codes(out)
+    info = sf.info(str(source))
+    assert header.levels == 2 and header.extra["source_sample_rate"] == 8000
+    assert header.length == info.frames * 2 and codes.shape == (2, 2, header.frames)
+    wav_out = tmp_path / "a.wav"
+    assert main(["decode", str(out), "-m", str(saved_model), "-o", str(wav_out)]) == 0
+    assert (
+        sf.info(str(wav_out)).samplerate == 16000 and sf.info(str(wav_out)).frames == header.length
+    )
+    assert (
+        main(
+            [
+                "decode",
+                str(out),
+                "-m",
+                str(saved_model),
+                "-o",
+                str(tmp_path / "b.flac"),
+                "--sr",
+                "8000",
+                "--format",
+                "flac",
+            ]
+        )
+        == 0
+    )
+    assert sf.info(str(tmp_path / "b.flac")).frames == info.frames
+    assert main(["info", str(out)]) == 0 and main(["info", str(saved_model)]) == 0
+    text = capsys.readouterr().out
+    assert "6 kbps" in text and "bandwidths (kbps): 3, 6, 9, 12" in text
+
+
+def test_bad_inputs_get_one_line_each_and_the_rest_still_encode(
+    fsdd_root, saved_model, tmp_path, capsys
+):
+    folder = tmp_path / "in"
+    good = speech(fsdd_root, folder, 2)
+    (folder / "text.wav").write_text("this is not audio")
+    (folder / "empty.wav").write_bytes(b"")
+    sf.write(folder / "nan.wav", np.full(800, np.nan, dtype=np.float32), 8000, subtype="FLOAT")
+    sf.write(folder / "zero.wav", np.zeros(0, dtype=np.float32), 8000)
+    sf.write(folder / "slow.wav", np.zeros(800, dtype=np.float32), 500)
+    header_only = folder / "header.wav"
+    header_only.write_bytes((folder / good[0].name).read_bytes()[:44])
+    out = tmp_path / "out"
+    code = main(
+        [
+            "encode",
+            str(folder),
+            str(tmp_path / "missing.wav"),
+            "-m",
+            str(saved_model),
+            "-o",
+            str(out),
+            "--batch-size",
+            "3",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    problems = [line for line in err.splitlines() if line.startswith("error: ")]
+    for name in (
+        "text.wav",
+        "empty.wav",
+        "nan.wav",
+        "zero.wav",
+        "slow.wav",
+        "header.wav",
+        "missing.wav",
+    ):
+        assert sum(name in line for line in problems) == 1, (name, problems)
+    assert "encoded 2 of 9 file(s)" in err
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        p.with_suffix(".codes").name for p in good
+    )
+
+
+def test_folders_are_mirrored_and_outputs_never_overwritten(
+    fsdd_root, saved_model, tmp_path, capsys
+):
+    speech(fsdd_root, tmp_path / "in" / "sub", 2)
+    out = tmp_path / "out"
+    args = ["encode", str(tmp_path / "in"), "-m", str(saved_model), "-o", str(out), "-r", "-q", "1"]
+    assert main(args) == 0
+    written = sorted(out.rglob("*.codes"))
+    assert len(written) == 2 and all(p.parent == out / "sub" for p in written)
+    before = written[0].read_bytes()
+    assert main(args[:-2] + ["-q", "4"]) == 1
+    assert "exists (use --force" in capsys.readouterr().err
+    assert written[0].read_bytes() == before
+    assert main(args[:-2] + ["-q", "4", "--force"]) == 0
+    assert read_codes(written[0])[1].levels == 4
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_decode_refuses_codes_from_another_model(
+    fsdd_root, saved_model, tmp_path, capsys, monkeypatch
+):
+    from conftest import tiny_codec
+
+    (source,) = speech(fsdd_root, tmp_path / "in", 1)
+    codes_path = tmp_path / "a.codes"
+    main(["encode", str(source), "-m", str(saved_model), "-o", str(codes_path)])
+    other = tiny_codec(model_id="other").save_pretrained(tmp_path / "other")
+    damaged = tmp_path / "cut.codes"
+    damaged.write_bytes(codes_path.read_bytes()[:-7])
+    code = main(
+        ["decode", str(codes_path), str(damaged), "-m", str(other), "-o", str(tmp_path / "o")]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "'tiny'" in err and "'other'" in err and "cut.codes" in err
+    monkeypatch.delenv("CODEC_MODEL", raising=False)
+    assert main(["decode", str(codes_path)]) == 2
+    assert "no model given" in capsys.readouterr().err
+    assert main(["encode", str(source), "-m", str(tmp_path / "nothing")]) == 1
+    assert "not a saved model" in capsys.readouterr().err

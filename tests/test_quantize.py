@@ -335,3 +335,14 @@ def test_telemetry_after_a_training_step():
     assert torch.all((stats["perplexity"] >= 1) & (stats["perplexity"] <= 16))
     assert torch.all(stats["revived"] >= 0)
     assert ResidualVQ(dim=8, num_quantizers=2, codebook_size=4).telemetry()["usage"].shape == (2,)
+
+
+def test_num_levels_runs_only_the_first_levels():
+    grvq = small_grvq().eval()
+    x = torch.randn(2, 9, 32)
+    _, full, _ = grvq(x)
+    out, idx, _ = grvq(x, num_levels=2)
+    assert torch.equal(idx[..., :2], full[..., :2]) and torch.all(idx[..., 2:] == -1)
+    torch.testing.assert_close(out, grvq.get_output_from_indices(full[..., :2]))
+    with pytest.raises(ValueError, match="num_levels"):
+        grvq(x, num_levels=5)

@@ -291,6 +291,7 @@ class _GroupedResidual(nn.Module):
         sample_codebook_temp: float | None = None,
         freeze_codebook: bool = False,
         rand_quantize_dropout_fixed_seed: int | None = None,
+        num_levels: int | None = None,
     ):
         """Returns (quantized, codes (g, N-shaped), losses (g, q), all_codes or None), or
         (quantized, cross_entropy) when `indices` are given."""
@@ -317,6 +318,7 @@ class _GroupedResidual(nn.Module):
                     sample_codebook_temp,
                     freeze_codebook,
                     rand_quantize_dropout_fixed_seed,
+                    num_levels,
                 )
             out = self.project_out(rearrange(out, "g n d -> n (g d)")).reshape(b, n, self.dim)
         out = self._unflatten_output(out.to(in_dtype), spatial)
@@ -344,7 +346,7 @@ class _GroupedResidual(nn.Module):
                 depth = q
         return depth, None
 
-    def _quantize(self, hg, valid, batch, temperature, freeze, fixed_seed):
+    def _quantize(self, hg, valid, batch, temperature, freeze, fixed_seed, num_levels=None):
         g, n_rows, d = hg.shape
         q, c = self.num_quantizers, self.codebook_size
         training = self.training
@@ -357,6 +359,10 @@ class _GroupedResidual(nn.Module):
             if update and not bool(self._codebook.initted):
                 self._kmeans_init(hg, valid, generator)
         levels, item_depths = self._depths(batch, fixed_seed, generator)
+        if num_levels is not None:
+            if not 1 <= num_levels <= q:
+                raise ValueError(f"num_levels must be in [1, {q}], got {num_levels}")
+            levels = min(levels, num_levels)
         if temperature is None and self.stochastic_sample_codes:
             temperature = self.sample_codebook_temp
         temperature = float(temperature or 0.0) if training else 0.0
@@ -635,7 +641,9 @@ class GroupedResidualVQ(_GroupedResidual):
         freeze_codebook: bool = False,
         mask: torch.Tensor | None = None,
         rand_quantize_dropout_fixed_seed: int | None = None,
+        num_levels: int | None = None,
     ):
+        """`num_levels` (beyond the seed) runs only the first levels; the rest get index -1."""
         indices = None if indices is None or len(indices) == 0 else _stack_groups(indices)
         result = self._forward(
             x,
@@ -645,6 +653,7 @@ class GroupedResidualVQ(_GroupedResidual):
             sample_codebook_temp,
             freeze_codebook,
             rand_quantize_dropout_fixed_seed,
+            num_levels,
         )
         if indices is not None:
             return result

@@ -1,0 +1,106 @@
+"""Audio in and out: reading (soundfile), rate and channel conversion, loudness (torchaudio),
+atomic writing. Every error a user can cause is an `AudioError` that names the file."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from codec.fileio import atomic_write
+
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384_000
+# 400 ms is the gating block of ITU-R BS.1770; shorter signals get no loudness gain.
+MIN_LOUDNESS_SECONDS = 0.4
+
+
+class AudioError(ValueError):
+    """A problem with one input or output file; the message starts with the file name."""
+
+    def __init__(self, path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = str(path), problem
+
+
+def audio_info(path) -> sf._SoundFileInfo:
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(path, "no such file")
+    if path.is_dir():
+        raise AudioError(path, "is a folder, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty file")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise AudioError(path, f"not a readable audio file ({err})") from None
+    if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
+        raise AudioError(
+            path,
+            f"unsupported sample rate {info.samplerate} Hz "
+            f"(supported: {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE})",
+        )
+    return info
+
+
+def read_audio(path, start: int = 0, frames: int = -1) -> tuple[torch.Tensor, int]:
+    """Read samples [start, start + frames) of a file -> (wav (channels, samples) float32, rate).
+
+    Refuses files that are missing, empty, unreadable, of an unsupported rate, without samples,
+    or with NaN/Inf samples."""
+    info = audio_info(path)
+    try:
+        data, rate = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+        raise AudioError(path, f"could not decode audio ({err})") from None
+    if data.shape[0] == 0:
+        problem = "no audio samples" if start == 0 else f"no samples after sample {start}"
+        raise AudioError(path, problem + f" (header says {info.frames})")
+    if not np.isfinite(data).all():
+        raise AudioError(path, "contains NaN or Inf samples")
+    return torch.from_numpy(np.ascontiguousarray(data.T)), rate
+
+
+def convert_channels(wav: torch.Tensor, channels: int, path="<audio>") -> torch.Tensor:
+    """(c_in, t) -> (channels, t). Rule: a mono model takes the mean of all channels; a stereo
+    model duplicates mono and takes stereo as is; anything else is refused."""
+    c_in = wav.shape[0]
+    if c_in == channels:
+        return wav
+    if channels == 1:
+        return wav.mean(0, keepdim=True)
+    if channels == 2 and c_in == 1:
+        return wav.expand(2, -1).clone()
+    raise AudioError(path, f"cannot map {c_in} channels to a {channels}-channel model")
+
+
+def resample(wav: torch.Tensor, rate: int, target: int) -> torch.Tensor:
+    if rate == target:
+        return wav
+    return AF.resample(wav, rate, target)
+
+
+def loudness_gain_db(wav: torch.Tensor, rate: int, target_lufs: float) -> float:
+    """Gain (dB) that brings wav (channels, t) to `target_lufs`; 0 for silence or clips too
+    short to measure. Clamped to +-40 dB so near-silence is not blown up."""
+    if wav.shape[-1] < MIN_LOUDNESS_SECONDS * rate:
+        return 0.0
+    lufs = float(AF.loudness(wav, rate))
+    if not math.isfinite(lufs):
+        return 0.0
+    return float(min(40.0, max(-40.0, target_lufs - lufs)))
+
+
+def apply_gain_db(wav: torch.Tensor, gain_db: float) -> torch.Tensor:
+    return wav * (10.0 ** (gain_db / 20.0))
+
+
+def write_audio(path, wav: torch.Tensor, rate: int, subtype: str | None = None) -> None:
+    """Write wav (channels, t) atomically; the format follows the extension (.wav, .flac)."""
+    data = wav.detach().float().clamp(-1.0, 1.0).T.cpu().numpy()
+    fmt = Path(path).suffix.lstrip(".").upper() or "WAV"
+    atomic_write(path, lambda tmp: sf.write(tmp, data, rate, format=fmt, subtype=subtype))

@@ -1,0 +1,316 @@
+"""The codec: SEANet encoder -> GroupedResidualVQ -> SEANet decoder.
+
+    audio (b, c, t) -> latents (b, D, f) -> codes (b, groups, levels, f) -> audio (b, c, t)
+
+One model serves every bitrate its levels give (structured dropout trains it to):
+bits per second = frame_rate * groups * levels * log2(codebook_size).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from codec.fileio import atomic_write
+from codec.nn import SEANetDecoder, SEANetEncoder, fold_weight_norm, streaming
+from codec.quantize import GroupedResidualVQ
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+
+class ModelFormatError(ValueError):
+    """A saved model folder that cannot be loaded; the message names the folder and problem."""
+
+
+@dataclass
+class CodecConfig:
+    """Everything needed to rebuild a Codec. Defaults: EnCodec's 24 kHz architecture."""
+
+    sample_rate: int = 24_000
+    channels: int = 1
+    dimension: int = 128
+    n_filters: int = 32
+    ratios: list[int] = field(default_factory=lambda: [8, 5, 4, 2])
+    n_residual_layers: int = 1
+    kernel_size: int = 7
+    residual_kernel_size: int = 3
+    last_kernel_size: int = 7
+    dilation_base: int = 2
+    compress: int = 2
+    lstm: int = 2
+    causal: bool = False
+    activation: str = "elu"
+    norm: str = "weight_norm"
+    pad_mode: str = "reflect"
+    true_skip: bool = True
+    groups: int = 1
+    levels: int = 32
+    codebook_size: int = 1024
+    codebook_dim: int | None = None
+    quantizer: dict = field(
+        default_factory=lambda: {
+            "decay": 0.99,
+            "kmeans_init": True,
+            "kmeans_iters": 50,
+            "threshold_ema_dead_code": 2,
+            "quantize_dropout": True,
+        }
+    )
+    loudness_lufs: float | None = None  # normalise input loudness to this target, restore on decode
+    model_id: str = "codec"
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.ratios)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CodecConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ModelFormatError(f"unknown config fields: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+class Codec(nn.Module):
+    """Encoder, quantizer and decoder with bitrate control.
+
+    `encode(wav (b, c, t)) -> codes (b, g, levels, f)`, `decode(codes) -> wav (b, c, f * hop)`,
+    `forward(wav)` -> what training needs (reconstruction, commitment losses, codes).
+    """
+
+    def __init__(self, config: CodecConfig | None = None, **overrides):
+        super().__init__()
+        config = dataclasses.replace(config or CodecConfig(), **overrides)
+        self.config = config
+        conv = dict(
+            channels=config.channels,
+            dimension=config.dimension,
+            n_filters=config.n_filters,
+            ratios=list(config.ratios),
+            n_residual_layers=config.n_residual_layers,
+            kernel_size=config.kernel_size,
+            residual_kernel_size=config.residual_kernel_size,
+            last_kernel_size=config.last_kernel_size,
+            dilation_base=config.dilation_base,
+            compress=config.compress,
+            lstm=config.lstm,
+            causal=config.causal,
+            activation=config.activation,
+            norm=config.norm,
+            pad_mode=config.pad_mode,
+            true_skip=config.true_skip,
+        )
+        self.encoder = SEANetEncoder(**conv)
+        self.decoder = SEANetDecoder(**conv)
+        self.quantizer = GroupedResidualVQ(
+            dim=config.dimension,
+            groups=config.groups,
+            num_quantizers=config.levels,
+            codebook_size=config.codebook_size,
+            codebook_dim=config.codebook_dim,
+            **config.quantizer,
+        )
+
+    # -- sizes and rates -----------------------------------------------------------------------
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.config.channels
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def groups(self) -> int:
+        return self.config.groups
+
+    @property
+    def levels(self) -> int:
+        return self.config.levels
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    def bitrate(self, levels: int) -> float:
+        """Bits per second with the first `levels` levels."""
+        return self.frame_rate * self.groups * levels * math.log2(self.codebook_size)
+
+    @property
+    def bandwidths(self) -> list[float]:
+        """kbps that 1, 2, ... all levels give."""
+        return [self.bitrate(n) / 1000 for n in range(1, self.levels + 1)]
+
+    def levels_for(self, bandwidth: float | None = None, levels: int | None = None) -> int:
+        """Levels to use for a bandwidth in kbps (the most that fit) or an explicit count."""
+        if bandwidth is not None and levels is not None:
+            raise ValueError("give a bandwidth or a number of levels, not both")
+        if levels is not None:
+            if not 1 <= levels <= self.levels:
+                raise ValueError(f"levels must be in [1, {self.levels}], got {levels}")
+            return levels
+        if bandwidth is None:
+            return self.levels
+        fitting = [n for n, kbps in enumerate(self.bandwidths, 1) if kbps <= bandwidth + 1e-9]
+        if not fitting:
+            raise ValueError(
+                f"bandwidth {bandwidth} kbps is below this model's lowest, "
+                f"{self.bandwidths[0]:.3g} kbps; available: "
+                + ", ".join(f"{b:.3g}" for b in self.bandwidths)
+            )
+        return fitting[-1]
+
+    def frames_for(self, samples: int) -> int:
+        return math.ceil(samples / self.hop_length)
+
+    # -- coding --------------------------------------------------------------------------------
+
+    def _check_audio(self, wav: torch.Tensor) -> None:
+        if wav.ndim != 3 or wav.shape[1] != self.channels:
+            raise ValueError(
+                f"expected audio of shape (batch, {self.channels}, samples), got {tuple(wav.shape)}"
+            )
+        if wav.shape[-1] == 0:
+            raise ValueError("audio has no samples")
+
+    def _latents(self, wav: torch.Tensor) -> torch.Tensor:
+        return rearrange(self.encoder(wav), "b d f -> b f d")
+
+    def _quantize(self, latents, num_levels=None):
+        out, codes, losses = self.quantizer(latents, num_levels=num_levels)
+        return out, rearrange(codes, "g b f q -> b g q f"), losses
+
+    def _decode_latents(self, quantized: torch.Tensor) -> torch.Tensor:
+        return self.decoder(rearrange(quantized, "b f d -> b d f"))
+
+    @torch.no_grad()
+    def encode(
+        self, wav: torch.Tensor, bandwidth: float | None = None, levels: int | None = None
+    ) -> torch.Tensor:
+        """wav (b, c, t) at the model rate -> codes (b, g, levels, ceil(t / hop)), int64."""
+        self._check_audio(wav)
+        n = self.levels_for(bandwidth, levels)
+        _, codes, _ = self._quantize(self._latents(wav), num_levels=n)
+        return codes[:, :, :n]
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """codes (b, g, levels, f), levels <= the model's (missing levels count as zero)
+        -> wav (b, c, f * hop), or the first `length` samples."""
+        if codes.ndim != 4 or codes.shape[1] != self.groups:
+            raise ValueError(
+                f"expected codes of shape (batch, {self.groups}, levels, frames), "
+                f"got {tuple(codes.shape)}"
+            )
+        quantized = self.quantizer.get_output_from_indices(rearrange(codes, "b g q f -> g b f q"))
+        wav = self._decode_latents(quantized)
+        return wav if length is None else wav[..., :length]
+
+    def forward(self, wav: torch.Tensor) -> dict:
+        """Training pass: {'audio': reconstruction (b, c, t), 'commitment': scalar loss,
+        'codes': (b, g, q, f)} with the quantizer's dropout active in train mode."""
+        self._check_audio(wav)
+        quantized, codes, losses = self._quantize(self._latents(wav))
+        audio = self._decode_latents(quantized)[..., : wav.shape[-1]]
+        return {"audio": audio, "commitment": losses.sum(), "codes": codes}
+
+    def streaming(self):
+        """Context manager for stateful chunk-by-chunk coding of a causal model:
+
+            with model.streaming():
+                codes = [model.encode(chunk) for chunk in chunks]   # chunks: multiples of hop
+
+        gives the offline codes (and `decode` frame by frame the offline audio); latency is one
+        hop. State is cleared when the block ends."""
+        if not self.config.causal:
+            raise ValueError("streaming needs a causal model (this one is non-causal)")
+        return streaming(self)
+
+    # -- saving --------------------------------------------------------------------------------
+
+    def weights_hash(self) -> str:
+        """sha256 of the weights (names, shapes, dtypes, bytes), 16 hex digits."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            tensor = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        return digest.hexdigest()[:16]
+
+    def save_pretrained(self, directory) -> Path:
+        """Write config.json and model.safetensors (atomically) to `directory`."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        config = dataclasses.asdict(self.config) | {"weights_hash": self.weights_hash()}
+        atomic_write(directory / WEIGHTS_FILE, lambda path: save_file(state, str(path)))
+        atomic_write(
+            directory / CONFIG_FILE,
+            lambda path: Path(path).write_text(json.dumps(config, indent=2) + "\n"),
+        )
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory, inference: bool = True) -> Codec:
+        """Load a folder written by `save_pretrained`; nothing is unpickled. With `inference`,
+        weight norm is folded away and the model is in eval mode."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise ModelFormatError(f"{directory}: not a saved model (missing {path.name})")
+        try:
+            data = json.loads(config_path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            expected_hash = data.pop("weights_hash", None)
+            config = CodecConfig.from_dict(data)
+        except (ValueError, TypeError) as err:
+            raise ModelFormatError(f"{config_path}: bad model config ({err})") from None
+        try:
+            state = load_file(str(weights_path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ModelFormatError(f"{weights_path}: unreadable weights ({err})") from None
+        model = cls(config)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            first = str(err).splitlines()[0]
+            raise ModelFormatError(
+                f"{weights_path}: weights do not fit the config ({first})"
+            ) from None
+        if expected_hash is not None and model.weights_hash() != expected_hash:
+            raise ModelFormatError(f"{weights_path}: weights hash does not match config.json")
+        model.saved_hash = expected_hash or model.weights_hash()
+        if inference:
+            model.eval()
+            fold_weight_norm(model)
+        return model
+
+    @property
+    def model_hash(self) -> str:
+        """The hash recorded when saved (stable after weight-norm folding), else computed."""
+        return getattr(self, "saved_hash", None) or self.weights_hash()

@@ -1,0 +1,28 @@
+"""Activations for the SEANet blocks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ACTIVATIONS = ("elu", "snake")
+
+
+class Snake(nn.Module):
+    """x + sin^2(alpha x) / alpha with a learnable alpha per channel (BigVGAN, DAC): a periodic
+    inductive bias for audio. (b, c, t) -> (b, c, t)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.sin(self.alpha * x).pow(2) / (self.alpha + 1e-9)
+
+
+def make_activation(name: str, channels: int) -> nn.Module:
+    if name == "elu":
+        return nn.ELU()
+    if name == "snake":
+        return Snake(channels)
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")

@@ -1,0 +1,81 @@
+"""SEANet and the streamable convolutions."""
+
+import pytest
+import soundfile as sf
+import torch
+
+from codec.nn import SEANetDecoder, SEANetEncoder, Snake, fold_weight_norm, streaming
+
+SMALL = dict(n_filters=4, dimension=16, ratios=[4, 2, 2], lstm=0)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_shapes_for_any_length(causal, channels):
+    enc = SEANetEncoder(channels=channels, causal=causal, **SMALL)
+    dec = SEANetDecoder(channels=channels, causal=causal, **SMALL)
+    assert enc.hop_length == 16
+    for length in (1, 15, 16, 17, 100, 161):
+        z = enc(torch.randn(2, channels, length))
+        assert z.shape == (2, 16, -(-length // 16))
+        assert dec(z).shape == (2, channels, z.shape[-1] * 16)
+
+
+def test_causal_encoder_ignores_the_future():
+    enc = SEANetEncoder(causal=True, **{**SMALL, "lstm": 1}).eval()
+    x = torch.randn(1, 1, 320)
+    y = x.clone()
+    y[..., 160:] = torch.randn(1, 1, 160)
+    torch.testing.assert_close(enc(x)[..., :10], enc(y)[..., :10])
+    assert not torch.allclose(enc(x)[..., 10:], enc(y)[..., 10:])
+
+
+@pytest.mark.parametrize("lstm", [0, 2])
+def test_streaming_equals_offline(lstm):
+    opts = {**SMALL, "lstm": lstm, "causal": True, "activation": "snake"}
+    enc, dec = SEANetEncoder(**opts).eval(), SEANetDecoder(**opts).eval()
+    x = torch.randn(2, 1, 16 * 24)
+    with torch.no_grad():
+        z, y = enc(x), dec(enc(x))
+        with streaming(enc), streaming(dec):
+            z_stream = torch.cat([enc(x[..., k : k + 48]) for k in range(0, x.shape[-1], 48)], -1)
+            y_stream = torch.cat([dec(z[..., k : k + 1]) for k in range(z.shape[-1])], -1)
+    torch.testing.assert_close(z_stream, z, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(y_stream, y, atol=1e-5, rtol=1e-5)
+
+
+def test_streaming_rejects_chunks_off_the_stride():
+    enc = SEANetEncoder(causal=True, **SMALL)
+    with streaming(enc), pytest.raises(ValueError, match="multiple"):
+        enc(torch.randn(1, 1, 17))
+
+
+def test_weight_norm_folds_away_without_changing_outputs():
+    enc = SEANetEncoder(**SMALL).eval()
+    x = torch.randn(1, 1, 200)
+    before = enc(x)
+    fold_weight_norm(enc)
+    assert not any("parametrizations" in name for name, _ in enc.named_parameters())
+    torch.testing.assert_close(enc(x), before)
+
+
+def test_snake_passes_gradient_to_input_and_alpha():
+    snake = Snake(3)
+    x = torch.randn(2, 3, 10, requires_grad=True)
+    snake(x).sum().backward()
+    assert x.grad.abs().sum() > 0 and snake.alpha.grad.abs().sum() > 0
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ValueError, match="activation"):
+        SEANetEncoder(activation="relu6", **SMALL)
+    with pytest.raises(ValueError, match="norm"):
+        SEANetEncoder(norm="batch", **SMALL)
+
+
+def test_real_speech_round_trip_shapes(fsdd_root):
+    wav, rate = sf.read(sorted(fsdd_root.glob("*.wav"))[0], dtype="float32")
+    x = torch.from_numpy(wav)[None, None]
+    enc, dec = SEANetEncoder(**SMALL), SEANetDecoder(**SMALL)
+    y = dec(enc(x))
+    assert y.shape[-1] == -(-x.shape[-1] // 16) * 16 and torch.isfinite(y).all()
