@@ -73,6 +73,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="files coded together")
     p.add_argument("--chunk-seconds", type=float, default=10.0, help="window length")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument(
+        "--precision",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="convolution precision (bfloat16: ~2x faster on CPUs with AVX512-BF16)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -126,6 +132,7 @@ def run_encode(args, errors: list[str]) -> int:
     from codec.tokens import CodesHeader, write_codes
 
     model = _load_model(args.model, args.device)
+    model.precision = args.precision
     levels = model.levels_for(args.bandwidth, args.levels)
     windowing = Windowing.for_model(model, args.chunk_seconds)
     files = collect(args.inputs, AUDIO_SUFFIXES, args.recursive, errors)
@@ -193,6 +200,7 @@ def run_decode(args, errors: list[str]) -> int:
     from codec.tokens import CodesFormatError, check_model, read_codes
 
     model = _load_model(args.model, args.device)
+    model.precision = args.precision
     files = collect(args.inputs, {".codes"}, args.recursive, errors)
     many = len(files) > 1 or any(p.is_dir() for p in args.inputs)
     done = 0

@@ -80,12 +80,12 @@ def prepare_audio(
     return PreparedAudio(wav, rate, source_channels, gains)
 
 
-def _windows(signal: torch.Tensor, frames: int, chunk: int, context: int, hop: int):
-    """Cut signal (c, t) covering `frames` frames into (n, c, (chunk + 2 context) * hop)."""
-    total = math.ceil(frames / chunk) * chunk
-    padded = F.pad(signal, (context * hop, (total + context) * hop - signal.shape[-1]))
-    size, step = (chunk + 2 * context) * hop, chunk * hop
-    return padded.unfold(-1, size, step).transpose(0, 1)  # (n, c, size)
+def _window(signal: torch.Tensor, start: int, size: int) -> torch.Tensor:
+    """signal[..., start : start + size], zero-padded where it runs past either end; copies
+    only the window, never the whole signal."""
+    lo, hi = max(start, 0), min(start + size, signal.shape[-1])
+    piece = signal[..., lo:hi] if hi > lo else signal[..., :0]
+    return F.pad(piece, (lo - start, size - (lo - start) - piece.shape[-1]))
 
 
 def encode_batch(
@@ -101,25 +101,24 @@ def encode_batch(
     if model.config.causal:
         return _encode_streaming(model, signals, levels, windowing, batch_windows)
     hop, context = model.hop_length, windowing.context_frames
-    plans = []  # (signal index, chunk, windows)
-    for i, signal in enumerate(signals):
-        frames = model.frames_for(signal.shape[-1])
-        chunk = windowing.chunk_for(frames)
-        plans.append((i, frames, chunk, _windows(signal, frames, chunk, context, hop)))
-    outputs: dict[int, list] = {i: [] for i in range(len(signals))}
-    by_chunk: dict[int, list] = {}
-    for i, _, chunk, windows in plans:
-        by_chunk.setdefault(chunk, []).extend((i, k, w) for k, w in enumerate(windows))
+    frames = [model.frames_for(s.shape[-1]) for s in signals]
+    result = [None] * len(signals)
+    by_chunk: dict[int, list] = {}  # chunk size -> [(signal, window index)]
+    for i, n in enumerate(frames):
+        chunk = windowing.chunk_for(n)
+        by_chunk.setdefault(chunk, []).extend((i, k) for k in range(math.ceil(n / chunk)))
+        result[i] = torch.empty(model.groups, levels, n, dtype=torch.long)
     for chunk, items in by_chunk.items():
+        size = (chunk + 2 * context) * hop
         for start in range(0, len(items), batch_windows):
             group = items[start : start + batch_windows]
-            codes = model.encode(torch.stack([w for _, _, w in group]), levels=levels)
-            for (i, k, _), c in zip(group, codes):
-                outputs[i].append((k, c[..., context : context + chunk]))
-    result = []
-    for i, frames, _, _ in plans:
-        parts = [c for _, c in sorted(outputs[i], key=lambda kc: kc[0])]
-        result.append(torch.cat(parts, -1)[..., :frames])
+            batch = torch.stack(
+                [_window(signals[i], (k * chunk - context) * hop, size) for i, k in group]
+            )
+            codes = model.encode(batch, levels=levels)[..., context : context + chunk].cpu()
+            for (i, k), c in zip(group, codes):
+                end = min((k + 1) * chunk, frames[i])
+                result[i][..., k * chunk : end] = c[..., : end - k * chunk]
     return result
 
 
@@ -129,14 +128,12 @@ def _encode_streaming(model, signals, levels, windowing, batch_size):
     for start in range(0, len(signals), batch_size):
         group = signals[start : start + batch_size]
         frames = [model.frames_for(s.shape[-1]) for s in group]
-        width = max(frames) * hop
-        batch = torch.stack([F.pad(s, (0, width - s.shape[-1])) for s in group])
+        codes = torch.empty(len(group), model.groups, levels, max(frames), dtype=torch.long)
         with streaming(model):
-            parts = [
-                model.encode(batch[..., k : k + chunk * hop], levels=levels)
-                for k in range(0, width, chunk * hop)
-            ]
-        codes = torch.cat(parts, -1)
+            for k in range(0, max(frames), chunk):
+                batch = torch.stack([_window(s, k * hop, chunk * hop) for s in group])
+                part = model.encode(batch, levels=levels).cpu()
+                codes[..., k : k + part.shape[-1]] = part[..., : codes.shape[-1] - k]
         result.extend(c[..., :f] for c, f in zip(codes, frames))
     return result
 
@@ -152,22 +149,25 @@ def decode_codes(
     """codes (g, levels, f) -> wav (c, length) at the model rate, windowed like encoding
     (code windows padded with -1, which decodes as silence past the ends), gains undone."""
     hop, frames = model.hop_length, codes.shape[-1]
+    wav = torch.empty(model.channels, frames * hop)
     if model.config.causal:
         chunk = windowing.chunk_frames
         with streaming(model):
-            pieces = [
-                model.decode(codes[None, ..., k : k + chunk])[0] for k in range(0, frames, chunk)
-            ]
+            for k in range(0, frames, chunk):
+                wav[:, k * hop : (k + chunk) * hop] = model.decode(codes[None, ..., k : k + chunk])[
+                    0
+                ]
     else:
         context, chunk = windowing.context_frames, windowing.chunk_for(frames)
         total = math.ceil(frames / chunk) * chunk
         padded = F.pad(codes, (context, total - frames + context), value=-1)
         windows = padded.unfold(-1, chunk + 2 * context, chunk).permute(2, 0, 1, 3)  # (n, g, q, w)
-        pieces = []
         for start in range(0, windows.shape[0], batch_windows):
-            wav = model.decode(windows[start : start + batch_windows].contiguous())
-            pieces.extend(wav[..., context * hop : (context + chunk) * hop])
-    wav = torch.cat(pieces, -1)[..., :length]
+            out = model.decode(windows[start : start + batch_windows].contiguous())
+            for k, piece in enumerate(out[..., context * hop : (context + chunk) * hop], start):
+                end = min((k + 1) * chunk, frames) * hop
+                wav[:, k * chunk * hop : end] = piece[:, : end - k * chunk * hop]
+    wav = wav[..., :length]
     gains = list(gains_db)
     if gains:
         step = chunk * hop

@@ -32,7 +32,8 @@ class ModelFormatError(ValueError):
 
 @dataclass
 class CodecConfig:
-    """Everything needed to rebuild a Codec. Defaults: EnCodec's 24 kHz architecture."""
+    """Everything needed to rebuild a Codec. Defaults: EnCodec's 24 kHz architecture (32 x 1024
+    codes, 1.5-24 kbps), non-causal unless `causal=True` (EnCodec's 24 kHz model is causal)."""
 
     sample_rate: int = 24_000
     channels: int = 1
@@ -50,7 +51,7 @@ class CodecConfig:
     activation: str = "elu"
     norm: str = "weight_norm"
     pad_mode: str = "reflect"
-    true_skip: bool = True
+    true_skip: bool = False
     groups: int = 1
     levels: int = 32
     codebook_size: int = 1024
@@ -109,6 +110,7 @@ class Codec(nn.Module):
             pad_mode=config.pad_mode,
             true_skip=config.true_skip,
         )
+        self.precision = "float32"  # inference precision of the convolutions; see `encode`
         self.encoder = SEANetEncoder(**conv)
         self.decoder = SEANetDecoder(**conv)
         self.quantizer = GroupedResidualVQ(
@@ -191,15 +193,28 @@ class Codec(nn.Module):
         if wav.shape[-1] == 0:
             raise ValueError("audio has no samples")
 
+    def _autocast(self, device: torch.device):
+        """bf16 autocast for the convolutions when `precision == "bfloat16"` (the quantizer
+        always runs in fp32). About 2x faster on CPUs with AVX512-BF16; codes can differ from
+        fp32 in rare near-ties."""
+        if self.precision not in ("float32", "bfloat16"):
+            raise ValueError(f"precision must be float32 or bfloat16, got {self.precision!r}")
+        enabled = self.precision == "bfloat16" and not self.training
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
     def _latents(self, wav: torch.Tensor) -> torch.Tensor:
-        return rearrange(self.encoder(wav), "b d f -> b f d")
+        with self._autocast(wav.device):
+            latents = self.encoder(wav)
+        return rearrange(latents.float(), "b d f -> b f d")
 
     def _quantize(self, latents, num_levels=None):
         out, codes, losses = self.quantizer(latents, num_levels=num_levels)
         return out, rearrange(codes, "g b f q -> b g q f"), losses
 
     def _decode_latents(self, quantized: torch.Tensor) -> torch.Tensor:
-        return self.decoder(rearrange(quantized, "b f d -> b d f"))
+        with self._autocast(quantized.device):
+            wav = self.decoder(rearrange(quantized, "b f d -> b d f"))
+        return wav.float()
 
     @torch.no_grad()
     def encode(

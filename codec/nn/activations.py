@@ -20,9 +20,10 @@ class Snake(nn.Module):
         return x + torch.sin(self.alpha * x).pow(2) / (self.alpha + 1e-9)
 
 
-def make_activation(name: str, channels: int) -> nn.Module:
+def make_activation(name: str, channels: int, inplace: bool = False) -> nn.Module:
+    """`inplace` only where the input is a fresh tensor nothing else reads."""
     if name == "elu":
-        return nn.ELU()
+        return nn.ELU(inplace=inplace)
     if name == "snake":
         return Snake(channels)
     raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")

@@ -132,10 +132,14 @@ class Conv1d(StreamingModule):
             self._state = full[..., full.shape[-1] - self.padding :]
             return self.conv(full)
         extra = self._extra_padding(x.shape[-1])
-        if self.causal:
-            return self.conv(F.pad(x, (self.padding, extra)))
-        right = self.padding // 2
-        return self.conv(pad1d(x, self.padding - right, right + extra, self.pad_mode))
+        left = self.padding if self.causal else self.padding - self.padding // 2
+        right = extra if self.causal else self.padding // 2 + extra
+        if self.pad_mode == "constant" and right <= left:
+            # zero padding inside the conv (symmetric, surplus outputs dropped) saves copying x
+            conv = self.conv
+            y = F.conv1d(x, conv.weight, conv.bias, conv.stride, left, conv.dilation, conv.groups)
+            return y[..., : math.ceil(x.shape[-1] / self.stride)]
+        return self.conv(pad1d(x, left, right, self.pad_mode))
 
 
 class ConvTranspose1d(StreamingModule):
@@ -177,14 +181,45 @@ class LSTM(StreamingModule):
     """Bottleneck LSTM with a skip connection: (b, c, t) -> (b, c, t); carries (h, c) while
     streaming."""
 
+    STEP_LIMIT = 8  # below this many steps, plain math beats the oneDNN kernel's set-up cost
+
     def __init__(self, channels: int, layers: int = 2):
         super().__init__()
         self.lstm = nn.LSTM(channels, channels, layers, batch_first=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         seq = x.transpose(1, 2)
-        state = self._state if self._streaming else None
-        out, new_state = self.lstm(seq, state)
-        if self._streaming:
-            self._state = new_state
+        if not self._streaming:
+            return (self.lstm(seq)[0] + seq).transpose(1, 2)
+        if seq.shape[1] <= self.STEP_LIMIT and not torch.is_grad_enabled():
+            out, self._state = self._steps(seq, self._state)
+        else:
+            out, self._state = self.lstm(seq, self._state)
         return (out + seq).transpose(1, 2)
+
+    def _steps(self, seq: torch.Tensor, state):
+        """The LSTM recurrence step by step: seq (b, t, c) -> (b, t, c), (h, c) each
+        (layers, b, c)."""
+        lstm, b = self.lstm, seq.shape[0]
+        if state is None:
+            zeros = seq.new_zeros(lstm.num_layers, b, lstm.hidden_size)
+            state = (zeros, zeros)
+        hs, cs = list(state[0].unbind(0)), list(state[1].unbind(0))
+        outputs = []
+        for t in range(seq.shape[1]):
+            inp = seq[:, t]
+            for layer in range(lstm.num_layers):
+                gates = F.linear(
+                    inp, getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"bias_ih_l{layer}")
+                )
+                gates = gates + F.linear(
+                    hs[layer],
+                    getattr(lstm, f"weight_hh_l{layer}"),
+                    getattr(lstm, f"bias_hh_l{layer}"),
+                )
+                i, f, g, o = gates.chunk(4, dim=-1)
+                cs[layer] = torch.sigmoid(f) * cs[layer] + torch.sigmoid(i) * torch.tanh(g)
+                hs[layer] = torch.sigmoid(o) * torch.tanh(cs[layer])
+                inp = hs[layer]
+            outputs.append(inp)
+        return torch.stack(outputs, 1), (torch.stack(hs), torch.stack(cs))

@@ -34,7 +34,7 @@ class ResidualUnit(nn.Module):
         self.block = nn.Sequential(
             make_activation(activation, dim),
             Conv1d(dim, hidden, kernel_size, dilation=dilation, **conv),
-            make_activation(activation, hidden),
+            make_activation(activation, hidden, inplace=True),
             Conv1d(hidden, dim, 1, **conv),
         )
         self.shortcut = nn.Identity() if true_skip else Conv1d(dim, dim, 1, **conv)
@@ -101,14 +101,14 @@ class SEANetEncoder(_SEANet):
         for ratio in reversed(self.ratios):
             layers += self._units(mult * nf)
             layers += [
-                make_activation(self.activation, mult * nf),
+                make_activation(self.activation, mult * nf, inplace=bool(self._residual)),
                 Conv1d(mult * nf, 2 * mult * nf, 2 * ratio, stride=ratio, **self._conv),
             ]
             mult *= 2
         if self.lstm_layers:
             layers.append(LSTM(mult * nf, self.lstm_layers))
         layers += [
-            make_activation(self.activation, mult * nf),
+            make_activation(self.activation, mult * nf, inplace=True),
             Conv1d(mult * nf, self.dimension, self.last_kernel_size, **self._conv),
         ]
         self.model = nn.Sequential(*layers)
@@ -132,13 +132,13 @@ class SEANetDecoder(_SEANet):
             layers.append(LSTM(mult * nf, self.lstm_layers))
         for ratio in self.ratios:
             layers += [
-                make_activation(self.activation, mult * nf),
+                make_activation(self.activation, mult * nf, inplace=True),
                 ConvTranspose1d(mult * nf, mult * nf // 2, 2 * ratio, stride=ratio, **conv_tr),
             ]
             layers += self._units(mult * nf // 2)
             mult //= 2
         layers += [
-            make_activation(self.activation, nf),
+            make_activation(self.activation, nf, inplace=bool(self._residual)),
             Conv1d(nf, self.channels, self.last_kernel_size, **self._conv),
         ]
         self.model = nn.Sequential(*layers)
