@@ -4,6 +4,7 @@ atomic writing. Every error a user can cause is an `AudioError` that names the f
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -99,8 +100,19 @@ def apply_gain_db(wav: torch.Tensor, gain_db: float) -> torch.Tensor:
     return wav * (10.0 ** (gain_db / 20.0))
 
 
-def write_audio(path, wav: torch.Tensor, rate: int, subtype: str | None = None) -> None:
+def write_audio(path, wav: torch.Tensor, rate: int) -> None:
     """Write wav (channels, t) atomically; the format follows the extension (.wav, .flac)."""
-    data = wav.detach().float().clamp(-1.0, 1.0).T.cpu().numpy()
+    write_audio_stream(path, [wav], rate, wav.shape[0])
+
+
+def write_audio_stream(path, pieces: Iterable[torch.Tensor], rate: int, channels: int) -> None:
+    """Write pieces (channels, n) one after another into one file, atomically, holding only
+    one piece in memory. Samples are clipped to [-1, 1]."""
     fmt = Path(path).suffix.lstrip(".").upper() or "WAV"
-    atomic_write(path, lambda tmp: sf.write(tmp, data, rate, format=fmt, subtype=subtype))
+
+    def write(tmp: str) -> None:
+        with sf.SoundFile(tmp, "w", rate, channels, format=fmt) as handle:
+            for piece in pieces:
+                handle.write(piece.detach().float().clamp(-1.0, 1.0).T.cpu().numpy())
+
+    atomic_write(path, write)

@@ -71,7 +71,9 @@ def _env_model():
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--batch-size", type=int, default=8, help="files coded together")
-    p.add_argument("--chunk-seconds", type=float, default=10.0, help="window length")
+    p.add_argument(
+        "--chunk-seconds", type=float, help="chunk length (default: 1 s causal, 5 s otherwise)"
+    )
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument(
         "--precision",
@@ -155,16 +157,20 @@ def run_encode(args, errors: list[str]) -> int:
                 errors.append(str(err))
         if not prepared:
             continue
-        signals = [p.wav.to(args.device) for _, _, p in prepared]
-        with torch.inference_mode():
-            all_codes = encode_batch(model, signals, levels, windowing)
+        signals = [p.wav for _, _, p in prepared]
+        try:
+            with torch.inference_mode():
+                all_codes = encode_batch(model, signals, levels, windowing)
+        except AudioError as err:  # a file that went bad while being read
+            errors.append(str(err))
+            continue
         for (_, target, audio), codes in zip(prepared, all_codes):
             header = CodesHeader(
                 model_id=model.config.model_id,
                 weights_hash=model.model_hash,
                 sample_rate=model.sample_rate,
                 channels=model.channels,
-                length=audio.wav.shape[-1],
+                length=audio.length,
                 frame_rate=model.frame_rate,
                 groups=model.groups,
                 levels=levels,
@@ -195,8 +201,8 @@ def run_encode(args, errors: list[str]) -> int:
 def run_decode(args, errors: list[str]) -> int:
     import torch
 
-    from codec.audio import resample, write_audio
-    from codec.coding import Windowing, decode_codes
+    from codec.audio import resample, write_audio, write_audio_stream
+    from codec.coding import Windowing, decode_chunks
     from codec.tokens import CodesFormatError, check_model, read_codes
 
     model = _load_model(args.model, args.device)
@@ -215,20 +221,22 @@ def run_decode(args, errors: list[str]) -> int:
         except CodesFormatError as err:
             errors.append(str(err) if str(source) in str(err) else f"{source}: {err}")
             continue
+        default = Windowing.for_model(model)
         extra = header.extra or {}
         windowing = Windowing(
-            int(extra.get("chunk_frames", 750)),
-            int(extra.get("context_frames", 75)),
-            int(extra.get("quantum_frames", 75)),
+            int(extra.get("chunk_frames", default.chunk_frames)),
+            int(extra.get("context_frames", default.context_frames)),
+            int(extra.get("quantum_frames", default.quantum_frames)),
         )
-        with torch.inference_mode():
-            wav = decode_codes(
-                model, codes.to(args.device), header.length, windowing, header.gains or ()
-            )
         rate = args.sr or model.sample_rate
-        wav = resample(wav.cpu(), model.sample_rate, rate)
         try:
-            write_audio(target, wav, rate)
+            with torch.inference_mode():
+                pieces = decode_chunks(model, codes, header.length, windowing, header.gains or ())
+                if rate == model.sample_rate:  # chunk by chunk: memory independent of length
+                    write_audio_stream(target, pieces, rate, model.channels)
+                else:
+                    wav = resample(torch.cat(list(pieces), -1), model.sample_rate, rate)
+                    write_audio(target, wav, rate)
             done += 1
         except OSError as err:
             errors.append(f"{target}: could not write ({err.strerror or err})")

@@ -1,47 +1,68 @@
-"""Whole files through a Codec: windows with context, batching, rates, channels, loudness.
+"""Whole files through a Codec: windows, batching, rates, channels, loudness, bounded memory.
 
-A file is cut into windows that depend only on the file and the settings: chunks of
-`chunk_frames` frames, each seen with `context_frames` of real audio (or zeros past the file's
-ends) on either side, the last chunk zero-padded. Windows of equal size from any number of files
-are stacked into one batch, so a file gets the same codes alone or inside a batch, and memory is
-bounded by the window and batch sizes, not the file length.
+A non-causal model codes a file in windows that depend only on the file and the settings:
+chunks of `chunk_frames` frames, each seen with `context_frames` of real audio (zeros past the
+file's ends) on either side, the last chunk zero-padded. Windows of equal size from any number
+of files are stacked into one batch, so a file gets the same codes alone or inside a batch.
+Codes near chunk edges can differ from a one-pass encode of the whole file (measured in
+tests/test_codec.py); away from the edges they are the same.
 
-A causal model instead streams each file chunk by chunk with its layers' state carried over
-(files of a batch stream side by side, zero-padded past their ends, which a causal model never
-looks back at), so chunked, batched and one-pass coding all give the same codes. A non-causal
-model sees only `context_frames` around each chunk: codes near chunk edges can differ from a
-one-pass encode, which tests/test_coding.py measures.
+A causal model streams each file chunk by chunk with its layers' state carried over (files of a
+batch side by side, zero-padded past their ends, which a causal model never looks back at), so
+chunked, batched and one-pass coding all give the same codes.
+
+Memory is bounded by the window and batch sizes, not the file length: a file already at the
+model's rate (and without loudness normalisation) is read window by window from disk, and
+decoding yields audio chunk by chunk for the writer.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
+import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from codec.audio import apply_gain_db, convert_channels, loudness_gain_db, read_audio, resample
+from codec.audio import (
+    AudioError,
+    apply_gain_db,
+    audio_info,
+    convert_channels,
+    loudness_gain_db,
+    read_audio,
+    resample,
+)
 from codec.model import Codec
-from codec.nn import streaming
+
+MAX_BATCH_SECONDS = 12.0  # audio per forward pass; bounds activation memory
 
 
 @dataclass(frozen=True)
 class Windowing:
-    """Chunk and context sizes in frames. The defaults suit speech and music at 24 kHz
-    (10 s chunks with 1 s of context each side)."""
+    """Chunk and context sizes in frames; short files use the fewest `quantum_frames` that
+    cover them instead of a whole chunk."""
 
-    chunk_frames: int = 750
-    context_frames: int = 75
-    quantum_frames: int = 75  # short files use the fewest quanta that cover them
+    chunk_frames: int
+    context_frames: int
+    quantum_frames: int
 
     def chunk_for(self, frames: int) -> int:
         quanta = math.ceil(frames / self.quantum_frames) * self.quantum_frames
         return max(1, min(self.chunk_frames, quanta))
 
     @classmethod
-    def for_model(cls, model: Codec, chunk_seconds: float = 10.0, context_seconds: float = 1.0):
+    def for_model(
+        cls, model: Codec, chunk_seconds: float | None = None, context_seconds: float | None = None
+    ) -> Windowing:
+        """Defaults: a causal model streams 1 s chunks (state carries the history, so small
+        chunks cost nothing); a non-causal one uses 5 s chunks with 0.5 s of context."""
+        causal = model.config.causal
+        chunk_seconds = chunk_seconds or (1.0 if causal else 5.0)
+        context_seconds = 0.0 if causal else (0.5 if context_seconds is None else context_seconds)
         rate = model.frame_rate
         return cls(
             chunk_frames=max(1, round(chunk_seconds * rate)),
@@ -50,14 +71,43 @@ class Windowing:
         )
 
 
+class FileSource:
+    """A file already at the model's rate, read window by window from disk. shape: (c, t)."""
+
+    def __init__(self, path, channels: int, info: sf._SoundFileInfo):
+        self.path, self.channels, self.shape = path, channels, (channels, info.frames)
+        if info.subtype in ("FLOAT", "DOUBLE"):  # integer PCM cannot hold NaN or Inf
+            with sf.SoundFile(str(path)) as handle:
+                for block in handle.blocks(blocksize=1 << 20, dtype="float32"):
+                    if not np.isfinite(block).all():
+                        raise AudioError(path, "contains NaN or Inf samples")
+
+    def window(self, start: int, size: int) -> torch.Tensor:
+        """Samples [start, start + size), zero where outside the file: (c, size)."""
+        lo, hi = max(start, 0), min(start + size, self.shape[1])
+        out = torch.zeros(self.channels, size)
+        if hi > lo:
+            with sf.SoundFile(str(self.path)) as handle:
+                handle.seek(lo)
+                data = handle.read(hi - lo, dtype="float32", always_2d=True)
+            piece = convert_channels(torch.from_numpy(data.T.copy()), self.channels, self.path)
+            out[:, lo - start : lo - start + piece.shape[-1]] = piece
+        return out
+
+
 @dataclass
 class PreparedAudio:
-    """A file converted for a model: wav (c, t) at the model rate, plus what decode needs."""
+    """A file made ready for a model: samples at the model rate (a tensor (c, t) or a
+    FileSource), plus what decoding needs."""
 
-    wav: torch.Tensor
+    wav: torch.Tensor | FileSource
     source_rate: int
     source_channels: int
     gains_db: list[float]
+
+    @property
+    def length(self) -> int:
+        return self.wav.shape[-1]
 
 
 def prepare_audio(
@@ -80,108 +130,120 @@ def prepare_audio(
     return PreparedAudio(wav, rate, source_channels, gains)
 
 
-def _window(signal: torch.Tensor, start: int, size: int) -> torch.Tensor:
-    """signal[..., start : start + size], zero-padded where it runs past either end; copies
-    only the window, never the whole signal."""
+def load_for_model(model: Codec, path, windowing: Windowing) -> PreparedAudio:
+    """Open an audio file (any format soundfile reads) for `model`: read from disk as needed
+    when no conversion is required, else read whole and converted."""
+    info = audio_info(path)
+    if info.frames == 0:
+        raise AudioError(path, "no audio samples")
+    if info.samplerate == model.sample_rate and model.config.loudness_lufs is None:
+        convert_channels(torch.zeros(info.channels, 1), model.channels, path)  # rule check
+        return PreparedAudio(
+            FileSource(path, model.channels, info), info.samplerate, info.channels, []
+        )
+    wav, rate = read_audio(path)
+    return prepare_audio(model, wav, rate, windowing, path)
+
+
+def _window(signal, start: int, size: int) -> torch.Tensor:
+    """signal[..., start : start + size], zero-padded past either end; copies only the window."""
+    if isinstance(signal, FileSource):
+        return signal.window(start, size)
     lo, hi = max(start, 0), min(start + size, signal.shape[-1])
     piece = signal[..., lo:hi] if hi > lo else signal[..., :0]
     return F.pad(piece, (lo - start, size - (lo - start) - piece.shape[-1]))
 
 
-def encode_batch(
-    model: Codec,
-    signals: list[torch.Tensor],
-    levels: int,
-    windowing: Windowing,
-    batch_windows: int = 16,
-) -> list[torch.Tensor]:
-    """signals: (c, t) each at the model rate -> codes (g, levels, ceil(t / hop)) each.
+def _per_batch(model: Codec, window_samples: int) -> int:
+    return max(1, int(MAX_BATCH_SECONDS * model.sample_rate) // window_samples)
 
-    Windows of equal size are stacked, at most `batch_windows` at a time."""
+
+def encode_batch(model: Codec, signals: list, levels: int, windowing: Windowing) -> list:
+    """signals: (c, t) tensors or FileSources at the model rate -> codes (g, levels,
+    ceil(t / hop)) each, int64 on the CPU."""
     if model.config.causal:
-        return _encode_streaming(model, signals, levels, windowing, batch_windows)
+        return _encode_streaming(model, signals, levels, windowing)
     hop, context = model.hop_length, windowing.context_frames
+    device = next(model.parameters()).device
     frames = [model.frames_for(s.shape[-1]) for s in signals]
-    result = [None] * len(signals)
+    result = []
     by_chunk: dict[int, list] = {}  # chunk size -> [(signal, window index)]
     for i, n in enumerate(frames):
         chunk = windowing.chunk_for(n)
         by_chunk.setdefault(chunk, []).extend((i, k) for k in range(math.ceil(n / chunk)))
-        result[i] = torch.empty(model.groups, levels, n, dtype=torch.long)
+        result.append(torch.empty(model.groups, levels, n, dtype=torch.long))
     for chunk, items in by_chunk.items():
         size = (chunk + 2 * context) * hop
-        for start in range(0, len(items), batch_windows):
-            group = items[start : start + batch_windows]
+        step = _per_batch(model, size)
+        for start in range(0, len(items), step):
+            group = items[start : start + step]
             batch = torch.stack(
                 [_window(signals[i], (k * chunk - context) * hop, size) for i, k in group]
             )
-            codes = model.encode(batch, levels=levels)[..., context : context + chunk].cpu()
+            codes = model.encode(batch.to(device), levels=levels)
+            codes = codes[..., context : context + chunk].cpu()
             for (i, k), c in zip(group, codes):
                 end = min((k + 1) * chunk, frames[i])
                 result[i][..., k * chunk : end] = c[..., : end - k * chunk]
     return result
 
 
-def _encode_streaming(model, signals, levels, windowing, batch_size):
+def _encode_streaming(model: Codec, signals: list, levels: int, windowing: Windowing) -> list:
     hop, chunk = model.hop_length, windowing.chunk_frames
+    device = next(model.parameters()).device
+    per_batch = _per_batch(model, chunk * hop)
     result = []
-    for start in range(0, len(signals), batch_size):
-        group = signals[start : start + batch_size]
+    for start in range(0, len(signals), per_batch):
+        group = signals[start : start + per_batch]
         frames = [model.frames_for(s.shape[-1]) for s in group]
         codes = torch.empty(len(group), model.groups, levels, max(frames), dtype=torch.long)
-        with streaming(model):
+        with model.streaming():
             for k in range(0, max(frames), chunk):
                 batch = torch.stack([_window(s, k * hop, chunk * hop) for s in group])
-                part = model.encode(batch, levels=levels).cpu()
+                part = model.encode(batch.to(device), levels=levels).cpu()
                 codes[..., k : k + part.shape[-1]] = part[..., : codes.shape[-1] - k]
         result.extend(c[..., :f] for c, f in zip(codes, frames))
     return result
 
 
-def decode_codes(
+def decode_chunks(
     model: Codec,
     codes: torch.Tensor,
     length: int,
     windowing: Windowing,
     gains_db: Iterable[float] = (),
-    batch_windows: int = 16,
-) -> torch.Tensor:
-    """codes (g, levels, f) -> wav (c, length) at the model rate, windowed like encoding
-    (code windows padded with -1, which decodes as silence past the ends), gains undone."""
+) -> Iterator[torch.Tensor]:
+    """codes (g, levels, f) -> audio (c, n) pieces at the model rate, in order, `length`
+    samples in all, windowed like encoding (code windows padded with -1, which decodes as
+    silence past the ends), loudness gains undone. Memory does not grow with the file."""
     hop, frames = model.hop_length, codes.shape[-1]
-    wav = torch.empty(model.channels, frames * hop)
-    if model.config.causal:
-        chunk = windowing.chunk_frames
-        with streaming(model):
-            for k in range(0, frames, chunk):
-                wav[:, k * hop : (k + chunk) * hop] = model.decode(codes[None, ..., k : k + chunk])[
-                    0
-                ]
-    else:
-        context, chunk = windowing.context_frames, windowing.chunk_for(frames)
-        total = math.ceil(frames / chunk) * chunk
-        padded = F.pad(codes, (context, total - frames + context), value=-1)
-        windows = padded.unfold(-1, chunk + 2 * context, chunk).permute(2, 0, 1, 3)  # (n, g, q, w)
-        for start in range(0, windows.shape[0], batch_windows):
-            out = model.decode(windows[start : start + batch_windows].contiguous())
-            for k, piece in enumerate(out[..., context * hop : (context + chunk) * hop], start):
-                end = min((k + 1) * chunk, frames) * hop
-                wav[:, k * chunk * hop : end] = piece[:, : end - k * chunk * hop]
-    wav = wav[..., :length]
+    device = next(model.parameters()).device
     gains = list(gains_db)
-    if gains:
-        step = chunk * hop
-        wav = torch.cat(
-            [
-                apply_gain_db(wav[:, k * step : (k + 1) * step], -gain)
-                for k, gain in enumerate(gains)
-            ],
-            -1,
-        )
-    return wav
+    chunk = windowing.chunk_for(frames) if not model.config.causal else windowing.chunk_frames
+    emitted = 0
+
+    def finish(index: int, wav: torch.Tensor) -> torch.Tensor:
+        nonlocal emitted
+        wav = wav[:, : max(0, length - emitted)].cpu()
+        emitted += wav.shape[-1]
+        return apply_gain_db(wav, -gains[index]) if index < len(gains) else wav
+
+    if model.config.causal:
+        with model.streaming():
+            for index, k in enumerate(range(0, frames, chunk)):
+                yield finish(index, model.decode(codes[None, ..., k : k + chunk].to(device))[0])
+        return
+    context = windowing.context_frames
+    total = math.ceil(frames / chunk) * chunk
+    padded = F.pad(codes, (context, total - frames + context), value=-1)
+    windows = padded.unfold(-1, chunk + 2 * context, chunk).permute(2, 0, 1, 3)  # (n, g, q, w)
+    step = _per_batch(model, (chunk + 2 * context) * hop)
+    for start in range(0, windows.shape[0], step):
+        out = model.decode(windows[start : start + step].contiguous().to(device))
+        for index, piece in enumerate(out[..., context * hop : (context + chunk) * hop], start):
+            yield finish(index, piece)
 
 
-def load_for_model(model: Codec, path, windowing: Windowing) -> PreparedAudio:
-    """Read an audio file (any format soundfile reads) and prepare it for `model`."""
-    wav, rate = read_audio(path)
-    return prepare_audio(model, wav, rate, windowing, path)
+def decode_codes(model: Codec, codes, length: int, windowing: Windowing, gains_db=()):
+    """As decode_chunks, joined: wav (c, length)."""
+    return torch.cat(list(decode_chunks(model, codes, length, windowing, gains_db)), -1)

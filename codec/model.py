@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from einops import rearrange
 from torch import nn
+from torch.nn.utils import parametrize
 
 from codec.fileio import atomic_write
 from codec.nn import SEANetDecoder, SEANetEncoder, fold_weight_norm, streaming
@@ -278,6 +279,9 @@ class Codec(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         config = dataclasses.asdict(self.config) | {"weights_hash": self.weights_hash()}
+        if not any(parametrize.is_parametrized(m) for m in self.modules()):
+            config["norm"] = "none"  # weight norm was folded (inference): plain weights
+
         atomic_write(directory / WEIGHTS_FILE, lambda path: save_file(state, str(path)))
         atomic_write(
             directory / CONFIG_FILE,

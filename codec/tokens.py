@@ -1,29 +1,45 @@
-"""The `.codes` container: codes of one file, bit-packed, with a header and a checksum.
+"""The `.codes` container: the codes of one file, bit-packed, with a JSON header and a checksum.
 
 Byte layout (all integers little-endian):
 
     offset      size  field
     0           6     magic b"CODECS"
-    6           2     format version, uint16 (1)
-    8           4     header length H, uint32 (at most MAX_HEADER_BYTES)
-    12          H     header, UTF-8 JSON object (see CodesHeader)
-    12 + H      P     codes, bit-packed at ceil(log2(codebook_size)) bits each, MSB first,
-                      P = ceil(frames * levels * groups * bits / 8)
-    12 + H + P  4     CRC32 (zlib) of every byte before it, uint32
+    6           2     format version, uint16 (VERSION = 1)
+    8           4     header length H, uint32, at most MAX_HEADER_BYTES
+    12          H     header: a UTF-8 JSON object, the fields of CodesHeader
+    12 + H      P     payload: the codes bit-packed at bits = ceil(log2(codebook_size)) each,
+                      most significant bit first, P = ceil(groups * levels * frames * bits / 8),
+                      the unused low bits of the last byte are zero
+    12 + H + P  4     CRC32 (zlib.crc32) of bytes [0, 12 + H + P), uint32
 
-Pack order: frame-major, then level, then group (k = level * groups + group within a frame),
-the order a language model reads tokens in. Reading trusts nothing: every length is bounded
-by the bytes actually present before anything is allocated, every header field is type- and
-range-checked, and every problem raises `CodesFormatError` saying what is wrong. No pickle.
+Pack order: codes of shape (groups, levels, frames) are stored in C order of shape
+(frames, levels, groups), i.e. code number (frame * levels + level) * groups + group. Within a
+frame that is the language-model order k = level * groups + group, and whole frames are
+contiguous, so a file can be read or cut frame by frame.
+
+Header (JSON, written compact and ASCII-only): every CodesHeader field is present. model_id is
+1..256 characters, weights_hash 1..128 hex digits; sample_rate in [1, 1e6], channels in [1, 64],
+length >= 0, groups and levels in [1, 4096], codebook_size in [2, 2**32], frames >= 0 (0 is an
+empty file), integers all; frame_rate finite in (0, sample_rate]; gains null or a list of finite
+dB values; extra an object of strings and finite numbers; version equal to the one in the prefix.
+
+Reading trusts nothing: no pickle; the header length is bounded before it is read; every header
+field is type- and range-checked (groups * levels * frames <= MAX_CODES); the payload must be
+exactly the size the header implies, so nothing is allocated beyond what the bytes hold; every
+problem raises `CodesFormatError` saying what is wrong (and, from a path, which file).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import numbers
+import os
+import re
+import stat
 import struct
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,247 +49,447 @@ from codec.fileio import atomic_write_bytes
 
 MAGIC = b"CODECS"
 VERSION = 1
-MAX_HEADER_BYTES = 1 << 20
-MAX_CODES = 1 << 32
-MAX_FILE_BYTES = 1 << 34
-_PREFIX = struct.Struct("<6sHI")
+MAX_HEADER_BYTES = 1 << 20  # 1 MiB of JSON
+MAX_CODES = 1 << 32  # groups * levels * frames; 75 Hz x 32 codes is 8.6 M per hour
+MAX_CODEBOOK_SIZE = 1 << 32  # so that bits <= 32
+MAX_FILE_BYTES = 12 + MAX_HEADER_BYTES + MAX_CODES * 4 + 4  # 32-bit codes at MAX_CODES
+
+_PREFIX = struct.Struct("<6sHI")  # magic, version, header length
 _CRC = struct.Struct("<I")
-_PACK_CHUNK = 1 << 20  # codes per packing step; a multiple of 8 keeps steps byte-aligned
+_MIN_FILE_BYTES = _PREFIX.size + _CRC.size
+_PACK_CHUNK = 1 << 18  # codes per packing step; a multiple of 8, so every step is byte-aligned
+_HEX = re.compile(r"[0-9a-fA-F]{1,128}")
 
 
 class CodesFormatError(ValueError):
-    """A .codes file (or bytes) that cannot be read; the message says what is wrong."""
+    """Bytes that are not a valid .codes file, or a header that cannot be written; the message
+    says what is wrong (and names the file when one was read)."""
 
 
 class ModelMismatchError(CodesFormatError):
-    """Codes made by a different model than the one asked to decode them."""
+    """Codes made by a different model (id or weights) than the one asked to decode them."""
 
 
 @dataclass
 class CodesHeader:
+    """What a decoder needs besides the codes. `frames` = 0 on write means "take it from the
+    codes"; after reading it is the number of frames stored."""
+
     model_id: str
-    weights_hash: str
-    sample_rate: int
+    weights_hash: str  # hex digits
+    sample_rate: int  # Hz of the model's audio
     channels: int
-    length: int  # samples at sample_rate
-    frame_rate: float
+    length: int  # original number of samples at sample_rate, before padding
+    frame_rate: float  # code frames per second
     groups: int
     levels: int
     codebook_size: int
     frames: int = 0
     gains: list[float] | None = None  # per-chunk loudness gains in dB, undone on decode
-    extra: dict = field(default_factory=dict)
     version: int = VERSION
+    extra: dict[str, str | int | float] = field(default_factory=dict)
 
     @property
     def bits(self) -> int:
+        """Bits per stored code: ceil(log2(codebook_size))."""
         return bits_per_code(self.codebook_size)
 
     @property
     def bitrate(self) -> float:
-        """Bits per second of the stored codes."""
+        """Bits per second of the stored codes: frame_rate * groups * levels * bits."""
         return self.frame_rate * self.groups * self.levels * self.bits
 
     @property
     def duration(self) -> float:
+        """Seconds of the original audio: length / sample_rate."""
         return self.length / self.sample_rate
 
     @property
     def num_codes(self) -> int:
         return self.groups * self.levels * self.frames
 
+    @property
+    def payload_bytes(self) -> int:
+        return (self.num_codes * self.bits + 7) // 8
+
 
 def bits_per_code(codebook_size: int) -> int:
-    return max(1, math.ceil(math.log2(codebook_size)))
+    """ceil(log2(codebook_size)), exactly (no floating point); at least 1."""
+    return max(1, (int(codebook_size) - 1).bit_length())
 
 
 # -- bit packing ------------------------------------------------------------------------------
 
 
-def pack_bits(values: np.ndarray, bits: int) -> bytes:
-    """Non-negative integers (n,) below 2**bits -> ceil(n * bits / 8) bytes, MSB first."""
-    values = np.asarray(values, dtype=np.uint64).reshape(-1)
-    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint64)
-    out = []
+def pack_bits(values, bits: int) -> bytes:
+    """Integers in [0, 2**bits), any shape (flattened in C order) -> ceil(n * bits / 8) bytes.
+
+    Each value takes `bits` bits, most significant first; the last byte is padded with zeros.
+    `bits` is 1..32."""
+    _check_bits(bits)
+    values = np.asarray(values).reshape(-1)
+    if values.dtype.kind not in "iu":
+        raise ValueError(f"pack_bits needs integers, got dtype {values.dtype}")
+    if values.size and (values.min() < 0 or values.max() >= 1 << bits):
+        raise ValueError(
+            f"values must be in [0, {1 << bits}) for {bits} bits, "
+            f"got min {values.min()}, max {values.max()}"
+        )
+    pieces = []
     for start in range(0, values.size, _PACK_CHUNK):
-        part = values[start : start + _PACK_CHUNK]
-        matrix = ((part[:, None] >> shifts) & np.uint64(1)).astype(np.uint8)
-        out.append(np.packbits(matrix.reshape(-1)).tobytes())
-    return b"".join(out)
+        part = values[start : start + _PACK_CHUNK].astype(">u4")  # big-endian: MSB byte first
+        bit_matrix = np.unpackbits(part.view(np.uint8).reshape(-1, 4), axis=1)  # (n, 32)
+        pieces.append(np.packbits(bit_matrix[:, 32 - bits :].reshape(-1)).tobytes())
+    return b"".join(pieces)
 
 
-def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
-    """Inverse of pack_bits: the first `count` values, int64."""
-    if len(data) * 8 < count * bits:
-        raise CodesFormatError(f"payload holds {len(data) * 8} bits, {count * bits} needed")
+def unpack_bits(data, bits: int, count: int) -> np.ndarray:
+    """Inverse of pack_bits: the first `count` values of `data`, as int64 of shape (count,).
+
+    Raises CodesFormatError when `data` holds fewer than count * bits bits."""
+    _check_bits(bits)
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
     raw = np.frombuffer(data, dtype=np.uint8)
-    weights = (np.uint64(1) << np.arange(bits - 1, -1, -1, dtype=np.uint64)).astype(np.uint64)
+    needed = (count * bits + 7) // 8
+    if raw.size < needed:
+        raise CodesFormatError(
+            f"packed data is {raw.size} bytes, {count} codes of {bits} bits need {needed}"
+        )
     out = np.empty(count, dtype=np.int64)
     step_bytes = _PACK_CHUNK * bits // 8
-    for k, start in enumerate(range(0, count, _PACK_CHUNK)):
+    for index, start in enumerate(range(0, count, _PACK_CHUNK)):
         n = min(_PACK_CHUNK, count - start)
-        chunk = raw[k * step_bytes : k * step_bytes + math.ceil(n * bits / 8)]
-        matrix = np.unpackbits(chunk)[: n * bits].reshape(n, bits).astype(np.uint64)
-        out[start : start + n] = (matrix @ weights).astype(np.int64)
+        chunk = raw[index * step_bytes : index * step_bytes + (n * bits + 7) // 8]
+        bit_matrix = np.zeros((n, 32), dtype=np.uint8)
+        bit_matrix[:, 32 - bits :] = np.unpackbits(chunk, count=n * bits).reshape(n, bits)
+        out[start : start + n] = np.packbits(bit_matrix, axis=1).view(">u4").reshape(-1)
     return out
+
+
+def _check_bits(bits) -> None:
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not 1 <= bits <= 32:
+        raise ValueError(f"bits must be an integer in [1, 32], got {bits!r}")
 
 
 # -- header validation ------------------------------------------------------------------------
 
-_INT_FIELDS = {
-    "sample_rate": (1, 10**6),
+_INT_RANGES = {  # inclusive bounds
+    "sample_rate": (1, 1_000_000),
     "channels": (1, 64),
-    "length": (0, 1 << 40),
+    "length": (0, 1 << 48),
     "groups": (1, 4096),
     "levels": (1, 4096),
-    "codebook_size": (2, 1 << 31),
-    "frames": (0, 1 << 34),
-    "version": (1, 1 << 16),
+    "codebook_size": (2, MAX_CODEBOOK_SIZE),
+    "frames": (0, MAX_CODES),
+    "version": (0, 0xFFFF),
 }
+_MAX_GAINS = 1 << 16
+_MAX_GAIN_DB = 1000.0
+_MAX_EXTRA_ITEMS = 1024
+_MAX_NAME_CHARS = 256
+_FIELD_NAMES = tuple(f.name for f in fields(CodesHeader))
 
 
-def _check_header(data) -> CodesHeader:
+def _bad(name: str, rule: str, value) -> CodesFormatError:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return CodesFormatError(f"header field {name!r} must be {rule}, got {shown}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def _header_from_fields(data) -> CodesHeader:
+    """A JSON-decoded header object -> a checked CodesHeader, or CodesFormatError."""
     if not isinstance(data, dict):
-        raise CodesFormatError("header is not a JSON object")
-    names = {f for f in CodesHeader.__dataclass_fields__}
-    missing = names - set(data) - {"gains", "extra", "version", "frames"}
+        raise CodesFormatError(f"header is not a JSON object (it is a {type(data).__name__})")
+    missing = [name for name in _FIELD_NAMES if name not in data]
     if missing:
-        raise CodesFormatError(f"header is missing field(s): {', '.join(sorted(missing))}")
-    unknown = set(data) - names
+        raise CodesFormatError(f"header is missing field(s): {', '.join(missing)}")
+    unknown = sorted(set(data) - set(_FIELD_NAMES))
     if unknown:
-        raise CodesFormatError(f"header has unknown field(s): {', '.join(sorted(unknown))}")
+        shown = ", ".join(repr(name[:40]) for name in unknown[:5])
+        raise CodesFormatError(f"header has unknown field(s): {shown}")
+
+    version = data["version"]
+    if not _is_int(version):
+        raise _bad("version", "an integer", version)
+    if version != VERSION:
+        raise CodesFormatError(f"unknown format version {version} in header (reads {VERSION})")
     for name in ("model_id", "weights_hash"):
-        if not isinstance(data[name], str) or len(data[name]) > 256:
-            raise CodesFormatError(f"header field {name!r} must be a string of <= 256 chars")
-    for name, (low, high) in _INT_FIELDS.items():
-        if name not in data:
-            continue
         value = data[name]
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise CodesFormatError(f"header field {name!r} must be an integer in [{low}, {high}]")
+        if not isinstance(value, str) or not 1 <= len(value) <= _MAX_NAME_CHARS:
+            raise _bad(name, f"a string of 1..{_MAX_NAME_CHARS} characters", value)
+    if not _HEX.fullmatch(data["weights_hash"]):
+        raise _bad("weights_hash", "1..128 hex digits", data["weights_hash"])
+    for name, (low, high) in _INT_RANGES.items():
+        value = data[name]
+        if not _is_int(value) or not low <= value <= high:
+            raise _bad(name, f"an integer in [{low}, {high}]", value)
+
     rate = data["frame_rate"]
-    if (
-        isinstance(rate, bool)
-        or not isinstance(rate, (int, float))
-        or not math.isfinite(rate)
-        or not 0 < rate <= 10**6
-    ):
-        raise CodesFormatError("header field 'frame_rate' must be a finite number in (0, 1e6]")
-    gains = data.get("gains")
+    if not _is_finite_number(rate) or not 0 < rate <= data["sample_rate"]:
+        raise _bad("frame_rate", "a finite number in (0, sample_rate]", rate)
+
+    gains = data["gains"]
     if gains is not None:
-        if not isinstance(gains, list) or len(gains) > 1 << 20:
-            raise CodesFormatError("header field 'gains' must be a list")
-        for g in gains:
-            if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g):
-                raise CodesFormatError("header field 'gains' must hold finite numbers")
-    extra = data.get("extra", {})
-    if not isinstance(extra, dict) or len(extra) > 256:
-        raise CodesFormatError("header field 'extra' must be an object of <= 256 entries")
+        if not isinstance(gains, list) or len(gains) > _MAX_GAINS:
+            raise _bad("gains", f"null or a list of at most {_MAX_GAINS} numbers", gains)
+        for gain in gains:
+            if not _is_finite_number(gain) or not abs(gain) <= _MAX_GAIN_DB:
+                raise _bad("gains", f"a list of numbers in [-{_MAX_GAIN_DB}, {_MAX_GAIN_DB}]", gain)
+        gains = [float(gain) for gain in gains]
+
+    extra = data["extra"]
+    if not isinstance(extra, dict) or len(extra) > _MAX_EXTRA_ITEMS:
+        raise _bad("extra", f"an object of at most {_MAX_EXTRA_ITEMS} entries", extra)
     for key, value in extra.items():
-        if not isinstance(value, (str, int, float, bool)) or (
-            isinstance(value, float) and not math.isfinite(value)
-        ):
-            raise CodesFormatError(f"header field 'extra' entry {key!r} must be a plain value")
-    header = CodesHeader(**data)
-    if header.version != VERSION:
-        raise CodesFormatError(f"unknown format version {header.version} (this reads {VERSION})")
-    if header.num_codes > MAX_CODES:
-        raise CodesFormatError(
-            f"header claims {header.num_codes} codes, over the {MAX_CODES} limit"
+        if not isinstance(key, str) or len(key) > _MAX_NAME_CHARS:
+            raise _bad("extra", f"keyed by strings of <= {_MAX_NAME_CHARS} characters", key)
+        plain = isinstance(value, str) or (
+            _is_finite_number(value) and (not _is_int(value) or abs(value) < 1 << 63)
         )
-    return header
+        if not plain:
+            raise CodesFormatError(
+                f"header field 'extra' entry {key[:40]!r} must be a string or a finite number "
+                f"below 2**63, got {repr(value)[:60]}"
+            )
+
+    groups, levels, frames = data["groups"], data["levels"], data["frames"]
+    if groups * levels * frames > MAX_CODES:
+        raise CodesFormatError(
+            f"header claims {groups} x {levels} x {frames} = {groups * levels * frames} codes, "
+            f"over the limit of {MAX_CODES}"
+        )
+    return CodesHeader(**{**data, "frame_rate": float(rate), "gains": gains, "extra": dict(extra)})
+
+
+def _normalised_fields(header: CodesHeader) -> dict:
+    """Header fields as plain JSON types (numpy/torch scalars become int/float)."""
+    data = asdict(header)
+
+    def plain(value):
+        if isinstance(value, (bool, str)) or value is None:
+            return value
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if isinstance(value, numbers.Real):
+            return float(value)
+        return value  # left for validation to name
+
+    for name, value in data.items():
+        if name == "gains" and isinstance(value, (list, tuple)):
+            data[name] = [plain(gain) for gain in value]
+        elif name == "extra" and isinstance(value, dict):
+            data[name] = {key: plain(item) for key, item in value.items()}
+        else:
+            data[name] = plain(value)
+    if isinstance(data["frame_rate"], int):
+        data["frame_rate"] = float(data["frame_rate"])
+    return data
+
+
+def _reject_duplicate_keys(pairs):
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key[:40]!r}")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name):
+    raise ValueError(f"non-standard constant {name}")
+
+
+def _parse_header_json(raw: bytes):
+    try:
+        text = raw.decode("utf-8")
+        return json.loads(
+            text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant
+        )
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, digits
+        message = str(err) if not isinstance(err, RecursionError) else "nested too deeply"
+        raise CodesFormatError(f"header is not valid JSON: {message[:200]}") from None
 
 
 # -- encoding and decoding --------------------------------------------------------------------
 
 
+def _codes_array(codes) -> np.ndarray:
+    if torch.is_tensor(codes):
+        if codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
+            raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
+        return codes.detach().cpu().numpy()
+    array = np.asarray(codes)
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"codes must be integers, got dtype {array.dtype}")
+    return array
+
+
 def encode_codes_bytes(codes, header: CodesHeader) -> bytes:
-    """codes (groups, levels, frames) -> the bytes of a .codes file. Fills header.frames."""
-    array = codes.detach().cpu().numpy() if torch.is_tensor(codes) else np.asarray(codes)
+    """codes (groups, levels, frames), integers in [0, codebook_size) -> the bytes of a .codes
+    file. `header.frames` is taken from the codes (0 in the header means "fill it in"); the
+    caller's header is not changed. Raises ValueError for codes that do not fit the header and
+    CodesFormatError (a ValueError) for an invalid header."""
+    return _encode(codes, header)[0]
+
+
+def _encode(codes, header: CodesHeader) -> tuple[bytes, CodesHeader]:
+    array = _codes_array(codes)
     if array.ndim != 3 or array.shape[:2] != (header.groups, header.levels):
         raise ValueError(
-            f"expected codes of shape ({header.groups}, {header.levels}, frames), "
+            f"expected codes of shape (groups={header.groups}, levels={header.levels}, frames), "
             f"got {tuple(array.shape)}"
         )
+    frames = int(array.shape[2])
+    if header.frames not in (0, frames):
+        raise ValueError(f"header says {header.frames} frames, the codes have {frames}")
     if array.size and (array.min() < 0 or array.max() >= header.codebook_size):
         raise ValueError(
             f"codes out of range: expected values in [0, {header.codebook_size}), "
             f"got min {array.min()}, max {array.max()}"
         )
-    header.frames = int(array.shape[2])
-    _check_header(asdict(header))
-    head = json.dumps(asdict(header), separators=(",", ":")).encode()
+    data = _normalised_fields(replace(header, frames=frames))
+    checked = _header_from_fields(data)
+    head = json.dumps(data, separators=(",", ":"), allow_nan=False).encode("ascii")
     if len(head) > MAX_HEADER_BYTES:
-        raise ValueError(f"header of {len(head)} bytes is over {MAX_HEADER_BYTES}")
-    payload = pack_bits(array.transpose(2, 1, 0).reshape(-1), header.bits)
+        raise CodesFormatError(f"header is {len(head)} bytes, over the {MAX_HEADER_BYTES} limit")
+    payload = pack_bits(array.transpose(2, 1, 0), checked.bits)  # C order of (f, l, g)
     body = _PREFIX.pack(MAGIC, VERSION, len(head)) + head + payload
-    return body + _CRC.pack(zlib.crc32(body))
+    return body + _CRC.pack(zlib.crc32(body)), checked
 
 
-def decode_codes_bytes(data: bytes) -> tuple[torch.Tensor, CodesHeader]:
-    """The bytes of a .codes file -> (codes (groups, levels, frames) int64, header)."""
-    size = len(data)
-    if size < _PREFIX.size:
-        raise CodesFormatError(f"truncated: {size} bytes, a .codes file has at least 16")
-    magic, version, head_len = _PREFIX.unpack_from(data)
-    if magic != MAGIC:
-        raise CodesFormatError("not a .codes file (wrong magic bytes)")
+def decode_codes_bytes(data) -> tuple[torch.Tensor, CodesHeader]:
+    """The bytes of a .codes file -> (codes, header), codes an int64 tensor of shape
+    (groups, levels, frames). Raises CodesFormatError naming the problem."""
+    view = memoryview(data).cast("B")
+    size = view.nbytes
+    head_magic = bytes(view[: len(MAGIC)])
+    if head_magic != MAGIC[: len(head_magic)]:
+        raise CodesFormatError(f"not a .codes file (starts with {head_magic!r}, not {MAGIC!r})")
+    if size < _MIN_FILE_BYTES:
+        raise CodesFormatError(
+            f"truncated: {size} bytes present, a .codes file has at least {_MIN_FILE_BYTES}"
+        )
+    _, version, head_len = _PREFIX.unpack_from(view)
     if version != VERSION:
-        raise CodesFormatError(f"unknown format version {version} (this reads {VERSION})")
+        raise CodesFormatError(f"unknown format version {version} (this reader knows {VERSION})")
     if head_len > MAX_HEADER_BYTES:
-        raise CodesFormatError(f"header length {head_len} is over the {MAX_HEADER_BYTES} limit")
-    if size < _PREFIX.size + head_len + _CRC.size:
         raise CodesFormatError(
-            f"truncated: {size} bytes, the header alone needs {_PREFIX.size + head_len + 4}"
+            f"header length {head_len} is over the limit of {MAX_HEADER_BYTES} bytes"
         )
-    (stored_crc,) = _CRC.unpack_from(data, size - _CRC.size)
-    if zlib.crc32(memoryview(data)[: size - _CRC.size]) != stored_crc:
-        raise CodesFormatError("checksum mismatch: the file is damaged or was cut short")
+    payload_start = _PREFIX.size + head_len
+    if size < payload_start + _CRC.size:
+        raise CodesFormatError(
+            f"truncated: expected at least {payload_start + _CRC.size} bytes "
+            f"(a {head_len}-byte header), {size} present"
+        )
+    stored_crc = _CRC.unpack_from(view, size - _CRC.size)[0]
+    crc_ok = zlib.crc32(view[: size - _CRC.size]) == stored_crc
+
     try:
-        head = json.loads(bytes(data[_PREFIX.size : _PREFIX.size + head_len]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise CodesFormatError(f"header is not valid JSON ({err})") from None
-    header = _check_header(head)
-    start = _PREFIX.size + head_len
-    expected = math.ceil(header.num_codes * header.bits / 8)
-    present = size - _CRC.size - start
-    if present != expected:
+        header = _header_from_fields(_parse_header_json(bytes(view[_PREFIX.size : payload_start])))
+    except CodesFormatError as err:
+        if crc_ok:
+            raise
+        raise CodesFormatError(f"checksum mismatch: the file is damaged ({err})") from None
+
+    payload_end = payload_start + header.payload_bytes
+    expected_size = payload_end + _CRC.size
+    if not crc_ok:
+        if size < expected_size:
+            raise CodesFormatError(f"truncated: expected {expected_size} bytes, {size} present")
+        if (
+            size > expected_size
+            and zlib.crc32(view[:payload_end]) == _CRC.unpack_from(view, payload_end)[0]
+        ):
+            raise CodesFormatError(
+                f"trailing bytes: {size - expected_size} bytes after the end of the codes "
+                f"(expected {expected_size} bytes, {size} present)"
+            )
         raise CodesFormatError(
-            f"payload is {present} bytes, the header's {header.frames} frames need {expected}"
+            f"checksum mismatch: stored {stored_crc:08x}, computed "
+            f"{zlib.crc32(view[: size - _CRC.size]):08x}; the file is damaged"
         )
-    values = unpack_bits(bytes(data[start : start + expected]), header.bits, header.num_codes)
-    if values.size and values.max() >= header.codebook_size:
-        raise CodesFormatError(f"a code is >= the codebook size {header.codebook_size}")
+    present = size - _CRC.size - payload_start
+    if present != header.payload_bytes:
+        raise CodesFormatError(
+            f"payload size mismatch: {present} bytes, but {header.groups} groups x "
+            f"{header.levels} levels x {header.frames} frames at {header.bits} bits need "
+            f"{header.payload_bytes}"
+        )
+
+    payload = view[payload_start:payload_end]
+    spare_bits = header.payload_bytes * 8 - header.num_codes * header.bits
+    if spare_bits and payload[-1] & ((1 << spare_bits) - 1):
+        raise CodesFormatError("payload padding bits are not zero")
+    values = unpack_bits(payload, header.bits, header.num_codes)
     codes = values.reshape(header.frames, header.levels, header.groups).transpose(2, 1, 0)
+    if values.size and values.max() >= header.codebook_size:
+        group, level, frame = np.argwhere(codes >= header.codebook_size)[0]
+        raise CodesFormatError(
+            f"code {codes[group, level, frame]} at group {group}, level {level}, frame {frame} "
+            f"is out of range [0, {header.codebook_size})"
+        )
     return torch.from_numpy(np.ascontiguousarray(codes)), header
 
 
-def write_codes(path, codes, header: CodesHeader) -> Path:
-    """Write codes (groups, levels, frames) and header to `path` atomically."""
-    return atomic_write_bytes(path, encode_codes_bytes(codes, header))
+# -- files ------------------------------------------------------------------------------------
+
+
+def write_codes(path, codes, header: CodesHeader) -> CodesHeader:
+    """Write codes (groups, levels, frames) and `header` to `path` atomically: a temp file in
+    the same folder, fsync, then os.replace, so `path` holds the old file or the new one, never
+    part of one. Returns the header as written (frames filled in)."""
+    data, written = _encode(codes, header)
+    atomic_write_bytes(path, data)
+    return written
 
 
 def read_codes(source) -> tuple[torch.Tensor, CodesHeader]:
-    """Read a .codes file (path) or its bytes. Errors name the file."""
+    """Read a .codes file from a path, or from its bytes (bytes, bytearray, memoryview).
+
+    Returns (codes, header), codes an int64 tensor (groups, levels, frames). Every problem,
+    including an unreadable or non-regular file, raises CodesFormatError naming the file."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return decode_codes_bytes(bytes(source))
+        return decode_codes_bytes(source)
     path = Path(source)
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise CodesFormatError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
-        data = path.read_bytes()
-    except OSError as err:
-        raise CodesFormatError(f"{path}: cannot read ({err.strerror or err})") from None
-    try:
+        data = _read_regular_file(path)
         return decode_codes_bytes(data)
     except CodesFormatError as err:
         raise CodesFormatError(f"{path}: {err}") from None
+    except OSError as err:
+        raise CodesFormatError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
+def _read_regular_file(path: Path) -> bytes:
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; only regular files are read.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise CodesFormatError("not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise CodesFormatError(f"{info.st_size} bytes, over the limit of {MAX_FILE_BYTES}")
+        return handle.read(info.st_size)
 
 
 def check_model(header: CodesHeader, model_id: str, weights_hash: str) -> None:
-    """Raise ModelMismatchError naming both models unless the codes come from this model."""
-    if header.model_id != model_id or header.weights_hash != weights_hash:
+    """Raise ModelMismatchError naming both models unless the codes were made by this model
+    (same model id and same weights hash, compared case-insensitively)."""
+    if header.model_id != model_id or header.weights_hash.lower() != weights_hash.lower():
         raise ModelMismatchError(
-            f"codes were made by model {header.model_id!r} (weights {header.weights_hash}), "
-            f"not by {model_id!r} (weights {weights_hash})"
+            f"model mismatch: the codes were made by model {header.model_id!r} (weights "
+            f"{header.weights_hash}), not by {model_id!r} (weights {weights_hash})"
         )

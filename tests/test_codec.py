@@ -8,7 +8,15 @@ import torch
 from conftest import tiny_codec
 
 from codec.audio import AudioError, convert_channels, loudness_gain_db, read_audio
-from codec.coding import Windowing, decode_codes, encode_batch, prepare_audio
+from codec.coding import (
+    FileSource,
+    Windowing,
+    decode_chunks,
+    decode_codes,
+    encode_batch,
+    load_for_model,
+    prepare_audio,
+)
 from codec.model import Codec, ModelFormatError
 
 
@@ -43,6 +51,8 @@ def test_save_and_load_round_trip(tmp_path):
     assert loaded.model_hash == model.weights_hash()
     assert torch.equal(loaded.encode(wav), model.encode(wav))
     torch.testing.assert_close(loaded.decode(model.encode(wav)), model.decode(model.encode(wav)))
+    resaved = Codec.from_pretrained(loaded.save_pretrained(tmp_path / "again"))  # folded weights
+    assert resaved.config.norm == "none" and torch.equal(resaved.encode(wav), model.encode(wav))
 
 
 def test_damaged_model_folders_are_refused(tmp_path):
@@ -129,7 +139,7 @@ def test_channel_rule_and_resampling():
     with pytest.raises(AudioError, match="6 channels"):
         convert_channels(torch.ones(6, 10), 2, "x.wav")
     model = tiny_codec()
-    prepared = prepare_audio(model, torch.randn(2, 8000), 8000, Windowing())
+    prepared = prepare_audio(model, torch.randn(2, 8000), 8000, Windowing.for_model(model))
     assert prepared.wav.shape == (1, 16000) and prepared.source_channels == 2
 
 
@@ -138,10 +148,25 @@ def test_real_speech_through_a_model(fsdd_root, tmp_path):
     path = sorted(fsdd_root.glob("*.wav"))[0]
     wav, rate = read_audio(path)
     assert rate == 8000
-    prepared = prepare_audio(model, wav, rate, Windowing.for_model(model))
-    (codes,) = encode_batch(model, [prepared.wav], 4, Windowing.for_model(model))
-    out = decode_codes(model, codes, prepared.wav.shape[-1], Windowing.for_model(model))
+    windowing = Windowing.for_model(model)
+    prepared = prepare_audio(model, wav, rate, windowing)
+    (codes,) = encode_batch(model, [prepared.wav], 4, windowing)
+    out = decode_codes(model, codes, prepared.length, windowing)
     assert out.shape == prepared.wav.shape and torch.isfinite(out).all()
     sf.write(tmp_path / "nan.wav", torch.full((100,), float("nan")).numpy(), 8000, subtype="FLOAT")
     with pytest.raises(AudioError, match="NaN"):
         read_audio(tmp_path / "nan.wav")
+
+
+def test_files_at_the_model_rate_are_read_from_disk_with_the_same_codes(tmp_path):
+    for causal in (False, True):
+        model = tiny_codec(causal=causal).eval()
+        windowing = Windowing(chunk_frames=30, context_frames=6, quantum_frames=10)
+        wav = torch.randn(1, 64 * 95 + 17) * 0.1
+        sf.write(tmp_path / "a.wav", wav[0].numpy(), 16000, subtype="FLOAT")
+        source = load_for_model(model, tmp_path / "a.wav", windowing)
+        assert isinstance(source.wav, FileSource) and source.length == wav.shape[-1]
+        from_disk = encode_batch(model, [source.wav], 3, windowing)[0]
+        assert torch.equal(from_disk, encode_batch(model, [wav], 3, windowing)[0])
+        pieces = list(decode_chunks(model, from_disk, wav.shape[-1], windowing))
+        assert len(pieces) == 4 and sum(p.shape[-1] for p in pieces) == wav.shape[-1]

@@ -1,0 +1,189 @@
+"""Codec benchmarks: ours against the `encodec` package at the same architecture, streaming,
+and encoding long files.
+
+    python scripts/bench_codec.py [--runs 7] [--quick] [--skip-long]
+
+1. EnCodec's 24 kHz architecture (causal SEANet, 32 filters, ratios [8, 5, 4, 2], 2-layer LSTM,
+   RVQ 32 x 1024) with random weights on both sides, 10 s of audio at 6 kbps,
+   torch.set_num_threads(1): median encode and decode times and the ratio theirs / ours.
+2. Causal streaming decode, one frame (one hop, 13.3 ms) at a time, 1 thread: real-time factor.
+3. `codec encode` on a 10-minute and a 60-minute 24 kHz file: wall time and peak resident
+   memory of the process (--quick: 2 and 6 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+
+def median_s(fn, runs: int) -> float:
+    fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def ours_model():
+    from codec.model import Codec, CodecConfig
+
+    torch.manual_seed(0)
+    model = Codec(CodecConfig(causal=True, model_id="bench-24k"))
+    with tempfile.TemporaryDirectory() as folder:  # the inference path: saved and reloaded
+        return Codec.from_pretrained(model.save_pretrained(folder))
+
+
+def theirs_model():
+    import warnings
+
+    from encodec import EncodecModel
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    torch.manual_seed(0)
+    model = EncodecModel.encodec_model_24khz(pretrained=False).eval()
+    model.set_target_bandwidth(6.0)
+    return model
+
+
+def interleaved(fns: dict, runs: int) -> dict:
+    """Median seconds of each callable, timed in turn within every round so that machine noise
+    hits all of them alike."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def versus_encodec(runs: int) -> list[tuple[str, float, float]]:
+    torch.set_num_threads(1)
+    wav = torch.randn(1, 1, 240_000) * 0.1
+    ours, theirs = ours_model(), theirs_model()
+    bf16 = ours_model()
+    bf16.precision = "bfloat16"
+    with torch.inference_mode():
+        codes = ours.encode(wav, bandwidth=6)
+        frames = theirs.encode(wav)
+        assert codes.shape[2] == frames[0][0].shape[1] == 8
+        agree = (bf16.encode(wav, bandwidth=6) == codes).float().mean().item()
+        t = interleaved(
+            {
+                "theirs encode": lambda: theirs.encode(wav),
+                "ours encode": lambda: ours.encode(wav, bandwidth=6),
+                "ours bf16 encode": lambda: bf16.encode(wav, bandwidth=6),
+                "theirs decode": lambda: theirs.decode(frames),
+                "ours decode": lambda: ours.decode(codes),
+                "ours bf16 decode": lambda: bf16.decode(codes),
+            },
+            runs,
+        )
+    print(f"bfloat16 codes equal to float32 codes: {agree:.2%}")
+    return [
+        ("encode, ours float32", t["theirs encode"], t["ours encode"]),
+        ("decode, ours float32", t["theirs decode"], t["ours decode"]),
+        ("encode, ours bfloat16 option", t["theirs encode"], t["ours bf16 encode"]),
+        ("decode, ours bfloat16 option", t["theirs decode"], t["ours bf16 decode"]),
+    ]
+
+
+def streaming_rtf(seconds: float = 10.0) -> float:
+    torch.set_num_threads(1)
+    model = ours_model()
+    with torch.inference_mode():
+        codes = model.encode(torch.randn(1, 1, int(24000 * seconds)) * 0.1, bandwidth=6)
+        with model.streaming():
+            start = time.perf_counter()
+            for k in range(codes.shape[-1]):
+                model.decode(codes[..., k : k + 1])
+            elapsed = time.perf_counter() - start
+    return seconds / elapsed
+
+
+def long_file(minutes: float, model_dir: Path, folder: Path) -> tuple[float, float]:
+    """Seconds and peak RSS (MiB) of `codec encode` on a `minutes`-long 24 kHz file."""
+    path = folder / f"long_{minutes:g}min.wav"
+    rng = np.random.default_rng(0)
+    with sf.SoundFile(path, "w", 24000, 1, subtype="PCM_16") as handle:
+        for _ in range(int(minutes)):
+            handle.write((rng.standard_normal(24000 * 60) * 0.05).astype(np.float32))
+    cmd = [
+        sys.executable,
+        "-m",
+        "codec.cli",
+        "encode",
+        str(path),
+        "-m",
+        str(model_dir),
+        "-b",
+        "6",
+        "--force",
+        "--quiet",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, capture_output=True)
+    elapsed = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    path.unlink()
+    return elapsed, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--skip-long", action="store_true", help="skip the long-file encodes")
+    args = parser.parse_args()
+    runs = 3 if args.quick else args.runs
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"1 thread, glibc malloc (default settings); medians of {runs} runs"
+    )
+    print("EnCodec 24 kHz architecture, random weights, causal, 10 s of audio at 6 kbps:")
+    rows = versus_encodec(runs)
+    print(f"{'case (encodec always float32)':<32} {'encodec s':>10} {'ours s':>8} {'speed-up':>9}")
+    for name, theirs_s, ours_s in rows:
+        print(f"{name:<32} {theirs_s:>10.3f} {ours_s:>8.3f} {theirs_s / ours_s:>8.2f}x")
+    print(f"streaming decode, one frame at a time: {streaming_rtf():.1f}x real time")
+    if args.skip_long:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        torch.manual_seed(0)
+        model_dir = ours_model().save_pretrained(folder / "model")
+        print("codec encode -b 6 on one long 24 kHz file (1 thread):")
+        results = {}
+        for minutes in (2, 6) if args.quick else (10, 60):
+            seconds, peak = long_file(minutes, model_dir, folder)
+            results[minutes] = seconds
+            print(
+                f"  {minutes:>3} min: {seconds:7.1f} s ({minutes * 60 / seconds:5.1f}x real time),"
+                f" peak resident memory {peak:.0f} MiB"
+            )
+        short, long = sorted(results)
+        print(
+            f"  time ratio {results[long] / results[short]:.2f} for a {long / short:g}x longer file"
+        )
+
+
+if __name__ == "__main__":
+    main()
