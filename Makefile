@@ -28,9 +28,11 @@ lint: install
 
 bench: install
 	$(PY) scripts/bench_quantize.py
+	$(PY) scripts/bench_codec.py
 
 bench-quick: install
 	$(PY) scripts/bench_quantize.py --quick
+	$(PY) scripts/bench_codec.py --quick
 
 demo: install
 	bash recipes/demo/run.sh

@@ -130,8 +130,8 @@ def run_encode(args, errors: list[str]) -> int:
     import torch
 
     from codec.audio import AudioError
-    from codec.coding import Windowing, encode_batch, load_for_model
-    from codec.tokens import CodesHeader, write_codes
+    from codec.coding import Windowing, codes_header, encode_batch, load_for_model
+    from codec.tokens import write_codes
 
     model = _load_model(args.model, args.device)
     model.precision = args.precision
@@ -165,26 +165,7 @@ def run_encode(args, errors: list[str]) -> int:
             errors.append(str(err))
             continue
         for (_, target, audio), codes in zip(prepared, all_codes):
-            header = CodesHeader(
-                model_id=model.config.model_id,
-                weights_hash=model.model_hash,
-                sample_rate=model.sample_rate,
-                channels=model.channels,
-                length=audio.length,
-                frame_rate=model.frame_rate,
-                groups=model.groups,
-                levels=levels,
-                codebook_size=model.codebook_size,
-                frames=codes.shape[-1],
-                gains=audio.gains_db,
-                extra={
-                    "source_sample_rate": audio.source_rate,
-                    "source_channels": audio.source_channels,
-                    "chunk_frames": windowing.chunk_frames,
-                    "context_frames": windowing.context_frames,
-                    "quantum_frames": windowing.quantum_frames,
-                },
-            )
+            header = codes_header(model, audio, codes, windowing)
             try:
                 write_codes(target, codes.cpu(), header)
                 done += 1
@@ -202,7 +183,7 @@ def run_decode(args, errors: list[str]) -> int:
     import torch
 
     from codec.audio import resample, write_audio, write_audio_stream
-    from codec.coding import Windowing, decode_chunks
+    from codec.coding import decode_chunks, windowing_of
     from codec.tokens import CodesFormatError, check_model, read_codes
 
     model = _load_model(args.model, args.device)
@@ -221,13 +202,7 @@ def run_decode(args, errors: list[str]) -> int:
         except CodesFormatError as err:
             errors.append(str(err) if str(source) in str(err) else f"{source}: {err}")
             continue
-        default = Windowing.for_model(model)
-        extra = header.extra or {}
-        windowing = Windowing(
-            int(extra.get("chunk_frames", default.chunk_frames)),
-            int(extra.get("context_frames", default.context_frames)),
-            int(extra.get("quantum_frames", default.quantum_frames)),
-        )
+        windowing = windowing_of(model, header)
         rate = args.sr or model.sample_rate
         try:
             with torch.inference_mode():

@@ -37,6 +37,7 @@ from codec.audio import (
     resample,
 )
 from codec.model import Codec
+from codec.tokens import CodesHeader
 
 MAX_BATCH_SECONDS = 12.0  # audio per forward pass; bounds activation memory
 
@@ -204,6 +205,43 @@ def _encode_streaming(model: Codec, signals: list, levels: int, windowing: Windo
                 codes[..., k : k + part.shape[-1]] = part[..., : codes.shape[-1] - k]
         result.extend(c[..., :f] for c, f in zip(codes, frames))
     return result
+
+
+def codes_header(
+    model: Codec, audio: PreparedAudio, codes: torch.Tensor, windowing: Windowing
+) -> CodesHeader:
+    """The .codes header for `codes` (g, levels, f) of `audio`: enough to decode them with the
+    same model and windowing and to restore loudness."""
+    return CodesHeader(
+        model_id=model.config.model_id,
+        weights_hash=model.model_hash,
+        sample_rate=model.sample_rate,
+        channels=model.channels,
+        length=audio.length,
+        frame_rate=model.frame_rate,
+        groups=model.groups,
+        levels=codes.shape[1],
+        codebook_size=model.codebook_size,
+        frames=codes.shape[-1],
+        gains=audio.gains_db,
+        extra={
+            "source_sample_rate": audio.source_rate,
+            "source_channels": audio.source_channels,
+            "chunk_frames": windowing.chunk_frames,
+            "context_frames": windowing.context_frames,
+            "quantum_frames": windowing.quantum_frames,
+        },
+    )
+
+
+def windowing_of(model: Codec, header: CodesHeader) -> Windowing:
+    """The windowing a .codes file was made with (the model's default if not recorded)."""
+    default, extra = Windowing.for_model(model), header.extra or {}
+    return Windowing(
+        int(extra.get("chunk_frames", default.chunk_frames)),
+        int(extra.get("context_frames", default.context_frames)),
+        int(extra.get("quantum_frames", default.quantum_frames)),
+    )
 
 
 def decode_chunks(

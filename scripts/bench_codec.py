@@ -29,16 +29,6 @@ import soundfile as sf
 import torch
 
 
-def median_s(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def ours_model():
     from codec.model import Codec, CodecConfig
 
