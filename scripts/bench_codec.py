@@ -17,7 +17,6 @@ import argparse
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+from timing import interleaved
 
 
 def ours_model():
@@ -48,20 +48,6 @@ def theirs_model():
     model = EncodecModel.encodec_model_24khz(pretrained=False).eval()
     model.set_target_bandwidth(6.0)
     return model
-
-
-def interleaved(fns: dict, runs: int) -> dict:
-    """Median seconds of each callable, timed in turn within every round so that machine noise
-    hits all of them alike."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(runs):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def versus_encodec(runs: int) -> list[tuple[str, float, float]]:

@@ -15,26 +15,14 @@ import argparse
 import functools
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
+from timing import interleaved
 
 OPTIONS = dict(dim=256, groups=2, num_quantizers=8, codebook_size=1024)
 EMA = dict(decay=0.99, threshold_ema_dead_code=2)
-
-
-def median_ms(fn, runs: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def matmul_gflops(runs: int) -> float:
@@ -50,8 +38,8 @@ def matmul_gflops(runs: int) -> float:
 
     for chunk in (256, 512, 1024, 6000):
         out = torch.empty(2, chunk, 1024)
-        ms = median_ms(functools.partial(chunked, chunk, out), runs)
-        best = max(best, 2 * 2 * 6000 * 128 * 1024 / (ms * 1e-3) / 1e9)
+        seconds = interleaved({"mm": functools.partial(chunked, chunk, out)}, runs)["mm"]
+        best = max(best, 2 * 2 * 6000 * 128 * 1024 / seconds / 1e9)
     return best
 
 
@@ -154,18 +142,37 @@ def main() -> None:
         agree_fast = (exact_codes == fast(x)[1]).float().mean().item()
     exact_mine, exact_theirs = level0_agreement_with_fp64(ours, theirs, x)
 
-    rows = []
-    t_theirs = median_ms(eval_step(theirs, x), runs)
-    t_ours = median_ms(eval_step(ours, x), runs)
-    t_fast = median_ms(eval_step(fast, x), runs)
-    rows.append(("eval forward, exact fp32", t_theirs, t_ours))
-    rows.append(("eval forward, bf16 search + fp32 re-rank", t_theirs, t_fast))
+    ms = {
+        k: v * 1e3
+        for k, v in interleaved(
+            {
+                "theirs": eval_step(theirs, x),
+                "ours": eval_step(ours, x),
+                "fast": eval_step(fast, x),
+            },
+            runs,
+        ).items()
+    }
+    rows = [
+        ("eval forward, exact fp32", ms["theirs"], ms["ours"]),
+        ("eval forward, bf16 search + fp32 re-rank", ms["theirs"], ms["fast"]),
+    ]
     ours.train(), theirs.train(), fast.train()
-    t_theirs = median_ms(train_step(theirs, x), runs)
-    t_ours = median_ms(train_step(ours, x), runs)
-    t_fast = median_ms(train_step(fast, x), runs)
-    rows.append(("train forward+backward, exact fp32", t_theirs, t_ours))
-    rows.append(("train forward+backward, bf16 search", t_theirs, t_fast))
+    ms = {
+        k: v * 1e3
+        for k, v in interleaved(
+            {
+                "theirs": train_step(theirs, x),
+                "ours": train_step(ours, x),
+                "fast": train_step(fast, x),
+            },
+            runs,
+        ).items()
+    }
+    rows += [
+        ("train forward+backward, exact fp32", ms["theirs"], ms["ours"]),
+        ("train forward+backward, bf16 search", ms["theirs"], ms["fast"]),
+    ]
 
     levels = 1 if args.quick else 2
     peak = forward_peak_mib(args.threads, levels)

@@ -170,3 +170,11 @@ def test_files_at_the_model_rate_are_read_from_disk_with_the_same_codes(tmp_path
         assert torch.equal(from_disk, encode_batch(model, [wav], 3, windowing)[0])
         pieces = list(decode_chunks(model, from_disk, wav.shape[-1], windowing))
         assert len(pieces) == 4 and sum(p.shape[-1] for p in pieces) == wav.shape[-1]
+
+
+def test_stereo_model_and_the_channel_rule_for_inputs():
+    model = tiny_codec(channels=2).eval()
+    stereo = torch.randn(1, 2, 1000) * 0.1
+    assert model.decode(model.encode(stereo), length=1000).shape == (1, 2, 1000)
+    prepared = prepare_audio(model, torch.randn(1, 1600), 16000, Windowing.for_model(model))
+    assert prepared.wav.shape == (2, 1600) and torch.equal(prepared.wav[0], prepared.wav[1])
