@@ -1,0 +1,81 @@
+"""Reconstruction and adversarial losses, and the gradient balancer."""
+
+import pytest
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from codec.losses import (
+    Balancer,
+    MelLoss,
+    MultiResolutionSTFTLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_loss,
+    waveform_l1,
+)
+
+
+@pytest.mark.parametrize("loss", [MelLoss(16000), MultiResolutionSTFTLoss()])
+def test_reconstruction_losses_rank_distortions(loss):
+    clean = torch.sin(2 * torch.pi * 440 * torch.arange(8000) / 16000)[None, None].repeat(2, 1, 1)
+    slightly = clean + 0.01 * torch.randn_like(clean)
+    badly = clean + 0.3 * torch.randn_like(clean)
+    assert loss(clean, clean) < 1e-4
+    assert loss(slightly, clean) < loss(badly, clean)
+    estimate = badly.clone().requires_grad_()
+    loss(estimate, clean).backward()
+    assert torch.isfinite(estimate.grad).all() and estimate.grad.abs().sum() > 0
+    stereo = torch.randn(1, 2, 4000)
+    assert torch.isfinite(loss(stereo, stereo.flip(-1)))
+
+
+def test_mel_distance_on_real_speech(fsdd_root):
+    wav, rate = sf.read(sorted(fsdd_root.glob("*.wav"))[3], dtype="float32")
+    speech = torch.from_numpy(wav)[None, None]
+    mel = MelLoss(rate, n_ffts=(64, 128, 256, 512))
+    lowpassed = AF.lowpass_biquad(speech, rate, 1500.0)
+    noise = torch.randn_like(speech) * speech.abs().mean()
+    assert 0 < mel(lowpassed, speech) < mel(noise, speech)
+    assert waveform_l1(speech, speech) == 0
+
+
+def test_adversarial_losses():
+    real, fake = [torch.full((2, 5), 2.0)], [torch.full((2, 5), -2.0)]
+    assert discriminator_loss(real, fake) == 0  # hinge: confident and right
+    assert generator_loss(fake) == 3.0
+    assert discriminator_loss(real, fake, "lsgan") > 0
+    with pytest.raises(ValueError, match="hinge"):
+        generator_loss(fake, "wgan")
+    feats = [[torch.ones(2, 3), torch.full((2, 3), 2.0)]]
+    assert feature_matching_loss(feats, feats) == 0
+    assert feature_matching_loss(feats, [[torch.zeros(2, 3), torch.zeros(2, 3)]]) == 1.0
+
+
+def test_balancer_gives_each_loss_its_weight_share_of_the_gradient():
+    torch.manual_seed(0)
+    audio = torch.randn(4, 1, 100, requires_grad=True)
+    target = torch.randn(4, 1, 100)
+    balancer = Balancer({"big": 3.0, "small": 1.0}, decay=0.0)
+    losses = {
+        "big": 1000 * (audio - target).pow(2).mean(),
+        "small": 1e-3 * (audio - target.flip(-1)).abs().mean(),
+    }
+    grads = {
+        name: torch.autograd.grad(loss, audio, retain_graph=True)[0]
+        for name, loss in losses.items()
+    }
+    balancer.backward(losses, audio)
+    unit = {n: g / g.reshape(4, -1).norm(dim=1).mean() for n, g in grads.items()}
+    torch.testing.assert_close(audio.grad, 0.75 * unit["big"] + 0.25 * unit["small"])
+    with pytest.raises(ValueError, match="no balancer weight"):
+        balancer.backward({"other": audio.sum()}, audio)
+
+
+def test_balancer_state_round_trip():
+    audio = torch.randn(2, 1, 10, requires_grad=True)
+    a = Balancer({"l1": 1.0})
+    a.backward({"l1": audio.abs().mean()}, audio)
+    b = Balancer({"l1": 1.0})
+    b.load_state_dict(a.state_dict())
+    assert b.norm_ema == a.norm_ema and b.ema_weight == a.ema_weight
