@@ -147,10 +147,11 @@ class Balancer:
     over DDP ranks, and the combined gradient has norm `total_norm` (times the total weight ratio).
 
         balancer = Balancer({"mel": 2, "adv": 4, "feat": 4, "l1": 0.1})
-        metrics = balancer.backward({"mel": mel, "adv": adv, ...}, audio)   # audio: (b, c, t)
+        grad, norms = balancer.combine({"mel": mel, "adv": adv, ...}, audio)  # audio: (b, c, t)
+        torch.autograd.backward([audio, commitment], [grad, torch.ones_like(commitment)])
 
-    Losses that do not depend on the audio (e.g. commitment) are added and backpropagated by the
-    caller as usual.
+    One backward call for everything keeps DDP's gradient reduction to one per step. Losses that
+    do not depend on the audio (e.g. commitment) are the caller's extra roots.
     """
 
     def __init__(
@@ -173,9 +174,9 @@ class Balancer:
         self.norm_ema = {k: float(v) for k, v in state["norm_ema"].items()}
         self.ema_weight = float(state["ema_weight"])
 
-    def backward(self, losses: dict[str, torch.Tensor], audio: torch.Tensor) -> dict[str, float]:
-        """Backpropagate the balanced combination of `losses` through `audio`; returns each
-        loss's gradient norm (for logging)."""
+    def combine(self, losses: dict[str, torch.Tensor], audio: torch.Tensor):
+        """The balanced gradient of `losses` with respect to `audio` (same shape), and each
+        loss's own gradient norm (for logging)."""
         unknown = set(losses) - set(self.weights)
         if unknown:
             raise ValueError(f"no balancer weight for: {', '.join(sorted(unknown))}")
@@ -198,5 +199,10 @@ class Balancer:
             ema = self.norm_ema[name] / self.ema_weight
             scale = self.total_norm * self.weights[name] / total_weight / (ema + self.eps)
             combined.add_(grads[name], alpha=scale)
+        return combined, dict(zip(losses, values))
+
+    def backward(self, losses: dict[str, torch.Tensor], audio: torch.Tensor) -> dict[str, float]:
+        """combine(), then backpropagate the result through `audio`."""
+        combined, norms = self.combine(losses, audio)
         audio.backward(combined)
-        return dict(zip(losses, values))
+        return norms
