@@ -3,6 +3,8 @@
     codec encode IN... -m MODEL [-o OUT] [-b KBPS | -q LEVELS] [--batch-size N] [-r] [--force]
     codec decode IN.codes... [-m MODEL] [-o OUT] [--sr RATE] [--format wav|flac] [--force]
     codec info FILE.codes | MODEL_DIR
+    codec tokenize DATA... -m MODEL -o OUT [-b KBPS | -q LEVELS] [--shard-size N]
+    codec train [KEY=VALUE ...]      (Hydra overrides; see configs/)
 
 Each bad input gets one line on stderr naming the file and the problem; the other files are
 still processed; the exit code is 1 when any file failed, 2 for usage errors.
@@ -57,6 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--format", choices=["wav", "flac"], default="wav")
     dec.add_argument("-r", "--recursive", action="store_true", help="descend into subfolders")
     _common(dec)
+
+    tok = sub.add_parser("tokenize", help="a dataset -> token-stream shards for language models")
+    tok.add_argument("inputs", nargs="+", type=Path, metavar="DATA")
+    tok.add_argument("-m", "--model", type=Path, default=_env_model(), help="saved model folder")
+    tok.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    rate = tok.add_mutually_exclusive_group()
+    rate.add_argument("-b", "--bandwidth", type=float, help="target kbps (the most that fits)")
+    rate.add_argument("-q", "--levels", type=int, help="number of quantizer levels")
+    tok.add_argument("-r", "--recursive", action="store_true", help="descend into subfolders")
+    tok.add_argument("--shard-size", type=int, default=256, help="files per shard")
+    _common(tok)
+
+    train = sub.add_parser(
+        "train", help="train a codec (Hydra overrides, e.g. data=folder data.root=DIR)"
+    )
+    train.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE")
 
     info = sub.add_parser("info", help="describe a .codes file or a saved model")
     info.add_argument("target", type=Path, metavar="FILE_OR_MODEL")
@@ -219,6 +237,63 @@ def run_decode(args, errors: list[str]) -> int:
     return done
 
 
+def run_tokenize(args, errors: list[str]) -> int:
+    """Shards of codes; resumable, and split across torchrun ranks by shard (RANK, WORLD_SIZE)."""
+    import torch
+
+    from codec.audio import AudioError
+    from codec.coding import Windowing, encode_batch, load_for_model
+    from codec.shards import tokenize
+
+    model = _load_model(args.model, args.device)
+    model.precision = args.precision
+    levels = model.levels_for(args.bandwidth, args.levels)
+    windowing = Windowing.for_model(model, args.chunk_seconds)
+    found = collect(args.inputs, AUDIO_SUFFIXES, args.recursive, errors)
+    roots = {root for _, root in found}
+    root = roots.pop() if len(roots) == 1 else None
+
+    def encode(paths):
+        results = []
+        for start in range(0, len(paths), args.batch_size):
+            prepared, slots = [], []
+            for path in paths[start : start + args.batch_size]:
+                try:
+                    prepared.append(load_for_model(model, path, windowing).wav)
+                    slots.append(len(results))
+                    results.append(None)
+                except AudioError as err:
+                    results.append(err)
+            with torch.inference_mode():
+                for slot, codes in zip(slots, encode_batch(model, prepared, levels, windowing)):
+                    results[slot] = codes
+        return results
+
+    meta = {
+        "model_id": model.config.model_id,
+        "weights_hash": model.model_hash,
+        "sample_rate": model.sample_rate,
+        "frame_rate": model.frame_rate,
+        "groups": model.groups,
+        "levels": levels,
+        "codebook_size": model.codebook_size,
+        "layout": "rows are frames; column k = level * groups + group",
+    }
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    counts = tokenize(
+        [p for p, _ in found], root, args.output, encode, meta, args.shard_size, rank, world
+    )
+    for line in counts["failures"]:
+        errors.append(line)
+    print(
+        f"tokenized {len(found) - counts['failed']} of {len(found)} file(s) at "
+        f"{model.bitrate(levels) / 1000:.3g} kbps: {counts['written']} shard(s) written, "
+        f"{counts['skipped']} already done; {len(errors)} problem(s)",
+        file=sys.stderr,
+    )
+    return counts["written"]
+
+
 def run_info(args) -> None:
     target: Path = args.target
     if target.is_dir():
@@ -262,7 +337,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "info":
             run_info(args)
             return 0
-        runner = run_encode if args.command == "encode" else run_decode
+        if args.command == "train":
+            from codec.train import main as train
+
+            train(args.overrides)
+            return 0
+        runner = {"encode": run_encode, "decode": run_decode, "tokenize": run_tokenize}[
+            args.command
+        ]
         runner(args, errors)
     except UsageError as err:
         print(f"codec {args.command}: {err}", file=sys.stderr)

@@ -1,0 +1,70 @@
+"""Training checkpoints: written atomically, loaded without unpickling code, rotated.
+
+A checkpoint is a dict of tensors and plain Python values (ints, floats, strings, lists,
+tuples, dicts), so `torch.load(weights_only=True)` reads it; a file that needs anything else
+(pickled code) is refused with a message that says so.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import torch
+
+from codec.fileio import atomic_write
+
+PATTERN = re.compile(r"^step_(\d+)\.ckpt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+def save_checkpoint(folder, step: int, state: dict, keep_last: int = 3) -> Path:
+    """Write `state` as folder/step_<step>.ckpt atomically, then delete all but the newest
+    `keep_last` step checkpoints (other files, such as best.ckpt, are left alone)."""
+    folder = Path(folder)
+    path = atomic_write(folder / f"step_{step:08d}.ckpt", lambda tmp: torch.save(state, tmp))
+    for old in list_checkpoints(folder)[:-keep_last] if keep_last > 0 else []:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(folder) -> list[Path]:
+    """Step checkpoints in `folder`, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if PATTERN.match(p.name)]
+    return sorted(found, key=lambda p: int(PATTERN.match(p.name).group(1)))
+
+
+def load_checkpoint(path) -> dict:
+    """Read a checkpoint without running any code from it."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: refused: the file holds more than tensors and plain values "
+            f"(pickled code?), and checkpoints are never unpickled ({str(err).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint ({str(err).splitlines()[0]})"
+        ) from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{path}: not a training checkpoint")
+    return state
+
+
+def latest_checkpoint(folder) -> dict | None:
+    """The newest readable checkpoint in `folder` (a damaged newest one is skipped)."""
+    for path in reversed(list_checkpoints(folder)):
+        try:
+            return load_checkpoint(path) | {"path": str(path)}
+        except CheckpointError as err:
+            print(f"warning: {err}; trying an older checkpoint")
+    return None

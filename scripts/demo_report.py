@@ -1,0 +1,92 @@
+"""Helpers for the demo recipe.
+
+python scripts/demo_report.py held-out RUN_DIR        -> prints a held-out clip's path
+python scripts/demo_report.py report RUN_DIR ORIGINAL.wav CLIP.codes DECODED.wav
+    -> bitrate, SI-SDR and mel distance at every bandwidth, spectrogram PNG
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from codec.audio import convert_channels, read_audio, resample
+from codec.coding import Windowing, decode_codes, encode_batch
+from codec.metrics import MelDistance, si_sdr
+from codec.model import Codec
+from codec.tokens import read_codes
+
+
+def held_out(run_dir: Path) -> Path:
+    """The first validation file of the run's data split (never trained on)."""
+    from codec.data import build_manifest, split_manifest
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    root = cfg.data.root or run_dir / "corpus"
+    roots = [root] if isinstance(root, (str, Path)) else list(root)
+    records, _ = build_manifest([Path(r) for r in roots])
+    _, valid = split_manifest(records, cfg.data.valid_fraction, seed=cfg.seed)
+    return Path(valid[0].path)
+
+
+def spectrogram_png(path: Path, original: torch.Tensor, decoded: torch.Tensor, rate: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
+    for ax, wav, title in ((axes[0], original, "original"), (axes[1], decoded, "decoded")):
+        ax.specgram(wav[0].numpy(), NFFT=512, Fs=rate, noverlap=384, cmap="magma")
+        ax.set_ylabel("Hz")
+        ax.set_title(title)
+    axes[1].set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(run_dir: Path, original_path: Path, codes_path: Path, decoded_path: Path) -> None:
+    model = Codec.from_pretrained(run_dir / "model")
+    codes, header = read_codes(codes_path)
+    wav, rate = read_audio(original_path)
+    wav = resample(convert_channels(wav, model.channels), rate, model.sample_rate)
+    decoded, _ = read_audio(decoded_path)
+    mel = MelDistance(model.sample_rate)
+    n = min(wav.shape[-1], decoded.shape[-1])
+    size = codes_path.stat().st_size
+    print(f"clip: {original_path.name}, {n / model.sample_rate:.2f} s at {model.sample_rate} Hz")
+    print(
+        f"file {codes_path.name}: {header.bitrate / 1000:.2f} kbps of codes "
+        f"({header.levels} levels), {size} bytes with header = "
+        f"{size * 8 / (n / model.sample_rate) / 1000:.2f} kbps"
+    )
+    estimate, reference = decoded[None, :, :n], wav[None, :, :n]
+    print(
+        f"at {header.bitrate / 1000:.2f} kbps: SI-SDR {float(si_sdr(estimate, reference)):.2f} dB, "
+        f"mel distance {float(mel(estimate, reference)):.3f}"
+    )
+    windowing = Windowing.for_model(model)
+    with torch.inference_mode():
+        for levels in range(1, model.levels + 1):
+            (c,) = encode_batch(model, [wav], levels, windowing)
+            y = decode_codes(model, c, wav.shape[-1], windowing)[None]
+            print(
+                f"  {model.bitrate(levels) / 1000:5.2f} kbps ({levels} levels): "
+                f"SI-SDR {float(si_sdr(y, wav[None])):6.2f} dB, "
+                f"mel distance {float(mel(y, wav[None])):.3f}"
+            )
+    png = decoded_path.with_name("spectrograms.png")
+    spectrogram_png(png, wav, decoded, model.sample_rate)
+    print(f"wrote {original_path}, {decoded_path} and {png}")
+
+
+if __name__ == "__main__":
+    command, *rest = sys.argv[1:]
+    if command == "held-out":
+        print(held_out(Path(rest[0])))
+    else:
+        report(*(Path(p) for p in rest))
