@@ -68,10 +68,9 @@ def build_discriminator(cfg: DictConfig, channels: int):
     names = list(cfg.discriminator.names)
     if not names:
         return None
-    from codec.nn.discriminators import CombinedDiscriminator, make_discriminator
+    from codec.nn.discriminators import make_discriminators
 
-    parts = [make_discriminator(n, channels, filters=cfg.discriminator.filters) for n in names]
-    return parts[0] if len(parts) == 1 else CombinedDiscriminator(parts)
+    return make_discriminators(names, channels, filters=cfg.discriminator.filters)
 
 
 def build_data(cfg: DictConfig, model: Codec, run_dir: Path, rank: int, world: int):
