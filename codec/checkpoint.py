@@ -32,6 +32,16 @@ def save_checkpoint(folder, step: int, state: dict, keep_last: int = 3) -> Path:
     return path
 
 
+def remove_stale_temps(folder) -> list[Path]:
+    """Delete temp files that a killed writer left behind (`.NAME.XXXX.tmp`, see
+    codec.fileio.atomic_write); call it only while no writer runs on `folder`."""
+    folder = Path(folder)
+    stale = list(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def list_checkpoints(folder) -> list[Path]:
     """Step checkpoints in `folder`, oldest first."""
     folder = Path(folder)

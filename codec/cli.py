@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 
 from codec import __version__
-
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf"}
+from codec.fileio import AUDIO_SUFFIXES
 
 
 class UsageError(Exception):

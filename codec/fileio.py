@@ -8,6 +8,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+# Extensions taken as audio when a folder is searched (any format soundfile reads).
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf"}
+
 
 def atomic_write(path, write: Callable[[str], object]) -> Path:
     """Call `write(temp_path)` to produce the file, then move it into place at `path`.

@@ -23,7 +23,12 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
 from codec.audio import AudioError, convert_channels, read_audio, resample
-from codec.checkpoint import CheckpointError, latest_checkpoint, save_checkpoint
+from codec.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    remove_stale_temps,
+    save_checkpoint,
+)
 from codec.fileio import atomic_write_bytes
 from codec.losses import (
     Balancer,
@@ -145,6 +150,7 @@ class Trainer:
             cfg, self.model, self.run_dir, self.rank, self.world
         )
         self.skipped_files = problems
+        self.skipped_reads = 0  # files that failed while reading segments (after the manifest)
         self.mel = MelLoss(self.model.sample_rate, tuple(cfg.loss.mel_n_ffts), cfg.loss.n_mels)
         self.mel.to(self.device)
         self.stft = MultiResolutionSTFTLoss().to(self.device)
@@ -249,7 +255,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.disc.parameters(), cfg.optim.grad_clip)
             self.opt_d.step()
             self.sched_d.step()
-            logs["d_loss"] = float(d_loss)
+            logs["d_loss"] = float(d_loss.detach())
 
         losses = {}
         if "mel" in self.weights:
@@ -283,7 +289,7 @@ class Trainer:
         self.opt_g.step()
         self.sched_g.step()
         self._update_ema()
-        logs.update({k: float(v) for k, v in losses.items()})
+        logs.update({k: float(v.detach()) for k, v in losses.items()})
         logs["commitment"] = float(commitment)
         return logs
 
@@ -378,6 +384,9 @@ class Trainer:
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.main:
+            for folder in (self.run_dir, self.run_dir / "best", self.run_dir / "model"):
+                for path in remove_stale_temps(folder):
+                    print(f"removed {path}, left by an interrupted write", file=sys.stderr)
             atomic_write_bytes(self.run_dir / "config.yaml", OmegaConf.to_yaml(cfg).encode())
             for problem in self.skipped_files:
                 print(f"warning: skipped {problem}", file=sys.stderr)
@@ -397,9 +406,12 @@ class Trainer:
         progress = _progress(cfg.trainer.steps, self.step, self.main and cfg.trainer.progress)
         seconds_per_batch = cfg.data.batch_size * cfg.data.segment_seconds * self.world
         started = time.perf_counter()
-        for wav in self.batches():
+        for wav, skipped in self.batches():
             if self.step >= cfg.trainer.steps:
                 break
+            if int(skipped.sum()):
+                self.skipped_reads += int(skipped.sum())
+                self.log({"event": "skipped_files", "total_skipped_reads": self.skipped_reads})
             wav = wav.to(self.device, non_blocking=True)
             try:
                 logs = self.train_step(wav)

@@ -21,8 +21,9 @@ from codec.tokens import read_codes
 
 def held_out(run_dir: Path) -> Path:
     """The first validation file of the run's data split (never trained on)."""
-    from codec.data import build_manifest, split_manifest
     from omegaconf import OmegaConf
+
+    from codec.data import build_manifest, split_manifest
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
     root = cfg.data.root or run_dir / "corpus"

@@ -41,7 +41,7 @@ def test_streaming_equals_offline(lstm):
             z_stream = torch.cat([enc(x[..., k : k + 48]) for k in range(0, x.shape[-1], 48)], -1)
             y_stream = torch.cat([dec(z[..., k : k + 1]) for k in range(z.shape[-1])], -1)
     torch.testing.assert_close(z_stream, z, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(y_stream, y, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(y_stream, y, atol=1e-4, rtol=1e-4)  # outputs are O(1)
 
 
 def test_streaming_rejects_chunks_off_the_stride():

@@ -339,7 +339,9 @@ class _GroupedResidual(nn.Module):
             depths = draw_item_depths(
                 batch, q, cutoff, multiple, self.quantize_dropout_prob, generator, rank, size
             )
-            return int(depths.max()), depths
+            # Under DDP every rank must run the same levels (the statistics are all-reduced
+            # level by level), and one rank's deepest item need not be another's.
+            return (q if size > 1 else int(depths.max())), depths
         depth = draw_depth(q, cutoff, multiple, generator, fixed_seed)
         if fixed_seed is None and self.quantize_dropout_prob < 1.0:
             if float(torch.rand((), generator=generator)) >= self.quantize_dropout_prob:

@@ -1,0 +1,296 @@
+"""Training data: manifests of audio folders, a deterministic split, random fixed-length
+segments at the model's rate and channels, and the built-in demo corpus.
+
+    folder(s) -> build_manifest -> [AudioRecord] -> split_manifest -> (train, valid)
+    train -> SegmentDataset[i] -> (wav (channels, segment), files skipped while reading)
+
+Rules that a user can rely on:
+- Files are found recursively by extension (AUDIO_SUFFIXES), in sorted order. A file whose
+  header cannot be read, or that has no samples, is left out of the manifest and reported.
+- The split hashes each file's path relative to its root folder with the seed, so it does not
+  depend on where the corpus is mounted or on the order files were found, and adding files does
+  not move old ones between train and valid.
+- Each epoch draws one random segment per `segment_seconds` of audio, so long files are seen in
+  proportion to their length. Files shorter than a segment are zero-padded at the end
+  (`short="pad"`) or left out (`short="skip"`).
+- A file that fails while being read (truncated, NaN samples, ...) is skipped with a warning
+  naming it, another segment is drawn, and the item reports how many files newly failed (each
+  file is counted once per DataLoader worker, and never read again by it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+
+from codec.audio import (
+    AudioError,
+    apply_gain_db,
+    audio_info,
+    convert_channels,
+    loudness_gain_db,
+    read_audio,
+    resample,
+    write_audio,
+)
+from codec.fileio import AUDIO_SUFFIXES
+
+# A segment is drawn from another file at most this many times before the item fails loudly:
+# a corpus whose files all fail is a configuration error, not bad luck.
+MAX_READ_TRIES = 16
+
+
+@dataclass(frozen=True)
+class AudioRecord:
+    """One audio file: `key` is its path relative to the folder it was found in."""
+
+    path: str
+    key: str
+    frames: int
+    sample_rate: int
+    channels: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def find_audio(root: Path) -> list[Path]:
+    """Audio files under `root` (recursively, sorted), or [root] when it is a file."""
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+
+
+def build_manifest(roots: list[Path]) -> tuple[list[AudioRecord], list[str]]:
+    """Read the headers of every audio file under `roots` -> (records, problems), where each
+    problem is one line naming a file that was left out and why."""
+    records, problems = [], []
+    for root in roots:
+        root = Path(root)
+        if not root.exists():
+            problems.append(f"{root}: no such file or folder")
+            continue
+        for path in find_audio(root):
+            try:
+                info = audio_info(path)
+            except AudioError as err:
+                problems.append(str(err))
+                continue
+            if info.frames <= 0:
+                problems.append(f"{path}: no audio samples")
+                continue
+            key = path.name if root.is_file() else path.relative_to(root).as_posix()
+            records.append(
+                AudioRecord(str(path), key, int(info.frames), info.samplerate, info.channels)
+            )
+    return records, problems
+
+
+def _unit_hash(text: str) -> float:
+    digest = hashlib.sha1(text.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_manifest(
+    records: list[AudioRecord], valid_fraction: float, seed: int = 0
+) -> tuple[list[AudioRecord], list[AudioRecord]]:
+    """(train, valid): the `valid_fraction` of records whose hashed keys are smallest go to
+    valid (at least one when the fraction is positive and there are two or more records)."""
+    if not 0.0 <= valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+    ranked = sorted(records, key=lambda r: (_unit_hash(f"{seed}:{r.key}"), r.key))
+    count = round(len(records) * valid_fraction)
+    if valid_fraction > 0 and len(records) >= 2:
+        count = max(1, count)
+    valid = sorted(ranked[:count], key=lambda r: r.key)
+    chosen = {id(r) for r in valid}
+    return [r for r in records if id(r) not in chosen], valid
+
+
+class SegmentDataset(torch.utils.data.Dataset):
+    """Random fixed-length segments of the records at the model's rate and channels.
+
+    item -> (wav (channels, round(segment_seconds * sample_rate)) float32, skipped files: int)
+    Deterministic for a given seed, epoch and index, in any number of DataLoader workers."""
+
+    def __init__(
+        self,
+        records: list[AudioRecord],
+        sample_rate: int,
+        channels: int,
+        segment_seconds: float,
+        loudness_lufs: float | None = None,
+        short: str = "pad",
+        seed: int = 0,
+    ):
+        if short not in ("pad", "skip"):
+            raise ValueError(f"short must be 'pad' or 'skip', got {short!r}")
+        self.sample_rate, self.channels = sample_rate, channels
+        self.segment = int(round(segment_seconds * sample_rate))
+        if self.segment <= 0:
+            raise ValueError(f"segment_seconds must be positive, got {segment_seconds}")
+        self.loudness_lufs, self.seed, self.epoch = loudness_lufs, seed, 0
+        if short == "skip":
+            records = [r for r in records if r.seconds >= segment_seconds]
+        if not records:
+            raise ValueError(f"no training file is {segment_seconds} s or longer (short={short!r})")
+        self.records = records
+        per_file = [max(1, math.floor(r.seconds / segment_seconds)) for r in records]
+        self.ends = np.cumsum(per_file)
+        self.bad: set[str] = set()
+
+    def __len__(self) -> int:
+        return int(self.ends[-1])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        record = self.records[int(np.searchsorted(self.ends, index, side="right"))]
+        skipped = 0
+        for _ in range(MAX_READ_TRIES):
+            if record.path not in self.bad:
+                try:
+                    return self._segment(record, rng), skipped
+                except AudioError as err:
+                    self.bad.add(record.path)
+                    print(f"warning: skipped {err}", file=sys.stderr, flush=True)
+                skipped += 1
+            record = self.records[int(rng.integers(len(self.records)))]
+        raise RuntimeError(
+            f"{MAX_READ_TRIES} training files in a row could not be read; see the warnings"
+        )
+
+    def _segment(self, record: AudioRecord, rng: np.random.Generator) -> torch.Tensor:
+        """Read only the samples the segment needs (at the source rate), then convert."""
+        need = math.ceil(self.segment * record.sample_rate / self.sample_rate)
+        start = int(rng.integers(0, max(1, record.frames - need + 1)))
+        wav, rate = read_audio(record.path, start=start, frames=need)
+        wav = resample(convert_channels(wav, self.channels, record.path), rate, self.sample_rate)
+        wav = wav[:, : self.segment]
+        if self.loudness_lufs is not None:
+            wav = apply_gain_db(wav, loudness_gain_db(wav, self.sample_rate, self.loudness_lufs))
+        if wav.shape[-1] < self.segment:
+            wav = torch.nn.functional.pad(wav, (0, self.segment - wav.shape[-1]))
+        return wav.contiguous()
+
+
+# -- the demo corpus ----------------------------------------------------------------------------
+
+# (F1, F2, F3) in Hz of a few vowels, for speech-like formant trajectories.
+VOWELS = np.array(
+    [[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480], [570, 840, 2410]],
+    dtype=np.float64,
+)
+
+
+def _smooth_walk(rng, n: int, points: int, low: float, high: float) -> np.ndarray:
+    """A smooth random contour of n samples through `points` random values in [low, high]."""
+    knots = rng.uniform(low, high, size=points)
+    return np.interp(np.linspace(0, points - 1, n), np.arange(points), knots)
+
+
+def _speech_like(rng, n: int, rate: int) -> np.ndarray:
+    """Voiced syllables: a harmonic source with a moving pitch shaped by moving formants,
+    syllable envelopes, and short noise bursts standing in for fricatives."""
+    t = np.arange(n) / rate
+    seconds = n / rate
+    f0 = _smooth_walk(rng, n, max(2, int(seconds * 3)), rng.uniform(85, 140), rng.uniform(160, 260))
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    vowel_track = rng.integers(len(VOWELS), size=max(2, int(seconds * 4)))
+    formants = np.stack(
+        [
+            np.interp(
+                np.linspace(0, len(vowel_track) - 1, n),
+                np.arange(len(vowel_track)),
+                VOWELS[vowel_track, k],
+            )
+            for k in range(3)
+        ]
+    )
+    out = np.zeros(n)
+    for k in range(1, int(min(rate / 2 - 200, 4000) / 85)):
+        freq = k * f0
+        gain = sum(
+            1.0 / (1.0 + ((freq - formants[j]) / (60 + 40 * j)) ** 2) / (j + 1) for j in range(3)
+        )
+        out += np.where(freq < rate / 2 - 100, gain, 0.0) * np.sin(k * phase) / k**0.5
+    syllable = np.clip(np.sin(2 * np.pi * rng.uniform(3, 5) * t + rng.uniform(0, 6)), 0, None)
+    out *= syllable**0.7
+    noise = rng.standard_normal(n)
+    noise = np.diff(noise, prepend=0.0)  # tilt towards high frequencies, like /s/
+    bursts = np.clip(-np.sin(2 * np.pi * rng.uniform(1, 2) * t + rng.uniform(0, 6)) - 0.7, 0, None)
+    return out / (np.abs(out).max() + 1e-9) + 0.5 * noise * bursts
+
+
+def _notes(rng, n: int, rate: int) -> np.ndarray:
+    """A melody of harmonic notes with attack-decay envelopes and a random spectral tilt."""
+    out, pos = np.zeros(n), 0
+    tilt = rng.uniform(0.8, 2.0)
+    while pos < n:
+        length = int(rate * rng.uniform(0.15, 0.6))
+        f0 = 110.0 * 2 ** (rng.integers(0, 30) / 12)
+        t = np.arange(min(length, n - pos)) / rate
+        envelope = (1 - np.exp(-t / 0.005)) * np.exp(-t / rng.uniform(0.1, 0.5))
+        tone = sum(
+            np.sin(2 * np.pi * k * f0 * t * (1 + 0.0005 * k**2) + rng.uniform(0, 6)) / k**tilt
+            for k in range(1, 16)
+            if k * f0 < rate / 2 - 100
+        )
+        out[pos : pos + len(t)] += envelope * tone
+        pos += len(t)
+    return out
+
+
+def _noise_texture(rng, n: int, rate: int) -> np.ndarray:
+    """Coloured noise (white to brown) under a slow random loudness contour, with crackles."""
+    alpha = rng.uniform(0.0, 0.98)
+    white = torch.from_numpy(rng.standard_normal(n).astype(np.float32))
+    colored = AF.lfilter(
+        white,
+        torch.tensor([1.0, -alpha], dtype=torch.float32),
+        torch.tensor([1.0 - alpha, 0.0], dtype=torch.float32),
+        clamp=False,
+    ).numpy()
+    colored /= np.abs(colored).max() + 1e-9
+    crackle = (rng.random(n) < 20 / rate) * rng.uniform(-1, 1, n)
+    return colored * _smooth_walk(rng, n, 6, 0.2, 1.0) + crackle
+
+
+KINDS = (_speech_like, _notes, _noise_texture)
+
+
+def make_demo_clip(index: int, seconds: float, sample_rate: int, seed: int = 0) -> np.ndarray:
+    """Clip `index` of the demo corpus: (samples,) float32 peaking at 0.3-0.9."""
+    rng = np.random.default_rng([seed, index])
+    n = int(round(seconds * sample_rate))
+    clip = KINDS[index % len(KINDS)](rng, n, sample_rate)
+    clip *= rng.uniform(0.3, 0.9) / (np.abs(clip).max() + 1e-9)
+    return clip.astype(np.float32)
+
+
+def make_demo_corpus(
+    root: Path, count: int, seconds: float, sample_rate: int, seed: int = 0
+) -> Path:
+    """Write `count` deterministic clips (speech-like, notes, noise textures in turn) as 16-bit
+    wavs into `root`. The folder appears whole or not at all (built aside, then renamed)."""
+    root = Path(root)
+    building = root.with_name(f".{root.name}.building")
+    building.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        kind = KINDS[index % len(KINDS)].__name__.strip("_")
+        path = building / f"{index:04d}_{kind}.wav"
+        if not path.exists():
+            clip = torch.from_numpy(make_demo_clip(index, seconds, sample_rate, seed))[None]
+            write_audio(path, clip, sample_rate)
+    building.rename(root)
+    return root

@@ -1,0 +1,147 @@
+"""Training end to end on tiny settings: export, resume, non-finite steps, safe checkpoints,
+kill -9 and restart."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from codec.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from codec.model import Codec
+from codec.train import main
+
+TINY = [
+    "model.n_filters=4",
+    "model.dimension=16",
+    "model.ratios=[4,4,4]",
+    "model.lstm=0",
+    "model.levels=3",
+    "model.codebook_size=16",
+    "model.quantizer.kmeans_iters=2",
+    "data.count=8",
+    "data.seconds=1.0",
+    "data.segment_seconds=0.25",
+    "data.batch_size=2",
+    "discriminator.filters=4",
+    "loss.mel_n_ffts=[64,128,256]",
+    "loss.n_mels=16",
+    "trainer.valid_items=2",
+    "trainer.valid_seconds=0.5",
+    "trainer.progress=false",
+    "trainer.threads=1",
+]
+
+
+def records(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_exports_a_model_and_resumes(tmp_path):
+    run = tmp_path / "run"
+    steps = ["trainer.steps=4", "trainer.valid_every=2", "trainer.checkpoint_every=2"]
+    main([*TINY, *steps, f"run_dir={run}"])
+    model = Codec.from_pretrained(run / "model")
+    assert model.levels == 3 and (run / "config.yaml").exists()
+    logged = records(run)
+    lowest = f"valid_mel@{model.bitrate(1) / 1000:g}kbps"
+    assert any(r.get("event") == "valid" and lowest in r for r in logged)
+    assert any("quantizer" in r and "audio_seconds_per_second" in r for r in logged)
+    assert [p.name for p in list_checkpoints(run)][-1] == "step_00000004.ckpt"
+    assert list_checkpoints(run / "best")
+
+    main(
+        [
+            *TINY,
+            "trainer.steps=6",
+            "trainer.valid_every=2",
+            "trainer.checkpoint_every=2",
+            f"run_dir={run}",
+        ]
+    )
+    state = load_checkpoint(list_checkpoints(run)[-1])
+    assert state["step"] == 6
+    steps_logged = [r["step"] for r in records(run) if "mel" in r]
+    assert steps_logged == sorted(set(steps_logged))  # resumed at 4, no step trained twice
+
+
+def test_non_finite_steps_are_skipped_then_the_last_checkpoint_restored(tmp_path, monkeypatch):
+    from codec import losses
+
+    run = tmp_path / "run"
+    main(
+        [
+            *TINY,
+            "trainer.steps=2",
+            "trainer.checkpoint_every=2",
+            "trainer.valid_every=100",
+            f"run_dir={run}",
+        ]
+    )
+    calls = {"n": 0}
+    original = losses.MelLoss.forward
+
+    def sometimes_nan(self, estimate, target):
+        calls["n"] += 1
+        value = original(self, estimate, target)
+        return value * float("nan") if calls["n"] <= 3 else value
+
+    monkeypatch.setattr(losses.MelLoss, "forward", sometimes_nan)
+    main(
+        [
+            *TINY,
+            "trainer.steps=4",
+            "trainer.max_bad_steps=3",
+            "trainer.checkpoint_every=2",
+            "trainer.valid_every=100",
+            f"run_dir={run}",
+        ]
+    )
+    logged = records(run)
+    assert sum(r.get("event") == "skipped_step" for r in logged) == 3
+    assert load_checkpoint(list_checkpoints(run)[-1])["step"] == 4
+    for key, value in load_checkpoint(list_checkpoints(run)[-1])["model"].items():
+        assert torch.isfinite(value.float()).all(), key
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_a_checkpoint_with_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "step_00000001.ckpt"
+    with open(path, "wb") as handle:
+        pickle.dump({"step": 1, "payload": Exploit()}, handle)
+    with pytest.raises(CheckpointError, match="never unpickled"):
+        load_checkpoint(path)
+
+
+def test_kill_9_then_the_same_command_resumes(tmp_path):
+    run = tmp_path / "run"
+    args = [
+        *TINY,
+        "trainer.steps=40",
+        "trainer.checkpoint_every=5",
+        "trainer.valid_every=1000",
+        f"run_dir={run}",
+    ]
+    cmd = [sys.executable, "-m", "codec.train", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list_checkpoints(run):
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list_checkpoints(run), "no checkpoint before the kill"
+    killed_at = load_checkpoint(list_checkpoints(run)[-1])["step"]
+    assert killed_at < 40
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert load_checkpoint(list_checkpoints(run)[-1])["step"] == 40
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))

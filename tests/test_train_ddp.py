@@ -1,0 +1,66 @@
+"""Two gloo processes train together: identical generator weights and codebooks on both ranks,
+then the run resumes from its checkpoint."""
+
+import os
+import socket
+
+import torch
+import torch.multiprocessing as mp
+from test_train import TINY
+
+from codec.checkpoint import list_checkpoints, load_checkpoint
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker(rank, world, port, run_dir, steps, out):
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
+    from hydra import compose, initialize_config_dir
+
+    from codec.train import CONFIG_DIR, Trainer
+
+    overrides = [
+        *TINY,
+        f"trainer.steps={steps}",
+        "trainer.checkpoint_every=3",
+        "trainer.valid_every=1000",
+        f"run_dir={run_dir}",
+    ]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="ddp"):
+        cfg = compose(config_name="config", overrides=overrides)
+    trainer = Trainer(cfg)
+    trainer.run()
+    torch.save(
+        {"model": trainer.model.state_dict(), "step": trainer.step},
+        os.path.join(out, f"rank{rank}.pt"),
+    )
+    torch.distributed.destroy_process_group()
+
+
+def run(run_dir, steps, out):
+    mp.spawn(worker, args=(2, free_port(), str(run_dir), steps, str(out)), nprocs=2, join=True)
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert ranks[0]["step"] == ranks[1]["step"] == steps
+    for key, value in ranks[0]["model"].items():
+        assert torch.equal(value, ranks[1]["model"][key]), key
+    return ranks[0]
+
+
+def test_two_ranks_train_identically_and_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    first = run(run_dir, 3, tmp_path)
+    assert load_checkpoint(list_checkpoints(run_dir)[-1])["step"] == 3
+    second = run(run_dir, 5, tmp_path)
+    assert load_checkpoint(list_checkpoints(run_dir)[-1])["step"] == 5
+    key = "quantizer._codebook.embed"
+    assert not torch.equal(first["model"][key], second["model"][key])  # it kept training
