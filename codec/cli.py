@@ -4,6 +4,7 @@
     codec decode IN.codes... [-m MODEL] [-o OUT] [--sr RATE] [--format wav|flac] [--force]
     codec info FILE.codes | MODEL_DIR
     codec tokenize DATA... -m MODEL -o OUT [-b KBPS | -q LEVELS] [--shard-size N]
+    codec eval DATA... -m MODEL [--bandwidths KBPS...] [--compare opus] [-o REPORT_DIR]
     codec train [KEY=VALUE ...]      (Hydra overrides; see configs/)
 
 Each bad input gets one line on stderr naming the file and the problem; the other files are
@@ -69,6 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("-r", "--recursive", action="store_true", help="descend into subfolders")
     tok.add_argument("--shard-size", type=int, default=256, help="files per shard")
     _common(tok)
+
+    ev = sub.add_parser("eval", help="quality against bitrate, optionally beside Opus")
+    ev.add_argument("inputs", nargs="*", type=Path, metavar="DATA")
+    ev.add_argument("-m", "--model", type=Path, default=_env_model(), help="saved model folder")
+    ev.add_argument("--files-from", type=Path, help="a text file with one audio path a line")
+    ev.add_argument("-r", "--recursive", action="store_true", help="descend into subfolders")
+    ev.add_argument(
+        "--bandwidths", type=float, nargs="+", help="kbps to test (default: every level count)"
+    )
+    ev.add_argument("--compare", choices=["opus"], action="append", default=[])
+    ev.add_argument("-o", "--output", type=Path, default=Path("eval"), help="report folder")
+    ev.add_argument("--spectrograms", type=int, default=3, help="files to draw (default 3)")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
 
     train = sub.add_parser(
         "train", help="train a codec (Hydra overrides, e.g. data=folder data.root=DIR)"
@@ -293,6 +308,48 @@ def run_tokenize(args, errors: list[str]) -> int:
     return counts["written"]
 
 
+def run_eval(args, errors: list[str]) -> int:
+    from codec.evaluate import OpusUnavailable, evaluate, write_report
+
+    model = _load_model(args.model, args.device)
+    inputs = list(args.inputs)
+    if args.files_from is not None:
+        try:
+            lines = args.files_from.read_text().splitlines()
+        except OSError as err:
+            raise UsageError(f"{args.files_from}: {err.strerror or err}") from None
+        inputs += [Path(line.strip()) for line in lines if line.strip()]
+    if not inputs:
+        raise UsageError("no audio given: pass files or folders, or --files-from LIST")
+    paths = [p for p, _ in collect(inputs, AUDIO_SUFFIXES, args.recursive, errors)]
+    bandwidths = args.bandwidths or [model.bitrate(n) / 1000 for n in range(1, model.levels + 1)]
+    try:
+        result = evaluate(
+            model,
+            paths,
+            bandwidths,
+            compare_opus="opus" in args.compare,
+            spectrogram_dir=args.output / "spectrograms",
+            spectrograms=args.spectrograms,
+            progress=lambda items: _progress(items, args.quiet, "eval"),
+        )
+    except OpusUnavailable as err:
+        raise UsageError(str(err)) from None
+    for problem in result.problems:
+        errors.append(problem)
+    written = write_report(result, args.output, model)
+    print((args.output / "report.md").read_text(), end="")
+    for name, why in result.skipped_metrics.items():
+        print(f"note: {name} skipped: {why}", file=sys.stderr)
+    print(
+        f"evaluated {len(paths) - len(result.problems)} of {len(paths)} file(s); "
+        f"wrote {', '.join(p.name for p in written)} in {args.output}; "
+        f"{len(errors)} problem(s)",
+        file=sys.stderr,
+    )
+    return len(paths) - len(result.problems)
+
+
 def run_info(args) -> None:
     target: Path = args.target
     if target.is_dir():
@@ -341,9 +398,12 @@ def main(argv: list[str] | None = None) -> int:
 
             train(args.overrides)
             return 0
-        runner = {"encode": run_encode, "decode": run_decode, "tokenize": run_tokenize}[
-            args.command
-        ]
+        runner = {
+            "encode": run_encode,
+            "decode": run_decode,
+            "tokenize": run_tokenize,
+            "eval": run_eval,
+        }[args.command]
         runner(args, errors)
     except UsageError as err:
         print(f"codec {args.command}: {err}", file=sys.stderr)

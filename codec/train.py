@@ -83,8 +83,9 @@ def build_data(cfg: DictConfig, model: Codec, run_dir: Path, rank: int, world: i
     from codec.data import SegmentDataset, build_manifest, make_demo_corpus, split_manifest
 
     data = cfg.data
+    roots = data_roots(cfg, run_dir)
     if data.kind == "demo":
-        root = Path(data.root) if data.root else run_dir / "corpus"
+        root = roots[0]
         if rank == 0 and not root.is_dir():
             make_demo_corpus(
                 root,
@@ -95,9 +96,6 @@ def build_data(cfg: DictConfig, model: Codec, run_dir: Path, rank: int, world: i
             )
         if world > 1:
             dist.barrier()
-        roots = [root]
-    else:
-        roots = [Path(r) for r in ([data.root] if isinstance(data.root, str) else data.root)]
     records, problems = build_manifest(roots)
     if not records:
         raise SystemExit(f"codec train: no readable audio in {', '.join(map(str, roots))}")
@@ -127,6 +125,24 @@ def build_data(cfg: DictConfig, model: Codec, run_dir: Path, rank: int, world: i
         persistent_workers=data.num_workers > 0,
     )
     return loader, valid, problems
+
+
+def data_roots(cfg: DictConfig, run_dir: Path) -> list[Path]:
+    """The folders a run trains on (the demo corpus lives in the run folder by default)."""
+    root = cfg.data.root
+    if cfg.data.kind == "demo":
+        return [Path(root) if root else Path(run_dir) / "corpus"]
+    return [Path(r) for r in ([root] if isinstance(root, str) else root)]
+
+
+def held_out_records(run_dir) -> list:
+    """The validation records of a finished or running run, from its saved config: the files it
+    never trained on."""
+    from codec.data import build_manifest, split_manifest
+
+    cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
+    records, _ = build_manifest(data_roots(cfg, Path(run_dir)))
+    return split_manifest(records, cfg.data.valid_fraction, seed=cfg.seed)[1]
 
 
 class Trainer:
@@ -290,7 +306,7 @@ class Trainer:
         self.sched_g.step()
         self._update_ema()
         logs.update({k: float(v.detach()) for k, v in losses.items()})
-        logs["commitment"] = float(commitment)
+        logs["commitment"] = float(commitment.detach())
         return logs
 
     def _check_finite(self, losses: dict[str, torch.Tensor]) -> None:

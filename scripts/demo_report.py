@@ -17,20 +17,12 @@ from codec.coding import Windowing, decode_codes, encode_batch
 from codec.metrics import MelDistance, si_sdr
 from codec.model import Codec
 from codec.tokens import read_codes
+from codec.train import held_out_records
 
 
 def held_out(run_dir: Path) -> Path:
     """The first validation file of the run's data split (never trained on)."""
-    from omegaconf import OmegaConf
-
-    from codec.data import build_manifest, split_manifest
-
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    root = cfg.data.root or run_dir / "corpus"
-    roots = [root] if isinstance(root, (str, Path)) else list(root)
-    records, _ = build_manifest([Path(r) for r in roots])
-    _, valid = split_manifest(records, cfg.data.valid_fraction, seed=cfg.seed)
-    return Path(valid[0].path)
+    return Path(held_out_records(run_dir)[0].path)
 
 
 def spectrogram_png(path: Path, original: torch.Tensor, decoded: torch.Tensor, rate: int):

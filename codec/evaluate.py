@@ -1,0 +1,276 @@
+"""`codec eval`: quality against bitrate, per file and on average, for the model and for Opus.
+
+    files -> reference audio at the model rate
+          -> codec at each bandwidth (encode, decode)   -> metrics, code statistics
+          -> opusenc --bitrate K / opusdec, if compared -> metrics
+    -> results.csv (a row per file, codec and bandwidth), summary.json, report.md,
+       rate_distortion.png, spectrograms/*.png
+
+Metrics: multi-scale mel distance and multi-resolution STFT distance (lower is better), SI-SDR
+(dB), and PESQ (wide-band at 16 kHz, narrow-band at 8 kHz; other rates are resampled to 16 kHz)
+and STOI where the `pesq` and `pystoi` packages are installed (`pip install codec[eval]`).
+`file_kbps` is what is stored: .codes files with their header, Ogg Opus files with theirs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from codec.audio import AudioError, convert_channels, read_audio, resample, write_audio
+from codec.coding import Windowing, codes_header, decode_codes, encode_batch, prepare_audio
+from codec.losses import MultiResolutionSTFTLoss
+from codec.metrics import MelDistance, code_statistics, si_sdr
+from codec.model import Codec
+from codec.tokens import write_codes
+
+METRICS = ("mel", "stft", "si_sdr", "pesq", "stoi")
+LOWER_IS_BETTER = {"mel": True, "stft": True, "si_sdr": False, "pesq": False, "stoi": False}
+
+
+class OpusUnavailable(RuntimeError):
+    pass
+
+
+def opus_tools() -> tuple[str, str]:
+    enc, dec = shutil.which("opusenc"), shutil.which("opusdec")
+    if not enc or not dec:
+        raise OpusUnavailable(
+            "--compare opus needs opusenc and opusdec (Debian/Ubuntu: apt-get install opus-tools)"
+        )
+    return enc, dec
+
+
+def opus_roundtrip(wav: torch.Tensor, rate: int, kbps: float, workdir: Path):
+    """wav (c, t) through `opusenc --bitrate kbps` and `opusdec` -> (decoded (c, t) at `rate`,
+    file kbps). Opus does not go below about 6 kbps: lower targets cost what 6 kbps costs."""
+    enc, dec = opus_tools()
+    source, coded, decoded = workdir / "in.wav", workdir / "coded.opus", workdir / "out.wav"
+    write_audio(source, wav, rate)
+    for cmd in (
+        [enc, "--quiet", "--bitrate", f"{kbps:g}", str(source), str(coded)],
+        [dec, "--quiet", "--rate", "48000", str(coded), str(decoded)],
+    ):
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{Path(cmd[0]).name} failed: {done.stderr.strip()[:200]}")
+    out, out_rate = read_audio(decoded)
+    out = resample(out, out_rate, rate)[:, : wav.shape[-1]]
+    out = torch.nn.functional.pad(out, (0, wav.shape[-1] - out.shape[-1]))
+    return out, coded.stat().st_size * 8 / (wav.shape[-1] / rate) / 1000
+
+
+class Quality:
+    """The metrics of one decoded signal against its reference, both (c, t) at `rate`."""
+
+    def __init__(self, rate: int):
+        self.rate = rate
+        self.mel = MelDistance(rate)
+        self.stft = MultiResolutionSTFTLoss()
+        self.pesq, self.stoi, self.skipped = _optional_metrics()
+
+    @torch.no_grad()
+    def __call__(self, estimate: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+        est, ref = estimate[None].float(), reference[None].float()
+        out = {
+            "mel": float(self.mel(est, ref)),
+            "stft": float(self.stft(est, ref)),
+            "si_sdr": float(si_sdr(est, ref)),
+        }
+        mono_est, mono_ref = estimate.mean(0), reference.mean(0)
+        if self.pesq is not None:
+            out["pesq"] = self._pesq(mono_est, mono_ref)
+        if self.stoi is not None:
+            out["stoi"] = float(self.stoi(mono_ref.numpy(), mono_est.numpy(), self.rate))
+        return out
+
+    def _pesq(self, est: torch.Tensor, ref: torch.Tensor) -> float:
+        rate = self.rate if self.rate in (8000, 16000) else 16000
+        if rate != self.rate:
+            est = resample(est[None], self.rate, rate)[0]
+            ref = resample(ref[None], self.rate, rate)[0]
+        mode = "wb" if rate == 16000 else "nb"
+        try:
+            return float(self.pesq(rate, ref.numpy(), est.numpy(), mode))
+        except Exception:  # the pesq package raises its own types for silent or short input
+            return math.nan
+
+
+def _optional_metrics():
+    """(pesq function or None, stoi function or None, names of the metrics skipped and why)."""
+    skipped = {}
+    try:
+        from pesq import pesq
+    except ImportError:
+        pesq, skipped["pesq"] = None, "the pesq package is not installed (pip install pesq)"
+    try:
+        from pystoi import stoi
+    except ImportError:
+        stoi, skipped["stoi"] = None, "the pystoi package is not installed (pip install pystoi)"
+    return pesq, stoi, skipped
+
+
+def reference_audio(model: Codec, path) -> torch.Tensor:
+    """A file at the model's rate and channels, (c, t)."""
+    wav, rate = read_audio(path)
+    return resample(convert_channels(wav, model.channels, path), rate, model.sample_rate)
+
+
+@dataclass
+class Evaluation:
+    """What `evaluate` found: rows (one per file, codec and bandwidth), code statistics per
+    bandwidth, problems (files skipped) and metrics that could not be computed."""
+
+    rows: list[dict] = field(default_factory=list)
+    code_stats: dict[float, dict] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    skipped_metrics: dict[str, str] = field(default_factory=dict)
+    files: int = 0
+
+    def summary(self) -> list[dict]:
+        """Means per (codec, bandwidth), in the order first seen."""
+        groups: dict[tuple, list[dict]] = {}
+        for row in self.rows:
+            groups.setdefault((row["codec"], row["target_kbps"]), []).append(row)
+        out = []
+        for (codec, kbps), rows in groups.items():
+            mean = {"codec": codec, "target_kbps": kbps, "files": len(rows)}
+            for key in ("file_kbps", *METRICS):
+                values = [r[key] for r in rows if key in r and math.isfinite(r[key])]
+                if values:
+                    mean[key] = sum(values) / len(values)
+            if codec == "codec":
+                mean["levels"] = rows[0]["levels"]
+                stats = self.code_stats.get(kbps)
+                if stats:
+                    mean["entropy_kbps"] = stats["entropy_kbps"]
+            out.append(mean)
+        return out
+
+
+def evaluate(
+    model: Codec,
+    paths: list[Path],
+    bandwidths: list[float],
+    compare_opus: bool = False,
+    spectrogram_dir: Path | None = None,
+    spectrograms: int = 3,
+    progress=None,
+) -> Evaluation:
+    """Run every file through the model at every bandwidth (and through Opus when asked)."""
+    if compare_opus:
+        opus_tools()
+    windowing = Windowing.for_model(model)
+    quality = Quality(model.sample_rate)
+    result = Evaluation(skipped_metrics=dict(quality.skipped), files=len(paths))
+    levels_for = {kbps: model.levels_for(kbps, None) for kbps in bandwidths}
+    codes_by_kbps: dict[float, list[torch.Tensor]] = {kbps: [] for kbps in bandwidths}
+    rate = model.sample_rate
+    with tempfile.TemporaryDirectory(prefix="codec-eval-") as tmp:
+        workdir = Path(tmp)
+        for index, path in enumerate(progress(paths) if progress else paths):
+            try:
+                reference = reference_audio(model, path)
+            except AudioError as err:
+                result.problems.append(str(err))
+                continue
+            seconds = reference.shape[-1] / rate
+            prepared = prepare_audio(model, reference, rate, windowing, path)
+            decoded_for_plot = {}
+            for kbps in bandwidths:
+                levels = levels_for[kbps]
+                with torch.inference_mode():
+                    (codes,) = encode_batch(model, [prepared.wav], levels, windowing)
+                    decoded = decode_codes(
+                        model, codes, prepared.length, windowing, prepared.gains_db
+                    )
+                codes_by_kbps[kbps].append(codes)
+                coded = workdir / "file.codes"
+                write_codes(coded, codes, codes_header(model, prepared, codes, windowing))
+                row = {
+                    "file": str(path),
+                    "codec": "codec",
+                    "target_kbps": kbps,
+                    "levels": levels,
+                    "file_kbps": coded.stat().st_size * 8 / seconds / 1000,
+                }
+                result.rows.append(row | quality(decoded, reference))
+                decoded_for_plot[("codec", kbps)] = decoded
+                if compare_opus:
+                    try:
+                        opus, opus_kbps = opus_roundtrip(reference, rate, kbps, workdir)
+                    except (RuntimeError, AudioError) as err:
+                        result.problems.append(f"{path}: opus at {kbps:g} kbps: {err}")
+                        continue
+                    row = {
+                        "file": str(path),
+                        "codec": "opus",
+                        "target_kbps": kbps,
+                        "file_kbps": opus_kbps,
+                    }
+                    result.rows.append(row | quality(opus, reference))
+                    decoded_for_plot[("opus", kbps)] = opus
+            if spectrogram_dir is not None and index < spectrograms:
+                from codec.report import spectrogram_figure
+
+                spectrogram_figure(
+                    spectrogram_dir / f"{index:02d}_{Path(path).stem}.png",
+                    reference,
+                    decoded_for_plot,
+                    rate,
+                )
+    for kbps, all_codes in codes_by_kbps.items():
+        if all_codes:
+            stacked = torch.cat([c.reshape(c.shape[0], c.shape[1], -1) for c in all_codes], -1)
+            stats = code_statistics(stacked[None], model.codebook_size)
+            bits = sum(stats["entropy_bits"]) * model.groups
+            stats["entropy_kbps"] = bits * model.frame_rate / 1000
+            result.code_stats[kbps] = stats
+    return result
+
+
+def write_report(result: Evaluation, out: Path, model: Codec) -> list[Path]:
+    """results.csv, summary.json, report.md and rate_distortion.png in `out`."""
+    from codec.fileio import atomic_write_bytes
+    from codec.report import markdown_table, rate_distortion_plot
+
+    out.mkdir(parents=True, exist_ok=True)
+    columns = ["file", "codec", "target_kbps", "levels", "file_kbps", *METRICS]
+    table = io.StringIO()
+    writer = csv.DictWriter(table, columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    for row in result.rows:
+        writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+    written = [atomic_write_bytes(out / "results.csv", table.getvalue().encode())]
+    summary = {
+        "model": {
+            "id": model.config.model_id,
+            "weights_hash": model.model_hash,
+            "sample_rate": model.sample_rate,
+        },
+        "files": result.files,
+        "files_failed": len(result.problems),
+        "problems": result.problems,
+        "skipped_metrics": result.skipped_metrics,
+        "means": result.summary(),
+        "code_statistics": {f"{k:g}": v for k, v in result.code_stats.items()},
+    }
+    written.append(atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode()))
+    written.append(atomic_write_bytes(out / "report.md", markdown_table(result).encode()))
+    if result.rows:
+        written.append(rate_distortion_plot(out / "rate_distortion.png", result.summary()))
+    return written
+
+
+def read_results(path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))

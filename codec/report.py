@@ -1,0 +1,89 @@
+"""Figures and tables for evaluation reports: a markdown table, a rate-distortion plot and
+spectrogram comparisons (matplotlib, drawn off-screen)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codec.fileio import atomic_write
+
+LABELS = {
+    "mel": "mel distance (lower is better)",
+    "stft": "STFT distance (lower is better)",
+    "si_sdr": "SI-SDR dB",
+    "pesq": "PESQ",
+    "stoi": "STOI",
+}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def markdown_table(result) -> str:
+    """The means per codec and bandwidth as a markdown table, with notes on what was skipped."""
+    means = result.summary()
+    metrics = [m for m in LABELS if any(m in row for row in means)]
+    head = ["codec", "target kbps", "file kbps", *(LABELS[m].split(" (")[0] for m in metrics)]
+    head.append("entropy-coded kbps")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in means:
+        name = row["codec"] + (f" ({row['levels']} levels)" if "levels" in row else "")
+        cells = [name, f"{row['target_kbps']:g}", f"{row.get('file_kbps', float('nan')):.2f}"]
+        cells += [f"{row[m]:.3f}" if m in row else "-" for m in metrics]
+        cells.append(f"{row['entropy_kbps']:.2f}" if "entropy_kbps" in row else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"Files: {result.files}, failed: {len(result.problems)}."]
+    notes += [f"{name} skipped: {why}." for name, why in result.skipped_metrics.items()]
+    notes += [f"- {problem}" for problem in result.problems]
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def rate_distortion_plot(path: Path, means: list[dict]) -> Path:
+    """One panel per metric: metric against file kbps, a line per codec."""
+    plt = _pyplot()
+    metrics = [m for m in LABELS if any(m in row for row in means)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for codec, style in (("codec", "o-"), ("opus", "s--")):
+            rows = [r for r in means if r["codec"] == codec and metric in r]
+            if rows:
+                xs = [r["file_kbps"] for r in rows]
+                ax.plot(xs, [r[metric] for r in rows], style, label=codec)
+        ax.set_xlabel("kbps (files as stored)")
+        ax.set_title(LABELS[metric], fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
+def spectrogram_figure(
+    path: Path, reference: torch.Tensor, decoded: dict[tuple[str, float], torch.Tensor], rate: int
+) -> Path:
+    """Log spectrograms of the reference and of each (codec, kbps) decoding, stacked."""
+    plt = _pyplot()
+    panels = [("original", reference)] + [(f"{c} {k:g} kbps", w) for (c, k), w in decoded.items()]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 1.8 * len(panels)), sharex=True)
+    axes = axes if len(panels) > 1 else [axes]
+    for ax, (title, wav) in zip(axes, panels):
+        with np.errstate(divide="ignore"):  # digital silence has no log
+            ax.specgram(wav.mean(0).numpy(), NFFT=512, Fs=rate, noverlap=384, cmap="magma")
+        ax.set_ylabel("Hz")
+        ax.set_title(title, fontsize=9)
+    axes[-1].set_xlabel("seconds")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    plt.close(fig)
+    return path
