@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-EXTRAS ?= dev,bench,plot,eval
+EXTRAS ?= dev,bench,plot,eval,tensorboard
 export FSDD_ROOT ?= $(abspath ../shared/data/fsdd/recordings)
 
 .PHONY: install test test-all lint bench bench-quick demo clean

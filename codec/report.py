@@ -68,10 +68,9 @@ def rate_distortion_plot(path: Path, means: list[dict]) -> Path:
     return path
 
 
-def spectrogram_figure(
-    path: Path, reference: torch.Tensor, decoded: dict[tuple[str, float], torch.Tensor], rate: int
-) -> Path:
-    """Log spectrograms of the reference and of each (codec, kbps) decoding, stacked."""
+def spectrogram_plot(reference: torch.Tensor, decoded: dict, rate: int):
+    """A matplotlib figure: log spectrograms of the reference and of each (codec, kbps)
+    decoding, stacked."""
     plt = _pyplot()
     panels = [("original", reference)] + [(f"{c} {k:g} kbps", w) for (c, k), w in decoded.items()]
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 1.8 * len(panels)), sharex=True)
@@ -83,7 +82,15 @@ def spectrogram_figure(
         ax.set_title(title, fontsize=9)
     axes[-1].set_xlabel("seconds")
     fig.tight_layout()
+    return fig
+
+
+def spectrogram_figure(
+    path: Path, reference: torch.Tensor, decoded: dict[tuple[str, float], torch.Tensor], rate: int
+) -> Path:
+    """spectrogram_plot written to a PNG file."""
+    fig = spectrogram_plot(reference, decoded, rate)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
-    plt.close(fig)
+    _pyplot().close(fig)
     return path

@@ -49,6 +49,40 @@ class NonFiniteStep(Exception):
     pass
 
 
+class TensorBoard:
+    """Scalars, audio samples and spectrogram images for TensorBoard, when it is installed."""
+
+    def __init__(self, writer):
+        self.writer = writer
+
+    @classmethod
+    def open(cls, folder: Path) -> TensorBoard | None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return cls(SummaryWriter(str(folder)))
+
+    def scalars(self, step: int, record: dict) -> None:
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and key not in ("step", "time"):
+                self.writer.add_scalar(key.replace("@", "/"), value, step)
+            elif key == "quantizer":
+                for name, values in value.items():
+                    for level, v in enumerate(values):
+                        self.writer.add_scalar(f"quantizer_{name}/{level}", v, step)
+        self.writer.flush()
+
+    def examples(self, step: int, name: str, reference, decoded: dict, rate: int) -> None:
+        from codec.report import spectrogram_plot
+
+        self.writer.add_audio(f"{name}/original", reference.mean(0), step, rate)
+        for (_, kbps), wav in decoded.items():
+            self.writer.add_audio(f"{name}/{kbps:g}kbps", wav.mean(0), step, rate)
+        figure = spectrogram_plot(reference, decoded, rate)
+        self.writer.add_figure(f"{name}/spectrograms", figure, step)
+
+
 def setup_distributed() -> tuple[int, int]:
     """(rank, world size), starting the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -178,6 +212,12 @@ class Trainer:
             Balancer(self.weights, cfg.loss.balancer_decay) if cfg.loss.balancer else None
         )
 
+        if cfg.trainer.compile:
+            # in place, so state_dict keys do not change; the quantizer stays eager (fp32, its
+            # collectives and its host-side dropout draws)
+            for module in (self.model.encoder, self.model.decoder, self.disc):
+                if module is not None:
+                    module.compile()
         self.g_model = self.model
         self.d_model = self.disc
         if self.world > 1:
@@ -191,6 +231,10 @@ class Trainer:
         self.sched_d = self._schedule(self.opt_d) if self.opt_d is not None else None
         self.step, self.best, self.bad_steps = 0, math.inf, 0
         self.epoch = 0
+        wants_board = self.main and cfg.trainer.tensorboard
+        self.board = TensorBoard.open(self.run_dir / "tb") if wants_board else None
+        if wants_board and self.board is None:
+            print("note: TensorBoard logging is off (pip install tensorboard)", file=sys.stderr)
 
     # -- setup helpers -------------------------------------------------------------------------
 
@@ -344,7 +388,7 @@ class Trainer:
             {min(2**k, model.levels) for k in range(16) if 2**k <= model.levels} | {model.levels}
         )
         results = {n: {"mel": [], "si_sdr": []} for n in levels}
-        for record in self.valid_records[: self.cfg.trainer.valid_items]:
+        for index, record in enumerate(self.valid_records[: self.cfg.trainer.valid_items]):
             try:
                 wav, source_rate = read_audio(record.path)
             except AudioError as err:
@@ -353,10 +397,14 @@ class Trainer:
             wav = resample(convert_channels(wav, model.channels, record.path), source_rate, rate)
             wav = wav[:, : int(self.cfg.trainer.valid_seconds * rate)]
             wav = wav[:, : max(hop, wav.shape[-1] // hop * hop)][None].to(self.device)
+            samples = {}
             for n in levels:
                 decoded = model.decode(model.encode(wav, levels=n), length=wav.shape[-1])
                 results[n]["mel"].append(float(self.mel(decoded, wav)))
                 results[n]["si_sdr"].append(float(si_sdr(decoded, wav).mean()))
+                samples[("codec", model.bitrate(n) / 1000)] = decoded[0].cpu()
+            if index < 2 and self.board is not None:
+                self.board.examples(self.step, f"valid{index}", wav[0].cpu(), samples, rate)
         self.model.train()
         out = {}
         for n, r in results.items():
@@ -374,6 +422,8 @@ class Trainer:
         line = json.dumps({"step": self.step, "time": round(time.time(), 3)} | record)
         with open(self.run_dir / "metrics.jsonl", "a") as handle:
             handle.write(line + "\n")
+        if self.board is not None:
+            self.board.scalars(self.step, record)
 
     def restore_last_good(self) -> None:
         state = latest_checkpoint(self.run_dir)

@@ -16,6 +16,7 @@ from codec.audio import convert_channels, read_audio, resample
 from codec.coding import Windowing, decode_codes, encode_batch
 from codec.metrics import MelDistance, si_sdr
 from codec.model import Codec
+from codec.report import spectrogram_figure
 from codec.tokens import read_codes
 from codec.train import held_out_records
 
@@ -23,23 +24,6 @@ from codec.train import held_out_records
 def held_out(run_dir: Path) -> Path:
     """The first validation file of the run's data split (never trained on)."""
     return Path(held_out_records(run_dir)[0].path)
-
-
-def spectrogram_png(path: Path, original: torch.Tensor, decoded: torch.Tensor, rate: int):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
-    for ax, wav, title in ((axes[0], original, "original"), (axes[1], decoded, "decoded")):
-        ax.specgram(wav[0].numpy(), NFFT=512, Fs=rate, noverlap=384, cmap="magma")
-        ax.set_ylabel("Hz")
-        ax.set_title(title)
-    axes[1].set_xlabel("seconds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def report(run_dir: Path, original_path: Path, codes_path: Path, decoded_path: Path) -> None:
@@ -73,7 +57,7 @@ def report(run_dir: Path, original_path: Path, codes_path: Path, decoded_path: P
                 f"mel distance {float(mel(y, wav[None])):.3f}"
             )
     png = decoded_path.with_name("spectrograms.png")
-    spectrogram_png(png, wav, decoded, model.sample_rate)
+    spectrogram_figure(png, wav, {("decoded", header.bitrate / 1000): decoded}, model.sample_rate)
     print(f"wrote {original_path}, {decoded_path} and {png}")
 
 

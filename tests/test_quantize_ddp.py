@@ -87,3 +87,34 @@ def test_two_ranks_match_each_other_and_a_single_process(tmp_path):
         if key.endswith("_extra_state"):
             continue
         torch.testing.assert_close(ranks[0]["state"][key], value, atol=1e-5, rtol=1e-5)
+
+
+def per_item_worker(rank, world, port, out_dir):
+    torch.manual_seed(0)
+    quantizer = GroupedResidualVQ(
+        **OPTIONS | dict(quantize_dropout_per_item=True, quantize_dropout_prob=0.5)
+    ).train()
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        kept = []
+        for x in batches():
+            _, idx, _ = quantizer(x.chunk(world)[rank])
+            kept.append((idx[0, :, 0] >= 0).sum(-1).tolist())  # levels kept per item
+        state = {k: v for k, v in quantizer.state_dict().items() if not k.endswith("_extra_state")}
+        torch.save({"state": state, "kept": kept}, os.path.join(out_dir, f"item{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_per_item_dropout_under_ddp_keeps_ranks_in_step(tmp_path):
+    """Each rank's items draw their own depths, so the deepest item differs between ranks; the
+    level-by-level all-reduce must still line up (it used to abort gloo) and the codebooks
+    must stay identical."""
+    mp.spawn(per_item_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"item{r}.pt", weights_only=True) for r in range(2)]
+    for key, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][key]), key
+    assert ranks[0]["kept"] != ranks[1]["kept"]  # ranks really drew different depths
+    assert any(max(a) != max(b) for a, b in zip(ranks[0]["kept"], ranks[1]["kept"]))

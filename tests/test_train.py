@@ -1,6 +1,7 @@
 """Training end to end on tiny settings: export, resume, non-finite steps, safe checkpoints,
 kill -9 and restart."""
 
+import importlib.util
 import json
 import os
 import pickle
@@ -54,6 +55,8 @@ def test_train_exports_a_model_and_resumes(tmp_path):
     assert any("quantizer" in r and "audio_seconds_per_second" in r for r in logged)
     assert [p.name for p in list_checkpoints(run)][-1] == "step_00000004.ckpt"
     assert list_checkpoints(run / "best")
+    if importlib.util.find_spec("tensorboard") is not None:  # installed by `make test`
+        assert list((run / "tb").glob("events.out.tfevents.*"))
 
     main(
         [
@@ -145,3 +148,12 @@ def test_kill_9_then_the_same_command_resumes(tmp_path):
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert load_checkpoint(list_checkpoints(run)[-1])["step"] == 40
     assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_the_eager_checkpoint_format(tmp_path):
+    steps = ["trainer.steps=2", "trainer.valid_every=100", "trainer.checkpoint_every=2"]
+    main([*TINY, *steps, "trainer.compile=true", f"run_dir={tmp_path / 'run'}"])
+    state = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])
+    assert state["step"] == 2 and not any("_orig_mod" in k for k in state["model"])
+    Codec.from_pretrained(tmp_path / "run" / "model")
