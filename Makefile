@@ -27,12 +27,10 @@ lint: install
 	$(VENV)/bin/ruff format --check codec tests scripts
 
 bench: install
-	$(PY) scripts/bench_quantize.py
-	$(PY) scripts/bench_codec.py
+	$(PY) scripts/bench_all.py
 
 bench-quick: install
-	$(PY) scripts/bench_quantize.py --quick
-	$(PY) scripts/bench_codec.py --quick
+	$(PY) scripts/bench_all.py --quick --output BENCHMARKS-quick.md
 
 demo: install
 	bash recipes/demo/run.sh

@@ -1,0 +1,73 @@
+"""Training throughput on this machine: audio seconds trained per wall-clock second.
+
+    python scripts/bench_train.py [--steps N] [--threads T]
+
+Trains the demo's small 16 kHz codec and the speech16k CPU configuration for a few steps each on
+the generated demo corpus (in a temp folder), with and without the MS-STFT discriminator, and
+prints the median step time and audio seconds per second over the steps after warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from codec.data import make_demo_corpus
+from codec.train import CONFIG_DIR, Trainer
+
+CASES = {
+    "demo model, no discriminator (make demo)": ["experiment=demo"],
+    "demo model + MS-STFT discriminator": ["experiment=demo", "discriminator=msstft"],
+    "speech16k CPU configuration": ["experiment=speech16k_cpu", "data.num_workers=0"],
+}
+
+
+def step_times(overrides: list[str], steps: int, corpus: Path, run_dir: Path):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="bench"):
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                *overrides,
+                f"data.root={corpus}",
+                f"run_dir={run_dir}",
+                "trainer.progress=false",
+                "trainer.tensorboard=false",
+            ],
+        )
+    trainer = Trainer(cfg)
+    batches = trainer.batches()
+    times = []
+    for _ in range(steps):
+        wav, _ = next(batches)
+        start = time.perf_counter()
+        trainer.train_step(wav)
+        trainer.step += 1
+        times.append(time.perf_counter() - start)
+    return times, cfg.data.batch_size * cfg.data.segment_seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"training throughput, {args.threads} threads, median of {args.steps - 2} steps")
+    print(f"{'case':<44} {'batch':>14} {'step s':>8} {'audio s/s':>10}")
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = make_demo_corpus(Path(tmp) / "corpus", count=40, seconds=2.0, sample_rate=16000)
+        for index, (name, overrides) in enumerate(CASES.items()):
+            run_dir = Path(tmp) / f"run{index}"
+            times, seconds = step_times(overrides, args.steps, corpus, run_dir)
+            median = statistics.median(times[2:])
+            print(f"{name:<44} {seconds:>12.1f} s {median:>8.3f} {seconds / median:>10.1f}")
+
+
+if __name__ == "__main__":
+    main()
