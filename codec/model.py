@@ -79,7 +79,60 @@ class CodecConfig:
         unknown = set(data) - known
         if unknown:
             raise ModelFormatError(f"unknown config fields: {', '.join(sorted(unknown))}")
-        return cls(**data)
+        config = cls(**data)
+        config.validate()
+        return config
+
+    # (low, high) of every integer field: a config from a file can build nothing larger, so a
+    # hostile config.json cannot make the loader allocate without bound
+    BOUNDS = {
+        "sample_rate": (1000, 384_000),
+        "channels": (1, 2),
+        "dimension": (1, 8192),
+        "n_filters": (1, 4096),
+        "n_residual_layers": (0, 16),
+        "kernel_size": (1, 63),
+        "residual_kernel_size": (1, 63),
+        "last_kernel_size": (1, 63),
+        "dilation_base": (1, 8),
+        "compress": (1, 64),
+        "lstm": (0, 8),
+        "groups": (1, 64),
+        "levels": (1, 1024),
+        "codebook_size": (2, 2**20),
+    }
+
+    def validate(self) -> None:
+        """Raise ModelFormatError naming the first field that is of the wrong type or range."""
+
+        def integer(name, value, low, high):
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ModelFormatError(f"config field {name} must be an integer in [{low}, {high}]")
+
+        for name, (low, high) in self.BOUNDS.items():
+            integer(name, getattr(self, name), low, high)
+        if not isinstance(self.ratios, (list, tuple)) or not 1 <= len(self.ratios) <= 8:
+            raise ModelFormatError("config field ratios must be a list of 1 to 8 integers")
+        for ratio in self.ratios:
+            integer("ratios", ratio, 1, 64)
+        if self.codebook_dim is not None:
+            integer("codebook_dim", self.codebook_dim, 1, 8192)
+        if self.dimension % self.groups:
+            raise ModelFormatError("config field dimension must be a multiple of groups")
+        for name in ("causal", "true_skip"):
+            if not isinstance(getattr(self, name), bool):
+                raise ModelFormatError(f"config field {name} must be true or false")
+        for name in ("activation", "norm", "pad_mode", "model_id"):
+            if not isinstance(getattr(self, name), str):
+                raise ModelFormatError(f"config field {name} must be a string")
+        if not isinstance(self.quantizer, dict):
+            raise ModelFormatError("config field quantizer must be an object")
+        if self.loudness_lufs is not None and (
+            isinstance(self.loudness_lufs, bool)
+            or not isinstance(self.loudness_lufs, (int, float))
+            or not -70.0 <= self.loudness_lufs <= 0.0
+        ):
+            raise ModelFormatError("config field loudness_lufs must be null or in [-70, 0]")
 
 
 class Codec(nn.Module):
@@ -313,6 +366,19 @@ class Codec(nn.Module):
             state = load_file(str(weights_path))
         except (SafetensorError, OSError, ValueError) as err:
             raise ModelFormatError(f"{weights_path}: unreadable weights ({err})") from None
+        try:
+            with torch.device("meta"):  # sizes only: nothing is allocated
+                probe = cls(config)
+        except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as err:
+            raise ModelFormatError(f"{config_path}: bad model config ({err})") from None
+        need = sum(
+            t.numel() * t.element_size() for t in probe.state_dict().values() if torch.is_tensor(t)
+        )
+        if need > weights_path.stat().st_size:
+            raise ModelFormatError(
+                f"{weights_path}: config.json describes {need} bytes of weights, "
+                f"the file holds {weights_path.stat().st_size}"
+            )
         model = cls(config)
         try:
             model.load_state_dict(state)

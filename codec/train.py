@@ -14,7 +14,9 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from codec.audio import AudioError, convert_channels, read_audio, resample
 from codec.checkpoint import (
     CheckpointError,
     latest_checkpoint,
+    list_checkpoints,
     remove_stale_temps,
     save_checkpoint,
 )
@@ -287,9 +290,22 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(_as_tuple(state["rng"]["python"]))
 
-    def save(self) -> None:
-        if self.main:
-            save_checkpoint(self.run_dir, self.step, self.state(), self.cfg.trainer.keep_last)
+    def save(self, folder: Path | None = None, keep_last: int | None = None) -> None:
+        """Write a checkpoint (rank 0). A failed write (disk full, ...) ends the run with one
+        line; the previous checkpoint is intact because writes are atomic."""
+        if not self.main:
+            return
+        folder = folder or self.run_dir
+        keep = self.cfg.trainer.keep_last if keep_last is None else keep_last
+        try:
+            save_checkpoint(folder, self.step, self.state(), keep)
+        except OSError as err:
+            previous = latest_checkpoint_path(self.run_dir)
+            raise SystemExit(
+                f"codec train: could not write the step {self.step} checkpoint in {folder} "
+                f"({err.strerror or err}); "
+                + (f"{previous} is intact" if previous else "no earlier checkpoint exists")
+            ) from None
 
     def export(self) -> Path:
         """The weight-EMA generator (or the raw one) as a model folder `codec encode` reads."""
@@ -472,8 +488,29 @@ class Trainer:
         progress = _progress(cfg.trainer.steps, self.step, self.main and cfg.trainer.progress)
         seconds_per_batch = cfg.data.batch_size * cfg.data.segment_seconds * self.world
         started = time.perf_counter()
+        with StopRequest() as stop:
+            self._loop(progress, seconds_per_batch, started, stop)
+        progress.close()
+        if self.main:
+            self.save()
+            exported = self.export()
+            if stop.signal is not None:
+                print(
+                    f"stopped by {stop.signal} at step {self.step}: checkpoint and model written; "
+                    "the same command resumes",
+                    file=sys.stderr,
+                )
+            else:
+                print(f"trained {self.step} steps; model in {exported}", file=sys.stderr)
+        return self.run_dir / "model"
+
+    def _loop(self, progress, seconds_per_batch: float, started: float, stop: StopRequest):
+        cfg = self.cfg
         for wav, skipped in self.batches():
             if self.step >= cfg.trainer.steps:
+                break
+            if stop.agreed(self.world, self.device):
+                self.log({"event": "stopped", "signal": stop.signal or "on another rank"})
                 break
             if int(skipped.sum()):
                 self.skipped_reads += int(skipped.sum())
@@ -516,19 +553,49 @@ class Trainer:
                 key = f"valid_mel@{self.model.bitrate(self.model.levels) / 1000:g}kbps"
                 if self.main and metrics.get(key, math.inf) < self.best:
                     self.best = metrics[key]
-                    save_checkpoint(self.run_dir / "best", self.step, self.state(), keep_last=1)
+                    self.save(self.run_dir / "best", keep_last=1)
                 if self.main:
                     progress.note(metrics)
             if self.step % cfg.trainer.checkpoint_every == 0 or self.step == cfg.trainer.steps:
                 self.save()
                 if self.main:
                     self.export()
-        progress.close()
-        if self.main:
-            self.save()
-            exported = self.export()
-            print(f"trained {self.step} steps; model in {exported}", file=sys.stderr)
-        return self.run_dir / "model"
+
+
+def latest_checkpoint_path(folder) -> Path | None:
+    found = list_checkpoints(folder)
+    return found[-1] if found else None
+
+
+class StopRequest:
+    """SIGTERM (and SIGINT) set a flag that the loop reads between steps, so a scheduler's
+    stop or Ctrl-C ends the run with a checkpoint instead of losing the work since the last."""
+
+    def __init__(self):
+        self.signal = None
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def agreed(self, world: int, device) -> bool:
+        """True when any rank was asked to stop (every rank must leave at the same step)."""
+        flag = self.signal is not None
+        if world > 1:
+            t = torch.tensor([float(flag)], device=device)
+            dist.all_reduce(t)
+            flag = t.item() > 0
+        return flag
 
 
 def _as_tuple(value):

@@ -157,3 +157,53 @@ def test_compiled_training_matches_the_eager_checkpoint_format(tmp_path):
     state = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])
     assert state["step"] == 2 and not any("_orig_mod" in k for k in state["model"])
     Codec.from_pretrained(tmp_path / "run" / "model")
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, "trainer.steps=400", "trainer.checkpoint_every=1000", "trainer.log_every=1"]
+    cmd = [sys.executable, "-m", "codec.train", *args, "trainer.valid_every=1000", f"run_dir={run}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (run / "metrics.jsonl").exists() and len(records(run)) >= 4:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "stopped by SIGTERM" in err
+    state = load_checkpoint(list_checkpoints(run)[-1])
+    assert 3 <= state["step"] < 400  # no checkpoint was due: this one came from the signal
+    assert any(r.get("event") == "stopped" for r in records(run))
+    Codec.from_pretrained(run / "model")
+
+
+def test_a_full_disk_ends_the_run_with_one_line_and_the_last_checkpoint_intact(
+    tmp_path, monkeypatch
+):
+    import errno
+
+    from codec import checkpoint
+
+    run = tmp_path / "run"
+    real_save, calls = torch.save, {"n": 0}
+
+    def full_after_first(obj, path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            with open(path, "wb") as handle:
+                handle.write(b"partial")  # the disk fills half-way through
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_after_first)
+    steps = ["trainer.steps=4", "trainer.checkpoint_every=2", "trainer.valid_every=1000"]
+    with pytest.raises(SystemExit) as stop:
+        main([*TINY, *steps, f"run_dir={run}"])
+    message = str(stop.value)
+    assert "step 4 checkpoint" in message and "No space left on device" in message
+    assert "step_00000002.ckpt is intact" in message
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000002.ckpt"]
+    assert load_checkpoint(list_checkpoints(run)[0])["step"] == 2
+    assert not list(run.glob(".*.tmp"))
