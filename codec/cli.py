@@ -142,6 +142,22 @@ def output_path(source: Path, root: Path | None, output: Path | None, suffix: st
     return output / relative.with_suffix(suffix)
 
 
+def plan_outputs(files, output, suffix: str, many: bool, force: bool, errors: list[str]):
+    """(source, target) pairs; a target that exists (without --force) or that two inputs would
+    both write is an error for the input, not a silent overwrite."""
+    todo, claimed = [], {}
+    for source, root in files:
+        target = output_path(source, root, output, suffix, many)
+        if target in claimed:
+            errors.append(f"{source}: would write {target}, as {claimed[target]} does; rename one")
+        elif target.exists() and not force:
+            errors.append(f"{target}: exists (use --force to overwrite)")
+        else:
+            claimed[target] = source
+            todo.append((source, target))
+    return todo
+
+
 def _progress(items, quiet: bool, desc: str):
     if quiet or not sys.stderr.isatty():
         return items
@@ -158,11 +174,28 @@ def _load_model(path: Path | None, device: str):
     return Codec.from_pretrained(path).to(device)
 
 
-def run_encode(args, errors: list[str]) -> int:
+def encode_each(model, signals: list, levels: int, windowing) -> list:
+    """encode_batch, but a file that fails while being read (truncated, damaged) costs only
+    itself: the batch is retried file by file, and each failure is returned as its AudioError
+    in place of codes."""
     import torch
 
     from codec.audio import AudioError
-    from codec.coding import Windowing, codes_header, encode_batch, load_for_model
+    from codec.coding import encode_batch
+
+    with torch.inference_mode():
+        try:
+            return encode_batch(model, signals, levels, windowing)
+        except AudioError as err:
+            if len(signals) == 1:
+                return [err]
+        return [encode_each(model, [signal], levels, windowing)[0] for signal in signals]
+
+
+def run_encode(args, errors: list[str]) -> int:
+
+    from codec.audio import AudioError
+    from codec.coding import Windowing, codes_header, load_for_model
     from codec.tokens import write_codes
 
     model = _load_model(args.model, args.device)
@@ -172,13 +205,7 @@ def run_encode(args, errors: list[str]) -> int:
     files = collect(args.inputs, AUDIO_SUFFIXES, args.recursive, errors)
     many = len(files) > 1 or any(p.is_dir() for p in args.inputs)
     done = 0
-    todo = []
-    for source, root in files:
-        target = output_path(source, root, args.output, ".codes", many)
-        if target.exists() and not args.force:
-            errors.append(f"{target}: exists (use --force to overwrite)")
-            continue
-        todo.append((source, target))
+    todo = plan_outputs(files, args.output, ".codes", many, args.force, errors)
     batches = [todo[i : i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
     for batch in _progress(batches, args.quiet, "encode"):
         prepared = []
@@ -189,14 +216,11 @@ def run_encode(args, errors: list[str]) -> int:
                 errors.append(str(err))
         if not prepared:
             continue
-        signals = [p.wav for _, _, p in prepared]
-        try:
-            with torch.inference_mode():
-                all_codes = encode_batch(model, signals, levels, windowing)
-        except AudioError as err:  # a file that went bad while being read
-            errors.append(str(err))
-            continue
-        for (_, target, audio), codes in zip(prepared, all_codes):
+        coded = encode_each(model, [p.wav for _, _, p in prepared], levels, windowing)
+        for (_, target, audio), codes in zip(prepared, coded):
+            if isinstance(codes, AudioError):
+                errors.append(str(codes))
+                continue
             header = codes_header(model, audio, codes, windowing)
             try:
                 write_codes(target, codes.cpu(), header)
@@ -223,11 +247,8 @@ def run_decode(args, errors: list[str]) -> int:
     files = collect(args.inputs, {".codes"}, args.recursive, errors)
     many = len(files) > 1 or any(p.is_dir() for p in args.inputs)
     done = 0
-    for source, root in _progress(files, args.quiet, "decode"):
-        target = output_path(source, root, args.output, f".{args.format}", many)
-        if target.exists() and not args.force:
-            errors.append(f"{target}: exists (use --force to overwrite)")
-            continue
+    todo = plan_outputs(files, args.output, f".{args.format}", many, args.force, errors)
+    for source, target in _progress(todo, args.quiet, "decode"):
         try:
             codes, header = read_codes(source)
             check_model(header, model.config.model_id, model.model_hash)
@@ -253,10 +274,9 @@ def run_decode(args, errors: list[str]) -> int:
 
 def run_tokenize(args, errors: list[str]) -> int:
     """Shards of codes; resumable, and split across torchrun ranks by shard (RANK, WORLD_SIZE)."""
-    import torch
 
     from codec.audio import AudioError
-    from codec.coding import Windowing, encode_batch, load_for_model
+    from codec.coding import Windowing, load_for_model
     from codec.shards import tokenize
 
     model = _load_model(args.model, args.device)
@@ -278,9 +298,8 @@ def run_tokenize(args, errors: list[str]) -> int:
                     results.append(None)
                 except AudioError as err:
                     results.append(err)
-            with torch.inference_mode():
-                for slot, codes in zip(slots, encode_batch(model, prepared, levels, windowing)):
-                    results[slot] = codes
+            for slot, codes in zip(slots, encode_each(model, prepared, levels, windowing)):
+                results[slot] = codes
         return results
 
     meta = {

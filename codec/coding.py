@@ -88,9 +88,12 @@ class FileSource:
         lo, hi = max(start, 0), min(start + size, self.shape[1])
         out = torch.zeros(self.channels, size)
         if hi > lo:
-            with sf.SoundFile(str(self.path)) as handle:
-                handle.seek(lo)
-                data = handle.read(hi - lo, dtype="float32", always_2d=True)
+            try:
+                with sf.SoundFile(str(self.path)) as handle:
+                    handle.seek(lo)
+                    data = handle.read(hi - lo, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+                raise AudioError(self.path, f"could not decode audio ({err})") from None
             piece = convert_channels(torch.from_numpy(data.T.copy()), self.channels, self.path)
             out[:, lo - start : lo - start + piece.shape[-1]] = piece
         return out

@@ -21,10 +21,12 @@ import math
 import shutil
 import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from codec.audio import AudioError, convert_channels, read_audio, resample, write_audio
 from codec.coding import Windowing, codes_header, decode_codes, encode_batch, prepare_audio
@@ -33,6 +35,7 @@ from codec.metrics import MelDistance, code_statistics, si_sdr
 from codec.model import Codec
 from codec.tokens import write_codes
 
+SHORTEST = 2048  # samples: signals this short are zero-padded for the spectral metrics
 METRICS = ("mel", "stft", "si_sdr", "pesq", "stoi")
 LOWER_IS_BETTER = {"mel": True, "stft": True, "si_sdr": False, "pesq": False, "stoi": False}
 
@@ -81,17 +84,32 @@ class Quality:
     @torch.no_grad()
     def __call__(self, estimate: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
         est, ref = estimate[None].float(), reference[None].float()
+        if est.shape[-1] <= SHORTEST:  # the largest FFT window must fit (reflection padding)
+            pad = SHORTEST + 1 - est.shape[-1]
+            est, ref = F.pad(est, (0, pad)), F.pad(ref, (0, pad))
         out = {
             "mel": float(self.mel(est, ref)),
             "stft": float(self.stft(est, ref)),
             "si_sdr": float(si_sdr(est, ref)),
         }
+        if float(ref.pow(2).sum()) < 1e-12:  # both are ratios to the reference's energy
+            out["stft"] = out["si_sdr"] = math.nan
         mono_est, mono_ref = estimate.mean(0), reference.mean(0)
         if self.pesq is not None:
             out["pesq"] = self._pesq(mono_est, mono_ref)
         if self.stoi is not None:
-            out["stoi"] = float(self.stoi(mono_ref.numpy(), mono_est.numpy(), self.rate))
+            out["stoi"] = self._stoi(mono_est, mono_ref)
         return out
+
+    def _stoi(self, est: torch.Tensor, ref: torch.Tensor) -> float:
+        """NaN where STOI is undefined (under ~0.4 s of sound once silence is removed)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pystoi warns and returns 1e-5 for short input
+            try:
+                value = float(self.stoi(ref.numpy(), est.numpy(), self.rate))
+            except (ValueError, IndexError):
+                return math.nan
+        return math.nan if value == 1e-5 else value
 
     def _pesq(self, est: torch.Tensor, ref: torch.Tensor) -> float:
         rate = self.rate if self.rate in (8000, 16000) else 16000
@@ -180,54 +198,21 @@ def evaluate(
         for index, path in enumerate(progress(paths) if progress else paths):
             try:
                 reference = reference_audio(model, path)
-            except AudioError as err:
-                result.problems.append(str(err))
+                rows, codes, decoded = _evaluate_file(
+                    model, path, reference, levels_for, compare_opus, quality, windowing, workdir
+                )
+            except (AudioError, ValueError, RuntimeError) as err:
+                problem = str(err)
+                result.problems.append(problem if str(path) in problem else f"{path}: {problem}")
                 continue
-            seconds = reference.shape[-1] / rate
-            prepared = prepare_audio(model, reference, rate, windowing, path)
-            decoded_for_plot = {}
-            for kbps in bandwidths:
-                levels = levels_for[kbps]
-                with torch.inference_mode():
-                    (codes,) = encode_batch(model, [prepared.wav], levels, windowing)
-                    decoded = decode_codes(
-                        model, codes, prepared.length, windowing, prepared.gains_db
-                    )
-                codes_by_kbps[kbps].append(codes)
-                coded = workdir / "file.codes"
-                write_codes(coded, codes, codes_header(model, prepared, codes, windowing))
-                row = {
-                    "file": str(path),
-                    "codec": "codec",
-                    "target_kbps": kbps,
-                    "levels": levels,
-                    "file_kbps": coded.stat().st_size * 8 / seconds / 1000,
-                }
-                result.rows.append(row | quality(decoded, reference))
-                decoded_for_plot[("codec", kbps)] = decoded
-                if compare_opus:
-                    try:
-                        opus, opus_kbps = opus_roundtrip(reference, rate, kbps, workdir)
-                    except (RuntimeError, AudioError) as err:
-                        result.problems.append(f"{path}: opus at {kbps:g} kbps: {err}")
-                        continue
-                    row = {
-                        "file": str(path),
-                        "codec": "opus",
-                        "target_kbps": kbps,
-                        "file_kbps": opus_kbps,
-                    }
-                    result.rows.append(row | quality(opus, reference))
-                    decoded_for_plot[("opus", kbps)] = opus
+            result.rows.extend(rows)
+            for kbps, c in codes.items():
+                codes_by_kbps[kbps].append(c)
             if spectrogram_dir is not None and index < spectrograms:
                 from codec.report import spectrogram_figure
 
-                spectrogram_figure(
-                    spectrogram_dir / f"{index:02d}_{Path(path).stem}.png",
-                    reference,
-                    decoded_for_plot,
-                    rate,
-                )
+                name = f"{index:02d}_{Path(path).stem}.png"
+                spectrogram_figure(spectrogram_dir / name, reference, decoded, rate)
     for kbps, all_codes in codes_by_kbps.items():
         if all_codes:
             stacked = torch.cat([c.reshape(c.shape[0], c.shape[1], -1) for c in all_codes], -1)
@@ -236,6 +221,31 @@ def evaluate(
             stats["entropy_kbps"] = bits * model.frame_rate / 1000
             result.code_stats[kbps] = stats
     return result
+
+
+def _evaluate_file(model, path, reference, levels_for, compare_opus, quality, windowing, workdir):
+    """One file at every bandwidth -> (rows, codes by kbps, decoded signals by (codec, kbps))."""
+    rate = model.sample_rate
+    seconds = reference.shape[-1] / rate
+    prepared = prepare_audio(model, reference, rate, windowing, path)
+    rows, codes_by_kbps, decoded_by = [], {}, {}
+    for kbps, levels in levels_for.items():
+        with torch.inference_mode():
+            (codes,) = encode_batch(model, [prepared.wav], levels, windowing)
+            decoded = decode_codes(model, codes, prepared.length, windowing, prepared.gains_db)
+        codes_by_kbps[kbps] = codes
+        coded = workdir / "file.codes"
+        write_codes(coded, codes, codes_header(model, prepared, codes, windowing))
+        row = {"file": str(path), "codec": "codec", "target_kbps": kbps, "levels": levels}
+        row["file_kbps"] = coded.stat().st_size * 8 / seconds / 1000
+        rows.append(row | quality(decoded, reference))
+        decoded_by[("codec", kbps)] = decoded
+        if compare_opus:
+            opus, opus_kbps = opus_roundtrip(reference, rate, kbps, workdir)
+            row = {"file": str(path), "codec": "opus", "target_kbps": kbps, "file_kbps": opus_kbps}
+            rows.append(row | quality(opus, reference))
+            decoded_by[("opus", kbps)] = opus
+    return rows, codes_by_kbps, decoded_by
 
 
 def write_report(result: Evaluation, out: Path, model: Codec) -> list[Path]:

@@ -157,3 +157,20 @@ def test_decode_refuses_codes_from_another_model(
     assert "no model given" in capsys.readouterr().err
     assert main(["encode", str(source), "-m", str(tmp_path / "nothing")]) == 1
     assert "not a saved model" in capsys.readouterr().err
+
+
+def test_codes_files_are_byte_identical_across_runs_and_batch_sizes(
+    fsdd_root, saved_model, tmp_path
+):
+    speech = tmp_path / "speech"
+    speech.mkdir()
+    for src in sorted(fsdd_root.glob("*_theo_*.wav"))[:6]:
+        shutil.copy(src, speech / src.name)
+    outputs = []
+    for run, batch in enumerate([1, 4, 4]):
+        out = tmp_path / f"codes{run}"
+        args = ["encode", str(speech), "-m", str(saved_model), "-o", str(out), "--quiet"]
+        assert main(args + ["--batch-size", str(batch)]) == 0
+        outputs.append({p.name: p.read_bytes() for p in sorted(out.glob("*.codes"))})
+    assert len(outputs[0]) == 6
+    assert outputs[0] == outputs[1] == outputs[2]
