@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 EXTRAS ?= dev,bench,plot,eval,tensorboard
 export FSDD_ROOT ?= $(abspath ../shared/data/fsdd/recordings)
 
-.PHONY: install test test-all lint bench bench-quick demo clean
+.PHONY: install test test-all fuzz lint bench bench-quick demo clean
 
 install: $(STAMP)
 
@@ -21,6 +21,9 @@ test: install
 
 test-all: install
 	$(PY) -m pytest -q
+
+fuzz: install   # 20x the fuzz examples CI runs, drawn afresh (a few minutes)
+	FUZZ_SCALE=$${FUZZ_SCALE:-20} $(PY) -m pytest -q tests/test_tokens.py tests/test_model_loading.py -k fuzz
 
 lint: install
 	$(VENV)/bin/ruff check codec tests scripts

@@ -4,6 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# `make fuzz` sets FUZZ_SCALE (e.g. 20): the fuzz tests run that many times more examples, drawn
+# afresh each run instead of the fixed, derandomized set that CI runs.
+FUZZ_SCALE = int(os.environ.get("FUZZ_SCALE", "1"))
+
 
 @pytest.fixture(autouse=True)
 def _seed():

@@ -10,6 +10,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
+from conftest import FUZZ_SCALE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -418,7 +419,7 @@ def test_model_mismatch_names_both_models():
 
 FUZZ = settings(
     deadline=None,
-    derandomize=True,
+    derandomize=FUZZ_SCALE == 1,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -438,7 +439,7 @@ def decodes_cleanly_or_names_the_problem(data: bytes):
     return codes, h
 
 
-@settings(FUZZ, max_examples=1000)
+@settings(FUZZ, max_examples=1000 * FUZZ_SCALE)
 @given(
     frames=st.sampled_from(sorted(SAMPLES)),
     flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 7)), max_size=4),
@@ -477,7 +478,7 @@ JSON_VALUES = st.one_of(
 )
 
 
-@settings(FUZZ, max_examples=600)
+@settings(FUZZ, max_examples=600 * FUZZ_SCALE)
 @given(
     frames=st.sampled_from(sorted(SAMPLES)),
     changes=st.dictionaries(
@@ -493,7 +494,7 @@ def test_fuzz_header_fields_with_valid_checksum(frames, changes, drop):
     decodes_cleanly_or_names_the_problem(rebuilt(head, payload))
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=400 * FUZZ_SCALE)
 @given(
     frames=st.sampled_from(sorted(SAMPLES)),
     edits=st.lists(
@@ -525,7 +526,7 @@ def test_fuzz_header_bytes_with_valid_checksum(frames, edits, length_delta):
     )
 
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=200 * FUZZ_SCALE)
 @given(
     codebook_size=st.integers(2, 1 << 32),
     shape=st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(0, 30)),

@@ -125,13 +125,17 @@ def test_a_checkpoint_with_pickled_code_is_refused(tmp_path):
         load_checkpoint(path)
 
 
-def test_kill_9_then_the_same_command_resumes(tmp_path):
+@pytest.mark.parametrize("delay", [0.0, 0.4, 1.1])
+def test_kill_9_then_the_same_command_resumes(tmp_path, delay):
+    """Killed at several points after the first checkpoint (mid-step, mid-write, ...): the newest
+    checkpoint loads, at most one checkpoint interval is lost, and the run finishes."""
     run = tmp_path / "run"
     args = [
         *TINY,
         "trainer.steps=40",
         "trainer.checkpoint_every=5",
         "trainer.valid_every=1000",
+        "trainer.log_every=1",
         f"run_dir={run}",
     ]
     cmd = [sys.executable, "-m", "codec.train", *args]
@@ -139,12 +143,14 @@ def test_kill_9_then_the_same_command_resumes(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not list_checkpoints(run):
         time.sleep(0.2)
-    time.sleep(0.5)
+    time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert list_checkpoints(run), "no checkpoint before the kill"
     killed_at = load_checkpoint(list_checkpoints(run)[-1])["step"]
     assert killed_at < 40
+    trained = max(r["step"] for r in records(run))
+    assert trained - killed_at <= 5  # checkpoint_every: the most a kill can cost
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert load_checkpoint(list_checkpoints(run)[-1])["step"] == 40
     assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
