@@ -79,9 +79,9 @@ class TensorBoard:
     def examples(self, step: int, name: str, reference, decoded: dict, rate: int) -> None:
         from codec.report import spectrogram_plot
 
-        self.writer.add_audio(f"{name}/original", reference.mean(0), step, rate)
+        self.writer.add_audio(f"{name}/original", reference.mean(0).clamp(-1, 1), step, rate)
         for (_, kbps), wav in decoded.items():
-            self.writer.add_audio(f"{name}/{kbps:g}kbps", wav.mean(0), step, rate)
+            self.writer.add_audio(f"{name}/{kbps:g}kbps", wav.mean(0).clamp(-1, 1), step, rate)
         figure = spectrogram_plot(reference, decoded, rate)
         self.writer.add_figure(f"{name}/spectrograms", figure, step)
 

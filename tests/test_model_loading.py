@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from conftest import FUZZ_SCALE, tiny_codec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -42,7 +43,7 @@ def test_a_config_that_describes_more_weights_than_the_file_holds_allocates_noth
     config = json.loads((folder / "config.json").read_text())
     config.update(n_filters=4096, dimension=8192, ratios=[64, 64, 64, 64, 64, 64, 64, 64])
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelFormatError, match="describes .* bytes of weights"):
+    with pytest.raises(ModelFormatError, match="describes at least .* bytes of weights"):
         Codec.from_pretrained(folder)
 
 
@@ -89,3 +90,18 @@ def test_fuzz_weights_bytes(saved, tmp_path_factory, flips, cut):
         Codec.from_pretrained(folder)
     except ModelFormatError as err:
         assert "model.safetensors" in str(err) or "config.json" in str(err)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"ratios": [2, 4, 5, 8], "n_filters": 8, "lstm": 0},
+        {"groups": 4, "dimension": 64, "codebook_size": 4096, "levels": 12},
+        {"n_residual_layers": 3, "compress": 1, "residual_kernel_size": 7, "codebook_dim": 8},
+    ],
+)
+def test_the_size_bound_never_exceeds_a_real_model(config):
+    model = Codec(CodecConfig(**config))
+    floats = sum(t.numel() for t in model.state_dict().values() if torch.is_tensor(t))
+    assert 0 < model.config.least_weight_bytes() <= 4 * floats
