@@ -66,6 +66,13 @@ def read_audio(path, start: int = 0, frames: int = -1) -> tuple[torch.Tensor, in
     return torch.from_numpy(np.ascontiguousarray(data.T)), rate
 
 
+def read_for(path, rate: int, channels: int, start: int = 0, frames: int = -1) -> torch.Tensor:
+    """Samples [start, start + frames) of a file (counted at its own rate), resampled to `rate`
+    and mapped to `channels` by the channel rule: (channels, t) float32."""
+    wav, source_rate = read_audio(path, start, frames)
+    return resample(convert_channels(wav, channels, path), source_rate, rate)
+
+
 def convert_channels(wav: torch.Tensor, channels: int, path="<audio>") -> torch.Tensor:
     """(c_in, t) -> (channels, t). Rule: a mono model takes the mean of all channels; a stereo
     model duplicates mono and takes stereo as is; anything else is refused."""

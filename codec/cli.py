@@ -174,28 +174,9 @@ def _load_model(path: Path | None, device: str):
     return Codec.from_pretrained(path).to(device)
 
 
-def encode_each(model, signals: list, levels: int, windowing) -> list:
-    """encode_batch, but a file that fails while being read (truncated, damaged) costs only
-    itself: the batch is retried file by file, and each failure is returned as its AudioError
-    in place of codes."""
-    import torch
-
-    from codec.audio import AudioError
-    from codec.coding import encode_batch
-
-    with torch.inference_mode():
-        try:
-            return encode_batch(model, signals, levels, windowing)
-        except AudioError as err:
-            if len(signals) == 1:
-                return [err]
-        return [encode_each(model, [signal], levels, windowing)[0] for signal in signals]
-
-
 def run_encode(args, errors: list[str]) -> int:
-
     from codec.audio import AudioError
-    from codec.coding import Windowing, codes_header, load_for_model
+    from codec.coding import Windowing, codes_header, encode_each, load_for_model
     from codec.tokens import write_codes
 
     model = _load_model(args.model, args.device)
@@ -274,9 +255,8 @@ def run_decode(args, errors: list[str]) -> int:
 
 def run_tokenize(args, errors: list[str]) -> int:
     """Shards of codes; resumable, and split across torchrun ranks by shard (RANK, WORLD_SIZE)."""
-
     from codec.audio import AudioError
-    from codec.coding import Windowing, load_for_model
+    from codec.coding import Windowing, encode_each, load_for_model
     from codec.shards import tokenize
 
     model = _load_model(args.model, args.device)

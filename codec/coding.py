@@ -192,6 +192,19 @@ def encode_batch(model: Codec, signals: list, levels: int, windowing: Windowing)
     return result
 
 
+def encode_each(model: Codec, signals: list, levels: int, windowing: Windowing) -> list:
+    """encode_batch under inference mode, but a file that fails while being read (truncated,
+    damaged) costs only itself: the batch is retried file by file, and each failure comes back
+    as its AudioError in place of codes."""
+    with torch.inference_mode():
+        try:
+            return encode_batch(model, signals, levels, windowing)
+        except AudioError as err:
+            if len(signals) == 1:
+                return [err]
+        return [encode_each(model, [signal], levels, windowing)[0] for signal in signals]
+
+
 def _encode_streaming(model: Codec, signals: list, levels: int, windowing: Windowing) -> list:
     hop, chunk = model.hop_length, windowing.chunk_frames
     device = next(model.parameters()).device

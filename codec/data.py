@@ -34,10 +34,8 @@ from codec.audio import (
     AudioError,
     apply_gain_db,
     audio_info,
-    convert_channels,
     loudness_gain_db,
-    read_audio,
-    resample,
+    read_for,
     write_audio,
 )
 from codec.fileio import AUDIO_SUFFIXES
@@ -174,8 +172,7 @@ class SegmentDataset(torch.utils.data.Dataset):
         """Read only the samples the segment needs (at the source rate), then convert."""
         need = math.ceil(self.segment * record.sample_rate / self.sample_rate)
         start = int(rng.integers(0, max(1, record.frames - need + 1)))
-        wav, rate = read_audio(record.path, start=start, frames=need)
-        wav = resample(convert_channels(wav, self.channels, record.path), rate, self.sample_rate)
+        wav = read_for(record.path, self.sample_rate, self.channels, start=start, frames=need)
         wav = wav[:, : self.segment]
         if self.loudness_lufs is not None:
             wav = apply_gain_db(wav, loudness_gain_db(wav, self.sample_rate, self.loudness_lufs))

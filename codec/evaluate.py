@@ -28,14 +28,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from codec.audio import AudioError, convert_channels, read_audio, resample, write_audio
+from codec.audio import AudioError, read_audio, read_for, resample, write_audio
 from codec.coding import Windowing, codes_header, decode_codes, encode_batch, prepare_audio
 from codec.losses import MultiResolutionSTFTLoss
 from codec.metrics import MelDistance, code_statistics, si_sdr
 from codec.model import Codec
-from codec.tokens import write_codes
+from codec.tokens import encode_codes_bytes
 
-SHORTEST = 2048  # samples: signals this short are zero-padded for the spectral metrics
 METRICS = ("mel", "stft", "si_sdr", "pesq", "stoi")
 LOWER_IS_BETTER = {"mel": True, "stft": True, "si_sdr": False, "pesq": False, "stoi": False}
 
@@ -79,13 +78,15 @@ class Quality:
         self.rate = rate
         self.mel = MelDistance(rate)
         self.stft = MultiResolutionSTFTLoss()
+        # signals up to the largest FFT window are zero-padded (reflection padding needs more)
+        self.shortest = max([m.n_fft for m in self.mel.mels] + list(self.stft.n_ffts))
         self.pesq, self.stoi, self.skipped = _optional_metrics()
 
     @torch.no_grad()
     def __call__(self, estimate: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
         est, ref = estimate[None].float(), reference[None].float()
-        if est.shape[-1] <= SHORTEST:  # the largest FFT window must fit (reflection padding)
-            pad = SHORTEST + 1 - est.shape[-1]
+        if est.shape[-1] <= self.shortest:
+            pad = self.shortest + 1 - est.shape[-1]
             est, ref = F.pad(est, (0, pad)), F.pad(ref, (0, pad))
         out = {
             "mel": float(self.mel(est, ref)),
@@ -135,12 +136,6 @@ def _optional_metrics():
     except ImportError:
         stoi, skipped["stoi"] = None, "the pystoi package is not installed (pip install pystoi)"
     return pesq, stoi, skipped
-
-
-def reference_audio(model: Codec, path) -> torch.Tensor:
-    """A file at the model's rate and channels, (c, t)."""
-    wav, rate = read_audio(path)
-    return resample(convert_channels(wav, model.channels, path), rate, model.sample_rate)
 
 
 @dataclass
@@ -197,7 +192,7 @@ def evaluate(
         workdir = Path(tmp)
         for index, path in enumerate(progress(paths) if progress else paths):
             try:
-                reference = reference_audio(model, path)
+                reference = read_for(path, model.sample_rate, model.channels)
                 rows, codes, decoded = _evaluate_file(
                     model, path, reference, levels_for, compare_opus, quality, windowing, workdir
                 )
@@ -234,10 +229,9 @@ def _evaluate_file(model, path, reference, levels_for, compare_opus, quality, wi
             (codes,) = encode_batch(model, [prepared.wav], levels, windowing)
             decoded = decode_codes(model, codes, prepared.length, windowing, prepared.gains_db)
         codes_by_kbps[kbps] = codes
-        coded = workdir / "file.codes"
-        write_codes(coded, codes, codes_header(model, prepared, codes, windowing))
+        stored = encode_codes_bytes(codes, codes_header(model, prepared, codes, windowing))
         row = {"file": str(path), "codec": "codec", "target_kbps": kbps, "levels": levels}
-        row["file_kbps"] = coded.stat().st_size * 8 / seconds / 1000
+        row["file_kbps"] = len(stored) * 8 / seconds / 1000
         rows.append(row | quality(decoded, reference))
         decoded_by[("codec", kbps)] = decoded
         if compare_opus:
@@ -275,7 +269,8 @@ def write_report(result: Evaluation, out: Path, model: Codec) -> list[Path]:
         "code_statistics": {f"{k:g}": v for k, v in result.code_stats.items()},
     }
     written.append(atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode()))
-    written.append(atomic_write_bytes(out / "report.md", markdown_table(result).encode()))
+    table = markdown_table(result)
+    written.append(atomic_write_bytes(out / "report.md", table.encode()))
     if result.rows:
         written.append(rate_distortion_plot(out / "rate_distortion.png", result.summary()))
     return written

@@ -381,11 +381,13 @@ class Codec(nn.Module):
             state = load_file(str(weights_path))
         except (SafetensorError, OSError, ValueError) as err:
             raise ModelFormatError(f"{weights_path}: unreadable weights ({err})") from None
-        need = config.least_weight_bytes()
-        if need > weights_path.stat().st_size:
+        # the weights read are bounded by the file; what the config would build is checked
+        # against it before anything is built
+        need, size = config.least_weight_bytes(), weights_path.stat().st_size
+        if need > size:
             raise ModelFormatError(
                 f"{weights_path}: config.json describes at least {need} bytes of weights, "
-                f"the file holds {weights_path.stat().st_size}"
+                f"the file holds {size}"
             )
         model = cls(config)
         try:

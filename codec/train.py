@@ -9,6 +9,7 @@ DDP: every rank reads its share of the data, rank 0 logs and writes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -24,7 +25,7 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
-from codec.audio import AudioError, convert_channels, read_audio, resample
+from codec.audio import AudioError, read_for
 from codec.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -297,19 +298,25 @@ class Trainer:
             return
         folder = folder or self.run_dir
         keep = self.cfg.trainer.keep_last if keep_last is None else keep_last
-        try:
+        with self._fatal_on_write_error(f"the step {self.step} checkpoint in {folder}"):
             save_checkpoint(folder, self.step, self.state(), keep)
-        except OSError as err:
-            previous = latest_checkpoint_path(self.run_dir)
-            raise SystemExit(
-                f"codec train: could not write the step {self.step} checkpoint in {folder} "
-                f"({err.strerror or err}); "
-                + (f"{previous} is intact" if previous else "no earlier checkpoint exists")
-            ) from None
 
     def export(self) -> Path:
         """The weight-EMA generator (or the raw one) as a model folder `codec encode` reads."""
-        return (self.ema or self.model).save_pretrained(self.run_dir / "model")
+        target = self.run_dir / "model"
+        with self._fatal_on_write_error(f"the model {target}"):
+            return (self.ema or self.model).save_pretrained(target)
+
+    @contextlib.contextmanager
+    def _fatal_on_write_error(self, what: str):
+        try:
+            yield
+        except OSError as err:
+            found = list_checkpoints(self.run_dir)
+            raise SystemExit(
+                f"codec train: could not write {what} ({err.strerror or err}); "
+                + (f"{found[-1]} is intact" if found else "no earlier checkpoint exists")
+            ) from None
 
     # -- one step ------------------------------------------------------------------------------
 
@@ -405,21 +412,23 @@ class Trainer:
         )
         results = {n: {"mel": [], "si_sdr": []} for n in levels}
         for index, record in enumerate(self.valid_records[: self.cfg.trainer.valid_items]):
-            try:
-                wav, source_rate = read_audio(record.path)
+            seconds = self.cfg.trainer.valid_seconds
+            try:  # only the samples validation uses are read
+                frames = math.ceil(seconds * record.sample_rate)
+                wav = read_for(record.path, rate, model.channels, frames=frames)
             except AudioError as err:
                 print(f"warning: {err}", file=sys.stderr)
                 continue
-            wav = resample(convert_channels(wav, model.channels, record.path), source_rate, rate)
-            wav = wav[:, : int(self.cfg.trainer.valid_seconds * rate)]
+            wav = wav[:, : int(seconds * rate)]
             wav = wav[:, : max(hop, wav.shape[-1] // hop * hop)][None].to(self.device)
-            samples = {}
+            samples, show = {}, index < 2 and self.board is not None
             for n in levels:
                 decoded = model.decode(model.encode(wav, levels=n), length=wav.shape[-1])
                 results[n]["mel"].append(float(self.mel(decoded, wav)))
                 results[n]["si_sdr"].append(float(si_sdr(decoded, wav).mean()))
-                samples[("codec", model.bitrate(n) / 1000)] = decoded[0].cpu()
-            if index < 2 and self.board is not None:
+                if show:
+                    samples[("codec", model.bitrate(n) / 1000)] = decoded[0].cpu()
+            if show:
                 self.board.examples(self.step, f"valid{index}", wav[0].cpu(), samples, rate)
         self.model.train()
         out = {}
@@ -509,7 +518,10 @@ class Trainer:
         for wav, skipped in self.batches():
             if self.step >= cfg.trainer.steps:
                 break
-            if stop.agreed(self.world, self.device):
+            # under DDP, asking the other ranks costs a collective and a host sync, so they
+            # are asked every log_every steps; alone, the flag is read every step
+            ask = self.world == 1 or self.step % cfg.trainer.log_every == 0
+            if ask and stop.agreed(self.world, self.device):
                 self.log({"event": "stopped", "signal": stop.signal or "on another rank"})
                 break
             if int(skipped.sum()):
@@ -560,11 +572,6 @@ class Trainer:
                 self.save()
                 if self.main:
                     self.export()
-
-
-def latest_checkpoint_path(folder) -> Path | None:
-    found = list_checkpoints(folder)
-    return found[-1] if found else None
 
 
 class StopRequest:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from codec.audio import convert_channels, read_audio, resample
+from codec.audio import read_audio, read_for
 from codec.coding import Windowing, decode_codes, encode_batch
 from codec.metrics import MelDistance, si_sdr
 from codec.model import Codec
@@ -29,8 +29,7 @@ def held_out(run_dir: Path) -> Path:
 def report(run_dir: Path, original_path: Path, codes_path: Path, decoded_path: Path) -> None:
     model = Codec.from_pretrained(run_dir / "model")
     codes, header = read_codes(codes_path)
-    wav, rate = read_audio(original_path)
-    wav = resample(convert_channels(wav, model.channels), rate, model.sample_rate)
+    wav = read_for(original_path, model.sample_rate, model.channels)
     decoded, _ = read_audio(decoded_path)
     mel = MelDistance(model.sample_rate)
     n = min(wav.shape[-1], decoded.shape[-1])

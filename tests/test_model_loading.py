@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 import torch
-from conftest import FUZZ_SCALE, tiny_codec
-from hypothesis import HealthCheck, given, settings
+from conftest import fuzz, tiny_codec
+from hypothesis import given
 from hypothesis import strategies as st
 
 from codec.model import Codec, CodecConfig, ModelFormatError
@@ -47,13 +47,7 @@ def test_a_config_that_describes_more_weights_than_the_file_holds_allocates_noth
         Codec.from_pretrained(folder)
 
 
-@settings(
-    max_examples=120 * FUZZ_SCALE,
-    deadline=None,
-    derandomize=FUZZ_SCALE == 1,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
+@fuzz(120)
 @given(field=st.sampled_from(FIELDS), value=JSON_VALUES)
 def test_fuzz_config_fields(saved, tmp_path_factory, field, value):
     folder = copy_of(saved, tmp_path_factory)
@@ -67,13 +61,7 @@ def test_fuzz_config_fields(saved, tmp_path_factory, field, value):
     # a value that happens to be valid (e.g. the same model id) may load; nothing else may happen
 
 
-@settings(
-    max_examples=60 * FUZZ_SCALE,
-    deadline=None,
-    derandomize=FUZZ_SCALE == 1,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
+@fuzz(60)
 @given(
     flips=st.lists(st.tuples(st.integers(0, 2**31), st.integers(1, 255)), max_size=6),
     cut=st.one_of(st.none(), st.integers(0, 2**31)),

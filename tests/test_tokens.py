@@ -10,8 +10,8 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
-from conftest import FUZZ_SCALE
-from hypothesis import HealthCheck, given, settings
+from conftest import fuzz
+from hypothesis import given
 from hypothesis import strategies as st
 
 from codec import tokens
@@ -417,12 +417,6 @@ def test_model_mismatch_names_both_models():
 
 # -- fuzzing ----------------------------------------------------------------------------------
 
-FUZZ = settings(
-    deadline=None,
-    derandomize=FUZZ_SCALE == 1,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 SAMPLES = {frames: sample_file(frames, 1000)[0] for frames in (0, 1, 7, 40)}
 
 
@@ -439,7 +433,7 @@ def decodes_cleanly_or_names_the_problem(data: bytes):
     return codes, h
 
 
-@settings(FUZZ, max_examples=1000 * FUZZ_SCALE)
+@fuzz(1000)
 @given(
     frames=st.sampled_from(sorted(SAMPLES)),
     flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 7)), max_size=4),
@@ -478,7 +472,7 @@ JSON_VALUES = st.one_of(
 )
 
 
-@settings(FUZZ, max_examples=600 * FUZZ_SCALE)
+@fuzz(600)
 @given(
     frames=st.sampled_from(sorted(SAMPLES)),
     changes=st.dictionaries(
@@ -494,7 +488,7 @@ def test_fuzz_header_fields_with_valid_checksum(frames, changes, drop):
     decodes_cleanly_or_names_the_problem(rebuilt(head, payload))
 
 
-@settings(FUZZ, max_examples=400 * FUZZ_SCALE)
+@fuzz(400)
 @given(
     frames=st.sampled_from(sorted(SAMPLES)),
     edits=st.lists(
@@ -526,7 +520,7 @@ def test_fuzz_header_bytes_with_valid_checksum(frames, edits, length_delta):
     )
 
 
-@settings(FUZZ, max_examples=200 * FUZZ_SCALE)
+@fuzz(200)
 @given(
     codebook_size=st.integers(2, 1 << 32),
     shape=st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(0, 30)),
