@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import math
 import os
@@ -183,6 +184,19 @@ def held_out_records(run_dir) -> list:
     return split_manifest(records, cfg.data.valid_fraction, seed=cfg.seed)[1]
 
 
+def lr_factor(step: int, warmup: int, total: int, decay: str, floor: float) -> float:
+    """The learning rate at `step` as a fraction of optim.lr: a linear warmup, then constant or
+    a cosine from 1 down to `floor` at `total` steps (and `floor` after)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if decay == "constant":
+        return 1.0
+    if decay != "cosine":
+        raise ValueError(f"optim.decay must be constant or cosine, not {decay!r}")
+    done = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * done))
+
+
 class Trainer:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
@@ -248,8 +262,15 @@ class Trainer:
         return cls(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
 
     def _schedule(self, optimizer):
-        warmup = max(1, int(self.cfg.optim.warmup_steps))
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+        o = self.cfg.optim
+        factor = functools.partial(
+            lr_factor,
+            warmup=int(o.warmup_steps),
+            total=int(self.cfg.trainer.steps),
+            decay=o.get("decay", "constant"),
+            floor=float(o.get("min_lr_ratio", 0.1)),
+        )
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
     def _autocast(self):
         enabled = self.cfg.trainer.precision == "bfloat16"

@@ -5,6 +5,7 @@ import soundfile as sf
 import torch
 
 from codec.nn import SEANetDecoder, SEANetEncoder, Snake, fold_weight_norm, streaming
+from codec.nn.conv import Conv1d, ConvTranspose1d, from_time_major, time_major
 
 SMALL = dict(n_filters=4, dimension=16, ratios=[4, 2, 2], lstm=0)
 
@@ -79,3 +80,82 @@ def test_real_speech_round_trip_shapes(fsdd_root):
     enc, dec = SEANetEncoder(**SMALL), SEANetDecoder(**SMALL)
     y = dec(enc(x))
     assert y.shape[-1] == -(-x.shape[-1] // 16) * 16 and torch.isfinite(y).all()
+
+
+# -- time-major inference (no autograd) against the (b, c, t) path that training uses ----------
+
+
+def _both_paths(module, x):
+    with torch.enable_grad():
+        reference = module(x)
+    with torch.no_grad():
+        fast = from_time_major(module(time_major(x)))
+    return reference.detach(), fast
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(
+    "c_in, c_out, kernel, stride, dilation",
+    [(1, 8, 7, 1, 1), (6, 5, 3, 1, 3), (6, 5, 1, 1, 1), (4, 6, 8, 4, 1), (4, 6, 3, 2, 1),
+     (3, 2, 4, 2, 1), (24, 8, 7, 1, 1)],
+)
+def test_time_major_conv_equals_the_training_path(causal, c_in, c_out, kernel, stride, dilation):
+    torch.manual_seed(0)
+    conv = Conv1d(c_in, c_out, kernel, stride, dilation, causal=causal, norm="none").eval()
+    for batch, length in ((1, 1), (1, 37), (3, 64), (2, 5)):
+        reference, fast = _both_paths(conv, torch.randn(batch, c_in, length))
+        torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kernel, stride", [(8, 4), (4, 2), (5, 2), (3, 1)])
+def test_time_major_transposed_conv_equals_the_training_path(causal, kernel, stride):
+    torch.manual_seed(0)
+    conv = ConvTranspose1d(6, 4, kernel, stride, causal=causal, norm="none").eval()
+    with torch.no_grad():
+        conv.bias.normal_()
+    for batch, frames in ((1, 1), (1, 9), (3, 20)):
+        reference, fast = _both_paths(conv, torch.randn(batch, 6, frames))
+        torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("activation", ["elu", "snake"])
+def test_seanet_inference_equals_the_training_path(causal, activation):
+    torch.manual_seed(0)
+    opts = dict(
+        SMALL, lstm=2, causal=causal, activation=activation, true_skip=False, channels=2
+    )
+    enc, dec = SEANetEncoder(**opts).eval(), SEANetDecoder(**opts).eval()
+    x = torch.randn(3, 2, 16 * 9 + 5)
+    with torch.enable_grad():
+        z_ref = enc(x).detach()
+        y_ref = dec(z_ref).detach()
+    with torch.no_grad():
+        z, y = enc(x), dec(z_ref)
+    # the same sums in another order: float rounding only
+    torch.testing.assert_close(z, z_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_time_major_weights_follow_in_place_updates():
+    """The reshaped weights are cached; loading new weights in place must not serve stale
+    ones."""
+    conv = Conv1d(4, 6, 8, 4, causal=True, norm="none").eval()
+    x = torch.randn(1, 4, 32)
+    with torch.no_grad():
+        before = from_time_major(conv(time_major(x)))
+        conv.conv.weight.mul_(2.0)
+        after = from_time_major(conv(time_major(x)))
+    torch.testing.assert_close(after - conv.conv.bias[:, None], 2 * (before - conv.conv.bias[:, None]))
+
+
+def test_time_major_under_bfloat16_autocast_is_close():
+    torch.manual_seed(0)
+    enc = SEANetEncoder(causal=True, **{**SMALL, "lstm": 1}).eval()
+    x = torch.randn(1, 1, 16 * 20)
+    with torch.no_grad():
+        exact = enc(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            approx = enc(x).float()
+    assert (approx - exact).abs().max() < 0.05 * exact.abs().max()

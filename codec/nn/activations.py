@@ -10,14 +10,15 @@ ACTIVATIONS = ("elu", "snake")
 
 class Snake(nn.Module):
     """x + sin^2(alpha x) / alpha with a learnable alpha per channel (BigVGAN, DAC): a periodic
-    inductive bias for audio. (b, c, t) -> (b, c, t)."""
+    inductive bias for audio. (b, c, t) -> (b, c, t), or time-major (b, c, 1, t)."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + torch.sin(self.alpha * x).pow(2) / (self.alpha + 1e-9)
+        alpha = self.alpha if x.ndim == 3 else self.alpha[..., None]  # time-major (b, c, 1, t)
+        return x + torch.sin(alpha * x).pow(2) / (alpha + 1e-9)
 
 
 def make_activation(name: str, channels: int, inplace: bool = False) -> nn.Module:

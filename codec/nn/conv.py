@@ -6,6 +6,12 @@ Causal layers pad (with zeros) only on the left, so in streaming mode each keeps
 `padding` input samples (or the transposed conv's overlapping tail) between calls and feeding a
 signal in chunks gives the offline output.
 
+Offline inference (no autograd, not streaming) runs "time-major": activations are
+(b, c, 1, t) tensors in channels-last memory, i.e. (b, t, c) rows, so a strided conv of kernel
+2 x stride and a transposed conv of kernel 2 x stride are two plain matrix products on a free
+reshape (polyphase), a 1x1 conv is one, and the other convs take oneDNN's channels-last kernels.
+`time_major` / `from_time_major` convert at the edges; training keeps (b, c, t).
+
 Streaming API: `with streaming(module): y1 = module(x1); y2 = module(x2); ...` turns every
 streamable layer inside `module` stateful for the duration of the block and clears the state
 after it; `reset_streaming(module)` clears it by hand. Chunks must be whole multiples of the
@@ -19,6 +25,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 from torch.nn.utils import parametrizations, parametrize
 
@@ -54,15 +61,72 @@ def fold_weight_norm(module: nn.Module) -> nn.Module:
 
 
 def pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
-    """F.pad that also reflects inputs shorter than the padding (by zero-padding them first)."""
+    """F.pad of the last axis, (b, c, t) or time-major (b, c, 1, t), that also reflects inputs
+    shorter than the padding (by zero-padding them first)."""
+    extra = (0, 0) if x.ndim == 4 else ()
     if mode == "reflect":
         shortfall = max(left, right) - x.shape[-1] + 1
         if shortfall > 0:
             x = F.pad(x, (0, shortfall))
-            out = F.pad(x, (left, right), mode="reflect")
+            out = F.pad(x, (left, right, *extra), mode="reflect")
             return out[..., : out.shape[-1] - shortfall]
-        return F.pad(x, (left, right), mode="reflect")
+        return F.pad(x, (left, right, *extra), mode="reflect")
     return F.pad(x, (left, right))
+
+
+def time_major(x: torch.Tensor) -> torch.Tensor:
+    """(b, c, t) -> (b, c, 1, t) in channels-last memory: the same numbers as (b, t, c) rows."""
+    return x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
+
+def from_time_major(x: torch.Tensor) -> torch.Tensor:
+    """(b, c, 1, t) -> (b, c, t), a view (strides of (b, t, c) memory)."""
+    return x.squeeze(2)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the time-major kernels run in: autocast's when it is on (in-place and out=
+    matrix products are not autocast, so the kernels cast for themselves), else x's."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
+def _time_major_out(y: torch.Tensor) -> torch.Tensor:
+    return y if y.is_contiguous(memory_format=torch.channels_last) else time_major(y.squeeze(2))
+
+
+def _channels_last(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A conv weight (o, i, k) as (o, i, 1, k) in channels-last memory."""
+    return weight.to(dtype).unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """Time-major (b, c, 1, t) -> contiguous (b, t, c)."""
+    return x.squeeze(2).transpose(1, 2).contiguous()
+
+
+def _from_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Contiguous (b, t, c) -> time-major (b, c, 1, t), a view."""
+    return rows.transpose(1, 2).unsqueeze(2)
+
+
+def _linear(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """(b, n, i) rows times weight (o, i)^T plus bias -> contiguous (b, n, o)."""
+    b, n, i = rows.shape
+    flat = rows.reshape(b * n, i)
+    out = torch.mm(flat, weight.t()) if bias is None else torch.addmm(bias, flat, weight.t())
+    return out.view(b, n, -1)
+
+
+def _polyphase_weights(weight: torch.Tensor, stride: int, transposed: bool):
+    """A kernel of 2 x stride taps split into its two halves as matrices over (tap, channel)
+    rows: conv weight (o, i, 2s) -> two (s*i, o); transposed weight (i, o, 2s) -> two (i, s*o)."""
+    halves = weight[..., :stride], weight[..., stride:]
+    if transposed:
+        return [rearrange(h, "i o s -> i (s o)").contiguous() for h in halves]
+    return [rearrange(h, "o i s -> (s i) o").contiguous() for h in halves]
 
 
 class StreamingModule(nn.Module):
@@ -72,9 +136,18 @@ class StreamingModule(nn.Module):
         super().__init__()
         self._streaming = False
         self._state = None
+        self._derived: dict = {}
 
     def reset_state(self) -> None:
         self._state = None
+
+    def derived(self, name: str, weight: torch.Tensor, make):
+        """make(weight), cached until the weight changes (new storage or an in-place write)."""
+        key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
+        hit = self._derived.get(name)
+        if hit is None or hit[0] != key:
+            hit = self._derived[name] = (key, make(weight.detach()))
+        return hit[1]
 
 
 @contextlib.contextmanager
@@ -132,19 +205,80 @@ class Conv1d(StreamingModule):
         frames = math.ceil(length / self.stride)
         return max(0, (frames - 1) * self.stride + self.effective_kernel - self.padding - length)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    SMALL_FAN_IN = 16  # in_channels x kernel_size up to which im2col beats oneDNN
+
+    def _time_major(self, x: torch.Tensor) -> torch.Tensor:
+        """Time-major (b, c_in, 1, t) -> (b, c_out, 1, ceil(t / stride)), no autograd."""
         if self._streaming and self.causal:
-            if x.shape[-1] % self.stride:
-                raise ValueError(
-                    f"streaming chunk of {x.shape[-1]} samples is not a multiple "
-                    f"of the stride {self.stride}"
-                )
-            state = self._state
-            if state is None:
-                state = x.new_zeros(*x.shape[:-1], self.padding)
+            return self._time_major_conv(self._with_history(x), 0, 0)
+        t = x.shape[-1]
+        extra = self._extra_padding(t)
+        left = self.padding if self.causal else self.padding - self.padding // 2
+        right = extra if self.causal else self.padding // 2 + extra
+        return self._time_major_conv(x, left, right)
+
+    def _with_history(self, x: torch.Tensor) -> torch.Tensor:
+        """Streaming: the kept last `padding` samples, then x; keeps the new last ones."""
+        if x.shape[-1] % self.stride:
+            raise ValueError(
+                f"streaming chunk of {x.shape[-1]} samples is not a multiple "
+                f"of the stride {self.stride}"
+            )
+        state = self._state
+        if state is None:
+            state = x.new_zeros(*x.shape[:-1], self.padding)
+        if x.ndim == 4:  # join the (b, t, c) rows so the result stays time-major
+            full = _from_rows(torch.cat([_rows(state.to(x.dtype)), _rows(x)], 1))
+        else:
             full = torch.cat([state, x], -1)
-            self._state = full[..., full.shape[-1] - self.padding :]
-            return self.conv(full)
+        self._state = full[..., full.shape[-1] - self.padding :]
+        return full
+
+    def _time_major_conv(self, x: torch.Tensor, left: int, right: int) -> torch.Tensor:
+        """x padded by `left` / `right` (zeros or reflection), then the conv."""
+        conv, s = self.conv, self.stride
+        (k,), (d,), groups = conv.kernel_size, conv.dilation, conv.groups
+        frames = (x.shape[-1] + left + right - self.effective_kernel) // s + 1
+        dtype = _compute_dtype(x)
+        x, weight, bias = x.to(dtype), conv.weight, conv.bias
+        bias = None if bias is None else bias.to(dtype)
+        if groups == 1 and d == 1 and k == 1 and s == 1:
+            w = self.derived(f"matrix-{dtype}", weight, lambda w: w[..., 0].to(dtype))
+            return _from_rows(_linear(_rows(x), w, bias))
+        if groups == 1 and d == 1 and s > 1 and k == 2 * s:
+            # polyphase: after padding, frame f reads rows f and f + 1 of the (t/s, s*c) reshape
+            lo, hi = self.derived(
+                f"polyphase-{dtype}", weight, lambda w: _polyphase_weights(w.to(dtype), s, False)
+            )
+            if left == s and right == 0:  # causal, whole frames: the padding is one zero row
+                blocks = _rows(x).reshape(x.shape[0], frames, -1)
+                out = _linear(blocks, hi.t(), bias)
+                for item, inputs in zip(out, blocks):
+                    item[1:].addmm_(inputs[:-1], lo)
+                return _from_rows(out)
+            rows = _rows(pad1d(x, left, right, self.pad_mode))
+            blocks = rows.reshape(rows.shape[0], frames + 1, -1)
+            out = _linear(blocks[:, 1:], hi.t(), bias)
+            for item, lower in zip(out, blocks[:, :-1]):
+                item.addmm_(lower, lo)
+            return _from_rows(out)
+        if groups == 1 and d == 1 and weight.shape[1] * k <= self.SMALL_FAN_IN:
+            # a narrow input (the first layer): oneDNN is slow here, im2col + one product is not
+            w = self.derived(f"matrix-{dtype}", weight, lambda w: w.reshape(len(w), -1).to(dtype))
+            cols = _rows(pad1d(x, left, right, self.pad_mode)).unfold(1, k, s)  # (b, f, i, k)
+            return _from_rows(_linear(cols.reshape(*cols.shape[:2], -1), w, bias))
+        w4 = self.derived(f"channels_last-{dtype}", weight, lambda w: _channels_last(w, dtype))
+        if self.pad_mode == "constant" and right <= left:
+            y = F.conv2d(x, w4, bias, (1, s), (0, left), (1, d), groups)[..., :frames]
+        else:
+            y = F.conv2d(pad1d(x, left, right, self.pad_mode), w4, bias, (1, s), 0, (1, d), groups)
+        return _time_major_out(y)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4:
+            return self._time_major(x)
+        if self._streaming and self.causal:
+            return self.conv(self._with_history(x))
         extra = self._extra_padding(x.shape[-1])
         left = self.padding if self.causal else self.padding - self.padding // 2
         right = extra if self.causal else self.padding // 2 + extra
@@ -192,7 +326,42 @@ class ConvTranspose1d(StreamingModule):
         y = F.fold(cols.transpose(1, 2), (1, length), (1, k), stride=(1, self.stride))
         return y[:, :, 0]
 
+    def _time_major(self, x: torch.Tensor) -> torch.Tensor:
+        """Time-major (b, c_in, 1, f) -> (b, c_out, 1, f * stride), no autograd."""
+        dtype = _compute_dtype(x)
+        rows = self._transposed_rows(_rows(x.to(dtype)))  # (b, (f - 1) * s + k, c_out)
+        n = x.shape[-1] * self.stride
+        if self._streaming and self.causal:
+            if self._state is not None:
+                rows[:, : self.overlap] += self._state
+            self._state = rows[:, n:]
+            rows = rows[:, :n]
+        else:
+            left = 0 if self.causal else self.overlap - self.overlap // 2
+            rows = rows[:, left : left + n]
+        return _time_major_out(_from_rows(rows + self.bias.to(dtype)))
+
+    def _transposed_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """(b, f, c_in) -> (b, (f - 1) * s + k, c_out), no bias."""
+        weight, s = self.convtr.weight, self.stride
+        dtype, frames = rows.dtype, rows.shape[1]
+        if s > 1 and weight.shape[-1] == 2 * s:
+            # polyphase: output block j (s samples) = x[j] @ lo + x[j - 1] @ hi
+            lo, hi = self.derived(
+                f"polyphase-{dtype}", weight, lambda w: _polyphase_weights(w.to(dtype), s, True)
+            )
+            y = rows.new_empty(rows.shape[0], frames + 1, lo.shape[1])
+            for item, inputs in zip(y, rows):
+                torch.mm(inputs, lo, out=item[:frames])
+                item[frames:].zero_()
+                item[1:].addmm_(inputs, hi)
+            return y.view(y.shape[0], (frames + 1) * s, -1)
+        w4 = self.derived(f"channels_last-{dtype}", weight, lambda w: _channels_last(w, dtype))
+        return _rows(F.conv_transpose2d(_from_rows(rows), w4, None, (1, s)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4:
+            return self._time_major(x)
         y = self._transposed(x)  # (b, c, (f - 1) * s + k), bias added once, below
         bias = self.bias[:, None]
         n = x.shape[-1] * self.stride
@@ -212,45 +381,66 @@ class LSTM(StreamingModule):
     """Bottleneck LSTM with a skip connection: (b, c, t) -> (b, c, t); carries (h, c) while
     streaming."""
 
-    STEP_LIMIT = 8  # below this many steps, plain math beats the oneDNN kernel's set-up cost
+    # up to this many steps per call the step loop beats the oneDNN kernel, whose per-call
+    # weight re-layout (~4 ms for 2 x 512 units) dominates short streaming chunks
+    STEP_LIMIT = 16
 
     def __init__(self, channels: int, layers: int = 2):
         super().__init__()
         self.lstm = nn.LSTM(channels, channels, layers, batch_first=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4:  # time-major: the (b, t, c) rows are the sequence
+            seq = _rows(x)
+            return _from_rows(self._run(seq).add_(seq))
         seq = x.transpose(1, 2)
+        return (self._run(seq) + seq).transpose(1, 2)
+
+    def _run(self, seq: torch.Tensor) -> torch.Tensor:
+        """(b, t, c) -> LSTM outputs (b, t, c); carries (h, c) while streaming."""
         if not self._streaming:
-            return (self.lstm(seq)[0] + seq).transpose(1, 2)
+            return self.lstm(seq)[0]
         if seq.shape[1] <= self.STEP_LIMIT and not torch.is_grad_enabled():
             out, self._state = self._steps(seq, self._state)
         else:
             out, self._state = self.lstm(seq, self._state)
-        return (out + seq).transpose(1, 2)
+        return out
 
     def _steps(self, seq: torch.Tensor, state):
-        """The LSTM recurrence step by step: seq (b, t, c) -> (b, t, c), (h, c) each
-        (layers, b, c)."""
-        lstm, b = self.lstm, seq.shape[0]
+        """The LSTM recurrence without autograd, layer by layer: the input products for all
+        steps in one matrix product, then one matrix-vector product per step. seq (b, t, c)
+        -> (b, t, c), (h, c) each (layers, b, c)."""
+        lstm, (b, t, _) = self.lstm, seq.shape
+        hidden = lstm.hidden_size
         if state is None:
-            zeros = seq.new_zeros(lstm.num_layers, b, lstm.hidden_size)
+            zeros = seq.new_zeros(lstm.num_layers, b, hidden)
             state = (zeros, zeros)
-        hs, cs = list(state[0].unbind(0)), list(state[1].unbind(0))
-        outputs = []
-        for t in range(seq.shape[1]):
-            inp = seq[:, t]
-            for layer in range(lstm.num_layers):
-                gates = F.linear(
-                    inp, getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"bias_ih_l{layer}")
+        hs, cs = [], []
+        inputs = seq
+        for layer in range(lstm.num_layers):
+            # transposed copies: (in, 4 * hidden) rows stream faster through a matrix-vector
+            w_ih, w_hh = (
+                self.derived(
+                    f"{name}{layer}-{seq.dtype}",
+                    getattr(lstm, f"{name}_l{layer}"),
+                    lambda w: w.t().to(seq.dtype).contiguous(),
                 )
-                gates = gates + F.linear(
-                    hs[layer],
-                    getattr(lstm, f"weight_hh_l{layer}"),
-                    getattr(lstm, f"bias_hh_l{layer}"),
-                )
-                i, f, g, o = gates.chunk(4, dim=-1)
-                cs[layer] = torch.sigmoid(f) * cs[layer] + torch.sigmoid(i) * torch.tanh(g)
-                hs[layer] = torch.sigmoid(o) * torch.tanh(cs[layer])
-                inp = hs[layer]
-            outputs.append(inp)
-        return torch.stack(outputs, 1), (torch.stack(hs), torch.stack(cs))
+                for name in ("weight_ih", "weight_hh")
+            )
+            bias = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
+            projected = torch.addmm(bias.to(seq.dtype), inputs.reshape(b * t, -1), w_ih)
+            projected = projected.view(b, t, 4 * hidden)
+            h, c = state[0][layer].to(seq.dtype), state[1][layer].to(seq.dtype)
+            outputs = seq.new_empty(b, t, hidden)
+            for step in range(t):
+                gates = torch.addmm(projected[:, step], h, w_hh)
+                i, f, o = gates.sigmoid().tensor_split((hidden, 2 * hidden), dim=-1)
+                o = o[:, hidden:]  # sigmoid over g was wasted; g takes tanh
+                g = gates[:, 2 * hidden : 3 * hidden].tanh()
+                c = torch.addcmul(f * c, i, g)
+                h = o * c.tanh()
+                outputs[:, step] = h
+            hs.append(h)
+            cs.append(c)
+            inputs = outputs
+        return inputs, (torch.stack(hs), torch.stack(cs))

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from codec.nn.activations import make_activation
-from codec.nn.conv import LSTM, Conv1d, ConvTranspose1d
+from codec.nn.conv import LSTM, Conv1d, ConvTranspose1d, from_time_major, time_major
 
 
 class ResidualUnit(nn.Module):
@@ -40,6 +40,8 @@ class ResidualUnit(nn.Module):
         self.shortcut = nn.Identity() if true_skip else Conv1d(dim, dim, 1, **conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4:  # time-major inference: the block's output is fresh, add in place
+            return self.block(x).add_(self.shortcut(x))
         return self.shortcut(x) + self.block(x)
 
 
@@ -86,6 +88,13 @@ class _SEANet(nn.Module):
             lstm,
         )
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Without autograd (inference, streaming included) the layers run time-major (see
+        codec.nn.conv); the output is then a (b, c, t) view of (b, t, c) memory."""
+        if torch.is_grad_enabled():
+            return self.model(x)
+        return from_time_major(self.model(time_major(x)))
+
     def _units(self, dim: int) -> list[nn.Module]:
         return [ResidualUnit(dim, dilation=d, **self._unit) for d in self._residual]
 
@@ -113,10 +122,6 @@ class SEANetEncoder(_SEANet):
         ]
         self.model = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-
 class SEANetDecoder(_SEANet):
     """(b, dimension, f) -> (b, channels, f * hop_length)."""
 
@@ -142,6 +147,3 @@ class SEANetDecoder(_SEANet):
             Conv1d(nf, self.channels, self.last_kernel_size, **self._conv),
         ]
         self.model = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.model(z)
