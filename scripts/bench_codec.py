@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -101,26 +100,36 @@ def long_file(minutes: float, model_dir: Path, folder: Path) -> tuple[float, flo
     with sf.SoundFile(path, "w", 24000, 1, subtype="PCM_16") as handle:
         for _ in range(int(minutes)):
             handle.write((rng.standard_normal(24000 * 60) * 0.05).astype(np.float32))
-    cmd = [
-        sys.executable,
-        "-m",
-        "codec.cli",
-        "encode",
-        str(path),
-        "-m",
-        str(model_dir),
-        "-b",
-        "6",
-        "--force",
-        "--quiet",
-    ]
+    args = ["encode", str(path), "-m", str(model_dir), "-b", "6", "--force", "--quiet"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, capture_output=True)
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_LAUNCHER, *args],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     elapsed = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak = int(done.stderr.strip().splitlines()[-1].split()[1]) / 1024
     path.unlink()
     return elapsed, peak
+
+
+# Runs `codec ARGS...` and prints the process's own peak resident memory (VmHWM, kB) last on
+# stderr. getrusage(RUSAGE_CHILDREN) is no good here: a child forked from this (large) benchmark
+# process inherits the parent's high-water mark across exec, so it reads the parent's size.
+PEAK_RSS_LAUNCHER = """
+import sys
+from codec.cli import main
+code = 1
+try:
+    code = main(sys.argv[1:])
+finally:
+    peak = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]
+    print(peak.strip(), file=sys.stderr)
+sys.exit(code)
+"""
 
 
 def main() -> None:

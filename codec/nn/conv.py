@@ -206,6 +206,7 @@ class Conv1d(StreamingModule):
         return max(0, (frames - 1) * self.stride + self.effective_kernel - self.padding - length)
 
     SMALL_FAN_IN = 16  # in_channels x kernel_size up to which im2col beats oneDNN
+    FEW_FRAMES = 64  # output frames up to which im2col beats oneDNN's per-call set-up
 
     def _time_major(self, x: torch.Tensor) -> torch.Tensor:
         """Time-major (b, c_in, 1, t) -> (b, c_out, 1, ceil(t / stride)), no autograd."""
@@ -262,10 +263,12 @@ class Conv1d(StreamingModule):
             for item, lower in zip(out, blocks[:, :-1]):
                 item.addmm_(lower, lo)
             return _from_rows(out)
-        if groups == 1 and d == 1 and weight.shape[1] * k <= self.SMALL_FAN_IN:
-            # a narrow input (the first layer): oneDNN is slow here, im2col + one product is not
+        if groups == 1 and (weight.shape[1] * k <= self.SMALL_FAN_IN or frames <= self.FEW_FRAMES):
+            # a narrow input (the first layer) or a few frames (streaming): oneDNN is slow
+            # here, im2col + one matrix product is not
             w = self.derived(f"matrix-{dtype}", weight, lambda w: w.reshape(len(w), -1).to(dtype))
-            cols = _rows(pad1d(x, left, right, self.pad_mode)).unfold(1, k, s)  # (b, f, i, k)
+            rows = _rows(pad1d(x, left, right, self.pad_mode))
+            cols = rows.unfold(1, self.effective_kernel, s)[..., ::d]  # (b, f, i, k)
             return _from_rows(_linear(cols.reshape(*cols.shape[:2], -1), w, bias))
         w4 = self.derived(f"channels_last-{dtype}", weight, lambda w: _channels_last(w, dtype))
         if self.pad_mode == "constant" and right <= left:

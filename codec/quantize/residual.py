@@ -255,13 +255,24 @@ class _GroupedResidual(nn.Module):
     def _codes(self, flat: torch.Tensor) -> torch.Tensor:
         """indices (g, N, q') -> codes (q, g, N, d); missing levels and -1 give zeros."""
         g, n, levels = flat.shape
-        out = flat.new_zeros((self.num_quantizers, g, n, self.codebook_dim), dtype=torch.float32)
-        for level in range(levels):
-            idx = flat[..., level]
-            dropped = idx < 0
-            code = self._codebook.lookup(idx.clamp(min=0), self._slots(level))
-            out[level] = code.masked_fill(dropped.unsqueeze(-1), 0.0)
-        return out
+        codes = self._present_codes(flat)
+        if levels == self.num_quantizers:
+            return codes
+        return F.pad(codes, (0, 0, 0, 0, 0, 0, 0, self.num_quantizers - levels))
+
+    def _present_codes(self, flat: torch.Tensor) -> torch.Tensor:
+        """indices (g, N, q') -> codes (q', g, N, d), every level in one gather; -1 gives
+        zeros."""
+        g, _, levels = flat.shape
+        embed = self._codebook.embed
+        size = embed.shape[1]
+        slots = torch.arange(g, device=flat.device)[None, :]  # (1, g)
+        if not self.shared_codebook:
+            slots = slots + torch.arange(levels, device=flat.device)[:, None] * g  # (q', g)
+        idx = rearrange(flat, "g n q -> q g n")
+        table = embed[: (1 if self.shared_codebook else levels) * g].reshape(-1, embed.shape[-1])
+        codes = F.embedding(idx.clamp(min=0) + slots[..., None] * size, table)
+        return codes.masked_fill((idx < 0).unsqueeze(-1), 0.0)
 
     def _codes_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """(g, b, *spatial, q') -> (g, q, b, *spatial, d) in codebook space."""
@@ -273,7 +284,7 @@ class _GroupedResidual(nn.Module):
     def _output_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """(g, b, *spatial, q') -> (b, n, dim), or (b, dim, h, w) for image feature maps."""
         flat, batch_shape = self._flatten_indices(indices)
-        summed = self._codes(flat).sum(0)  # (g, N, d)
+        summed = self._present_codes(flat).sum(0)  # (g, N, d)
         out = self.project_out(rearrange(summed, "g n d -> n (g d)"))
         out = out.reshape(*batch_shape, self.dim)
         if self.accept_image_fmap:
