@@ -96,8 +96,15 @@ def _both_paths(module, x):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize(
     "c_in, c_out, kernel, stride, dilation",
-    [(1, 8, 7, 1, 1), (6, 5, 3, 1, 3), (6, 5, 1, 1, 1), (4, 6, 8, 4, 1), (4, 6, 3, 2, 1),
-     (3, 2, 4, 2, 1), (24, 8, 7, 1, 1)],
+    [
+        (1, 8, 7, 1, 1),
+        (6, 5, 3, 1, 3),
+        (6, 5, 1, 1, 1),
+        (4, 6, 8, 4, 1),
+        (4, 6, 3, 2, 1),
+        (3, 2, 4, 2, 1),
+        (24, 8, 7, 1, 1),
+    ],
 )
 def test_time_major_conv_equals_the_training_path(causal, c_in, c_out, kernel, stride, dilation):
     torch.manual_seed(0)
@@ -123,9 +130,7 @@ def test_time_major_transposed_conv_equals_the_training_path(causal, kernel, str
 @pytest.mark.parametrize("activation", ["elu", "snake"])
 def test_seanet_inference_equals_the_training_path(causal, activation):
     torch.manual_seed(0)
-    opts = dict(
-        SMALL, lstm=2, causal=causal, activation=activation, true_skip=False, channels=2
-    )
+    opts = dict(SMALL, lstm=2, causal=causal, activation=activation, true_skip=False, channels=2)
     enc, dec = SEANetEncoder(**opts).eval(), SEANetDecoder(**opts).eval()
     x = torch.randn(3, 2, 16 * 9 + 5)
     with torch.enable_grad():
@@ -147,7 +152,9 @@ def test_time_major_weights_follow_in_place_updates():
         before = from_time_major(conv(time_major(x)))
         conv.conv.weight.mul_(2.0)
         after = from_time_major(conv(time_major(x)))
-    torch.testing.assert_close(after - conv.conv.bias[:, None], 2 * (before - conv.conv.bias[:, None]))
+    torch.testing.assert_close(
+        after - conv.conv.bias[:, None], 2 * (before - conv.conv.bias[:, None])
+    )
 
 
 def test_time_major_under_bfloat16_autocast_is_close():

@@ -213,3 +213,14 @@ def test_a_full_disk_ends_the_run_with_one_line_and_the_last_checkpoint_intact(
     assert [p.name for p in list_checkpoints(run)] == ["step_00000002.ckpt"]
     assert load_checkpoint(list_checkpoints(run)[0])["step"] == 2
     assert not list(run.glob(".*.tmp"))
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    from codec.train import lr_factor
+
+    cosine = [lr_factor(s, 10, 110, "cosine", 0.1) for s in (0, 9, 10, 60, 110, 500)]
+    assert cosine[0] == pytest.approx(0.1) and cosine[1] == cosine[2] == pytest.approx(1.0)
+    assert cosine[3] == pytest.approx(0.55) and cosine[4] == cosine[5] == pytest.approx(0.1)
+    assert lr_factor(10_000, 10, 110, "constant", 0.1) == 1.0
+    with pytest.raises(ValueError, match="optim.decay"):
+        lr_factor(50, 10, 110, "linear", 0.1)

@@ -89,9 +89,10 @@ class _SEANet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Without autograd (inference, streaming included) the layers run time-major (see
-        codec.nn.conv); the output is then a (b, c, t) view of (b, t, c) memory."""
-        if torch.is_grad_enabled():
+        """Without autograd (inference, streaming included) and outside torch.compile the
+        layers run time-major (see codec.nn.conv); the output is then a (b, c, t) view of
+        (b, t, c) memory."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return self.model(x)
         return from_time_major(self.model(time_major(x)))
 
@@ -121,6 +122,7 @@ class SEANetEncoder(_SEANet):
             Conv1d(mult * nf, self.dimension, self.last_kernel_size, **self._conv),
         ]
         self.model = nn.Sequential(*layers)
+
 
 class SEANetDecoder(_SEANet):
     """(b, dimension, f) -> (b, channels, f * hop_length)."""
