@@ -109,6 +109,8 @@ def _both_paths(module, x):
 def test_time_major_conv_equals_the_training_path(causal, c_in, c_out, kernel, stride, dilation):
     torch.manual_seed(0)
     conv = Conv1d(c_in, c_out, kernel, stride, dilation, causal=causal, norm="none").eval()
+    with torch.no_grad():
+        conv.conv.bias.normal_()  # zero at init: make sure the fast paths add it
     for batch, length in ((1, 1), (1, 37), (3, 64), (2, 5)):
         reference, fast = _both_paths(conv, torch.randn(batch, c_in, length))
         torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
@@ -132,6 +134,10 @@ def test_seanet_inference_equals_the_training_path(causal, activation):
     torch.manual_seed(0)
     opts = dict(SMALL, lstm=2, causal=causal, activation=activation, true_skip=False, channels=2)
     enc, dec = SEANetEncoder(**opts).eval(), SEANetDecoder(**opts).eval()
+    with torch.no_grad():
+        for name, param in [*enc.named_parameters(), *dec.named_parameters()]:
+            if "bias" in name:
+                param.normal_(0.0, 0.1)
     x = torch.randn(3, 2, 16 * 9 + 5)
     with torch.enable_grad():
         z_ref = enc(x).detach()

@@ -198,6 +198,7 @@ class Conv1d(StreamingModule):
         self.conv = _normed(conv, norm)
         self.causal, self.stride = causal, stride
         self.pad_mode = "constant" if causal else pad_mode
+        self.shape = (kernel_size, dilation, groups)
         self.effective_kernel = (kernel_size - 1) * dilation + 1
         self.padding = self.effective_kernel - stride
 
@@ -210,7 +211,7 @@ class Conv1d(StreamingModule):
 
     def _time_major(self, x: torch.Tensor) -> torch.Tensor:
         """Time-major (b, c_in, 1, t) -> (b, c_out, 1, ceil(t / stride)), no autograd."""
-        if self._streaming and self.causal:
+        if self._streaming and self.causal and self.padding:
             return self._time_major_conv(self._with_history(x), 0, 0)
         t = x.shape[-1]
         extra = self._extra_padding(t)
@@ -237,12 +238,12 @@ class Conv1d(StreamingModule):
 
     def _time_major_conv(self, x: torch.Tensor, left: int, right: int) -> torch.Tensor:
         """x padded by `left` / `right` (zeros or reflection), then the conv."""
-        conv, s = self.conv, self.stride
-        (k,), (d,), groups = conv.kernel_size, conv.dilation, conv.groups
+        conv, s, (k, d, groups) = self.conv, self.stride, self.shape
         frames = (x.shape[-1] + left + right - self.effective_kernel) // s + 1
         dtype = _compute_dtype(x)
         x, weight, bias = x.to(dtype), conv.weight, conv.bias
-        bias = None if bias is None else bias.to(dtype)
+        if bias is not None and bias.dtype != dtype:
+            bias = bias.to(dtype)
         if groups == 1 and d == 1 and k == 1 and s == 1:
             w = self.derived(f"matrix-{dtype}", weight, lambda w: w[..., 0].to(dtype))
             return _from_rows(_linear(_rows(x), w, bias))
