@@ -45,6 +45,32 @@ def test_streaming_equals_offline(lstm):
     torch.testing.assert_close(y_stream, y, atol=1e-4, rtol=1e-4)  # outputs are O(1)
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_streaming_in_uneven_chunks_equals_offline(grad):
+    """Chunks above and below LSTM.STEP_LIMIT (oneDNN kernel vs step loop), on the time-major
+    inference path and on the (b, c, t) path that runs with autograd on."""
+    torch.manual_seed(0)
+    opts = {**SMALL, "lstm": 2, "causal": True}
+    enc, dec = SEANetEncoder(**opts).eval(), SEANetDecoder(**opts).eval()
+    with torch.no_grad():
+        for name, param in [*enc.named_parameters(), *dec.named_parameters()]:
+            if "bias" in name:
+                param.normal_(0.0, 0.1)
+    x = torch.randn(2, 1, 16 * 50)
+    sizes = [20, 1, 3, 17, 9]  # frames per chunk, cycled
+    with torch.no_grad():
+        z, y = enc(x), dec(enc(x))
+    with torch.set_grad_enabled(grad), streaming(enc), streaming(dec):
+        zs, ys, k, i = [], [], 0, 0
+        while k < z.shape[-1]:
+            n = sizes[i % len(sizes)]
+            zs.append(enc(x[..., 16 * k : 16 * (k + n)]))
+            ys.append(dec(z[..., k : k + n]))
+            k, i = k + n, i + 1
+    torch.testing.assert_close(torch.cat(zs, -1).detach(), z, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat(ys, -1).detach(), y, atol=1e-4, rtol=1e-4)
+
+
 def test_streaming_rejects_chunks_off_the_stride():
     enc = SEANetEncoder(causal=True, **SMALL)
     with streaming(enc), pytest.raises(ValueError, match="multiple"):

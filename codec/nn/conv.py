@@ -438,8 +438,8 @@ class LSTM(StreamingModule):
             outputs = seq.new_empty(b, t, hidden)
             for step in range(t):
                 gates = torch.addmm(projected[:, step], h, w_hh)
-                i, f, o = gates.sigmoid().tensor_split((hidden, 2 * hidden), dim=-1)
-                o = o[:, hidden:]  # sigmoid over g was wasted; g takes tanh
+                act = gates.sigmoid()  # gate order i, f, g, o; g takes tanh instead
+                i, f, o = act[:, :hidden], act[:, hidden : 2 * hidden], act[:, 3 * hidden :]
                 g = gates[:, 2 * hidden : 3 * hidden].tanh()
                 c = torch.addcmul(f * c, i, g)
                 h = o * c.tanh()
