@@ -3,6 +3,7 @@
 import pytest
 import soundfile as sf
 import torch
+from torch import nn
 
 from codec.nn import SEANetDecoder, SEANetEncoder, Snake, fold_weight_norm, streaming
 from codec.nn.conv import Conv1d, ConvTranspose1d, from_time_major, time_major
@@ -186,6 +187,29 @@ def test_time_major_weights_follow_in_place_updates():
         after = from_time_major(conv(time_major(x)))
     torch.testing.assert_close(
         after - conv.conv.bias[:, None], 2 * (before - conv.conv.bias[:, None])
+    )
+
+
+def test_only_stored_parameters_have_cached_layouts():
+    """An unfolded weight-norm layer computes its weight per access; a freed computed weight's
+    address comes back for the next one, so caching by address would serve stale layouts
+    (validation during training runs the time-major path on such layers)."""
+    layer = Conv1d(1, 1, 1)
+    first = torch.full((4096,), 1.0)
+    assert layer.derived("sum", first, lambda w: w.sum()).item() == 4096
+    address = first.data_ptr()
+    del first
+    second = torch.full((4096,), 2.0)
+    assert layer.derived("sum", second, lambda w: w.sum()).item() == 8192, (
+        second.data_ptr() == address
+    )
+    weight = nn.Parameter(torch.ones(8))
+    made = layer.derived("param", weight, lambda w: w * 2)
+    assert layer.derived("param", weight, lambda w: w * 3) is made  # cached
+    with torch.no_grad():
+        weight.add_(1.0)  # an optimizer step: new version
+    torch.testing.assert_close(
+        layer.derived("param", weight, lambda w: w * 3), torch.full((8,), 6.0)
     )
 
 

@@ -142,7 +142,11 @@ class StreamingModule(nn.Module):
         self._state = None
 
     def derived(self, name: str, weight: torch.Tensor, make):
-        """make(weight), cached until the weight changes (new storage or an in-place write)."""
+        """make(weight), cached until the weight changes (new storage or an in-place write).
+        Only stored parameters are cached: a weight computed per access (weight norm not yet
+        folded) is a new tensor each time, whose address the allocator may hand out again."""
+        if not isinstance(weight, nn.Parameter):
+            return make(weight.detach())
         key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
         hit = self._derived.get(name)
         if hit is None or hit[0] != key:
