@@ -234,7 +234,7 @@ class Trainer:
             # in place, so state_dict keys do not change; the quantizer stays eager (fp32, its
             # collectives and its host-side dropout draws). Static shapes: training segments
             # are fixed, and a dynamic-shape compile of these models ran over 20 minutes on a
-            # 2-core CPU (sympy in inductor's code generation) where a static one takes ~3.
+            # 2-core CPU (sympy in inductor's code generation) where a static one took 134 s.
             for module in (self.model.encoder, self.model.decoder, self.disc):
                 if module is not None:
                     module.compile(dynamic=False)
