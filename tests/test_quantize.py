@@ -28,7 +28,9 @@ def test_shapes_follow_the_seed():
     assert idx.shape == (2, 5) and loss.shape == (1,) and vq.codebook.shape == (8, 24)
 
 
-@pytest.mark.parametrize("kw", [{}, {"codebook_dim": 6}, {"use_cosine_sim": True}])
+@pytest.mark.parametrize(
+    "kw", [{}, {"codebook_dim": 6}, {"use_cosine_sim": True}, {"shared_codebook": True}]
+)
 def test_eval_forward_equals_decoding_from_indices(kw):
     grvq = small_grvq(**kw).eval()
     x = torch.randn(3, 7, 32)

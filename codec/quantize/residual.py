@@ -261,18 +261,18 @@ class _GroupedResidual(nn.Module):
         return F.pad(codes, (0, 0, 0, 0, 0, 0, 0, self.num_quantizers - levels))
 
     def _present_codes(self, flat: torch.Tensor) -> torch.Tensor:
-        """indices (g, N, q') -> codes (q', g, N, d), every level in one gather; -1 gives
+        """indices (g, N, q') -> codes (q', g, N, d), every level in one lookup; -1 gives
         zeros."""
         g, _, levels = flat.shape
-        embed = self._codebook.embed
-        size = embed.shape[1]
-        slots = torch.arange(g, device=flat.device)[None, :]  # (1, g)
-        if not self.shared_codebook:
-            slots = slots + torch.arange(levels, device=flat.device)[:, None] * g  # (q', g)
-        idx = rearrange(flat, "g n q -> q g n")
-        table = embed[: (1 if self.shared_codebook else levels) * g].reshape(-1, embed.shape[-1])
-        codes = F.embedding(idx.clamp(min=0) + slots[..., None] * size, table)
-        return codes.masked_fill((idx < 0).unsqueeze(-1), 0.0)
+        idx = flat.clamp(min=0)
+        if self.shared_codebook:  # every level reads the group's one codebook
+            codes = self._codebook.lookup(rearrange(idx, "g n q -> g (q n)"), self._slots(0))
+            codes = rearrange(codes, "g (q n) d -> q g n d", q=levels)
+        else:  # levels 0..q'-1 are the first q' * g codebooks, level-major
+            rows = rearrange(idx, "g n q -> (q g) n")
+            codes = self._codebook.lookup(rows, slice(0, levels * g))
+            codes = rearrange(codes, "(q g) n d -> q g n d", g=g)
+        return codes.masked_fill(rearrange(flat < 0, "g n q -> q g n 1"), 0.0)
 
     def _codes_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """(g, b, *spatial, q') -> (g, q, b, *spatial, d) in codebook space."""
