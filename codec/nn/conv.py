@@ -6,7 +6,7 @@ Causal layers pad (with zeros) only on the left, so in streaming mode each keeps
 `padding` input samples (or the transposed conv's overlapping tail) between calls and feeding a
 signal in chunks gives the offline output.
 
-Offline inference (no autograd, not streaming) runs "time-major": activations are
+Inference (no autograd; streaming too) runs "time-major": activations are
 (b, c, 1, t) tensors in channels-last memory, i.e. (b, t, c) rows, so a strided conv of kernel
 2 x stride and a transposed conv of kernel 2 x stride are two plain matrix products on a free
 reshape (polyphase), a 1x1 conv is one, and the other convs take oneDNN's channels-last kernels.
@@ -206,9 +206,13 @@ class Conv1d(StreamingModule):
         self.effective_kernel = (kernel_size - 1) * dilation + 1
         self.padding = self.effective_kernel - stride
 
-    def _extra_padding(self, length: int) -> int:
+    def _padding_for(self, length: int) -> tuple[int, int]:
+        """(left, right) padding that gives ceil(length / stride) frames."""
         frames = math.ceil(length / self.stride)
-        return max(0, (frames - 1) * self.stride + self.effective_kernel - self.padding - length)
+        extra = max(0, (frames - 1) * self.stride + self.effective_kernel - self.padding - length)
+        if self.causal:
+            return self.padding, extra
+        return self.padding - self.padding // 2, self.padding // 2 + extra
 
     SMALL_FAN_IN = 16  # in_channels x kernel_size up to which im2col beats oneDNN
     FEW_FRAMES = 64  # output frames up to which im2col beats oneDNN's per-call set-up
@@ -217,11 +221,7 @@ class Conv1d(StreamingModule):
         """Time-major (b, c_in, 1, t) -> (b, c_out, 1, ceil(t / stride)), no autograd."""
         if self._streaming and self.causal and self.padding:
             return self._time_major_conv(self._with_history(x), 0, 0)
-        t = x.shape[-1]
-        extra = self._extra_padding(t)
-        left = self.padding if self.causal else self.padding - self.padding // 2
-        right = extra if self.causal else self.padding // 2 + extra
-        return self._time_major_conv(x, left, right)
+        return self._time_major_conv(x, *self._padding_for(x.shape[-1]))
 
     def _with_history(self, x: torch.Tensor) -> torch.Tensor:
         """Streaming: the kept last `padding` samples, then x; keeps the new last ones."""
@@ -287,9 +287,7 @@ class Conv1d(StreamingModule):
             return self._time_major(x)
         if self._streaming and self.causal:
             return self.conv(self._with_history(x))
-        extra = self._extra_padding(x.shape[-1])
-        left = self.padding if self.causal else self.padding - self.padding // 2
-        right = extra if self.causal else self.padding // 2 + extra
+        left, right = self._padding_for(x.shape[-1])
         if self.pad_mode == "constant" and right <= left:
             # zero padding inside the conv (symmetric, surplus outputs dropped) saves copying x
             conv = self.conv
@@ -317,22 +315,6 @@ class ConvTranspose1d(StreamingModule):
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.causal, self.stride = causal, stride
         self.overlap = kernel_size - stride
-
-    SHORT_INPUT = 16  # frames; below this a matmul + overlap-add beats the conv kernel
-
-    def _transposed(self, x: torch.Tensor) -> torch.Tensor:
-        """(b, c_in, f) -> (b, c_out, (f - 1) * s + k) without bias. For a few frames (streaming)
-        one matmul on a view of the weight plus an overlap-add (F.fold) avoids the per-call
-        weight re-layout of the transposed-conv kernel, which costs more than the product."""
-        if x.shape[-1] > self.SHORT_INPUT:
-            return self.convtr(x)
-        weight = self.convtr.weight  # (c_in, c_out, k)
-        c_in, c_out, k = weight.shape
-        frames = x.shape[-1]
-        cols = torch.matmul(x.transpose(1, 2), weight.reshape(c_in, c_out * k))  # (b, f, o*k)
-        length = (frames - 1) * self.stride + k
-        y = F.fold(cols.transpose(1, 2), (1, length), (1, k), stride=(1, self.stride))
-        return y[:, :, 0]
 
     def _time_major(self, x: torch.Tensor) -> torch.Tensor:
         """Time-major (b, c_in, 1, f) -> (b, c_out, 1, f * stride), no autograd."""
@@ -370,7 +352,7 @@ class ConvTranspose1d(StreamingModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 4:
             return self._time_major(x)
-        y = self._transposed(x)  # (b, c, (f - 1) * s + k), bias added once, below
+        y = self.convtr(x)  # (b, c, (f - 1) * s + k), bias added once, below
         bias = self.bias[:, None]
         n = x.shape[-1] * self.stride
         if self._streaming and self.causal:
