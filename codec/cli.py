@@ -14,6 +14,7 @@ still processed; the exit code is 1 when any file failed, 2 for usage errors.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -310,6 +311,8 @@ def run_tokenize(args, errors: list[str]) -> int:
 def run_eval(args, errors: list[str]) -> int:
     from codec.evaluate import OpusUnavailable, evaluate, write_report
 
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("codec eval draws its plots with matplotlib: pip install 'codec[plot]'")
     model = _load_model(args.model, args.device)
     inputs = list(args.inputs)
     if args.files_from is not None:
@@ -321,7 +324,7 @@ def run_eval(args, errors: list[str]) -> int:
     if not inputs:
         raise UsageError("no audio given: pass files or folders, or --files-from LIST")
     paths = [p for p, _ in collect(inputs, AUDIO_SUFFIXES, args.recursive, errors)]
-    bandwidths = args.bandwidths or [model.bitrate(n) / 1000 for n in range(1, model.levels + 1)]
+    bandwidths = args.bandwidths or model.bandwidths
     try:
         result = evaluate(
             model,

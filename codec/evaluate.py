@@ -36,11 +36,14 @@ from codec.model import Codec
 from codec.tokens import encode_codes_bytes
 
 METRICS = ("mel", "stft", "si_sdr", "pesq", "stoi")
-LOWER_IS_BETTER = {"mel": True, "stft": True, "si_sdr": False, "pesq": False, "stoi": False}
 
 
 class OpusUnavailable(RuntimeError):
     pass
+
+
+class OpusFailed(RuntimeError):
+    """opusenc or opusdec failed on one file."""
 
 
 def opus_tools() -> tuple[str, str]:
@@ -64,10 +67,10 @@ def opus_roundtrip(wav: torch.Tensor, rate: int, kbps: float, workdir: Path):
     ):
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"{Path(cmd[0]).name} failed: {done.stderr.strip()[:200]}")
+            raise OpusFailed(f"{Path(cmd[0]).name} failed: {done.stderr.strip()[:200]}")
     out, out_rate = read_audio(decoded)
     out = resample(out, out_rate, rate)[:, : wav.shape[-1]]
-    out = torch.nn.functional.pad(out, (0, wav.shape[-1] - out.shape[-1]))
+    out = F.pad(out, (0, wav.shape[-1] - out.shape[-1]))
     return out, coded.stat().st_size * 8 / (wav.shape[-1] / rate) / 1000
 
 
@@ -196,9 +199,11 @@ def evaluate(
                 rows, codes, decoded = _evaluate_file(
                     model, path, reference, levels_for, compare_opus, quality, windowing, workdir
                 )
-            except (AudioError, ValueError, RuntimeError) as err:
-                problem = str(err)
-                result.problems.append(problem if str(path) in problem else f"{path}: {problem}")
+            except AudioError as err:  # names the file already
+                result.problems.append(str(err))
+                continue
+            except (ValueError, OpusFailed) as err:
+                result.problems.append(f"{path}: {err}")
                 continue
             result.rows.extend(rows)
             for kbps, c in codes.items():
@@ -210,7 +215,7 @@ def evaluate(
                 spectrogram_figure(spectrogram_dir / name, reference, decoded, rate)
     for kbps, all_codes in codes_by_kbps.items():
         if all_codes:
-            stacked = torch.cat([c.reshape(c.shape[0], c.shape[1], -1) for c in all_codes], -1)
+            stacked = torch.cat(all_codes, -1)  # (g, levels, frames of every file)
             stats = code_statistics(stacked[None], model.codebook_size)
             bits = sum(stats["entropy_bits"]) * model.groups
             stats["entropy_kbps"] = bits * model.frame_rate / 1000
@@ -224,9 +229,11 @@ def _evaluate_file(model, path, reference, levels_for, compare_opus, quality, wi
     seconds = reference.shape[-1] / rate
     prepared = prepare_audio(model, reference, rate, windowing, path)
     rows, codes_by_kbps, decoded_by = [], {}, {}
+    with torch.inference_mode():  # once: the codes at n levels are the first n of the most
+        (all_codes,) = encode_batch(model, [prepared.wav], max(levels_for.values()), windowing)
     for kbps, levels in levels_for.items():
+        codes = all_codes[:, :levels].contiguous()
         with torch.inference_mode():
-            (codes,) = encode_batch(model, [prepared.wav], levels, windowing)
             decoded = decode_codes(model, codes, prepared.length, windowing, prepared.gains_db)
         codes_by_kbps[kbps] = codes
         stored = encode_codes_bytes(codes, codes_header(model, prepared, codes, windowing))
@@ -248,6 +255,7 @@ def write_report(result: Evaluation, out: Path, model: Codec) -> list[Path]:
     from codec.report import markdown_table, rate_distortion_plot
 
     out.mkdir(parents=True, exist_ok=True)
+    means = result.summary()
     columns = ["file", "codec", "target_kbps", "levels", "file_kbps", *METRICS]
     table = io.StringIO()
     writer = csv.DictWriter(table, columns, restval="", lineterminator="\n")
@@ -265,14 +273,13 @@ def write_report(result: Evaluation, out: Path, model: Codec) -> list[Path]:
         "files_failed": len(result.problems),
         "problems": result.problems,
         "skipped_metrics": result.skipped_metrics,
-        "means": result.summary(),
+        "means": means,
         "code_statistics": {f"{k:g}": v for k, v in result.code_stats.items()},
     }
     written.append(atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode()))
-    table = markdown_table(result)
-    written.append(atomic_write_bytes(out / "report.md", table.encode()))
+    written.append(atomic_write_bytes(out / "report.md", markdown_table(result, means).encode()))
     if result.rows:
-        written.append(rate_distortion_plot(out / "rate_distortion.png", result.summary()))
+        written.append(rate_distortion_plot(out / "rate_distortion.png", means))
     return written
 
 

@@ -28,9 +28,10 @@ def _pyplot():
     return plt
 
 
-def markdown_table(result) -> str:
-    """The means per codec and bandwidth as a markdown table, with notes on what was skipped."""
-    means = result.summary()
+def markdown_table(result, means: list[dict] | None = None) -> str:
+    """The means per codec and bandwidth (`result.summary()` unless given) as a markdown table,
+    with notes on what was skipped."""
+    means = result.summary() if means is None else means
     metrics = [m for m in LABELS if any(m in row for row in means)]
     head = ["codec", "target kbps", "file kbps", *(LABELS[m].split(" (")[0] for m in metrics)]
     head.append("entropy-coded kbps")
