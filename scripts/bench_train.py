@@ -38,6 +38,7 @@ def step_times(overrides: list[str], steps: int, corpus: Path, run_dir: Path):
                 f"run_dir={run_dir}",
                 "trainer.progress=false",
                 "trainer.tensorboard=false",
+                f"trainer.threads={torch.get_num_threads()}",  # configs may set their own
             ],
         )
     trainer = Trainer(cfg)
@@ -57,6 +58,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.steps < 3:
+        parser.error("--steps must be at least 3 (the first two are warm-up)")
     torch.set_num_threads(args.threads)
     print(f"training throughput, {args.threads} threads, median of {args.steps - 2} steps")
     print(f"{'case':<44} {'batch':>14} {'step s':>8} {'audio s/s':>10}")

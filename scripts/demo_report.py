@@ -1,7 +1,6 @@
-"""Helpers for the demo recipe.
+"""The demo recipe's report on one coded clip (the clip comes from scripts/heldout.py):
 
-python scripts/demo_report.py held-out RUN_DIR        -> prints a held-out clip's path
-python scripts/demo_report.py report RUN_DIR ORIGINAL.wav CLIP.codes DECODED.wav
+python scripts/demo_report.py RUN_DIR ORIGINAL.wav CLIP.codes DECODED.wav
     -> bitrate, SI-SDR and mel distance at every bandwidth, spectrogram PNG
 """
 
@@ -18,12 +17,6 @@ from codec.metrics import MelDistance, si_sdr
 from codec.model import Codec
 from codec.report import spectrogram_figure
 from codec.tokens import read_codes
-from codec.train import held_out_records
-
-
-def held_out(run_dir: Path) -> Path:
-    """The first validation file of the run's data split (never trained on)."""
-    return Path(held_out_records(run_dir)[0].path)
 
 
 def report(run_dir: Path, original_path: Path, codes_path: Path, decoded_path: Path) -> None:
@@ -61,8 +54,4 @@ def report(run_dir: Path, original_path: Path, codes_path: Path, decoded_path: P
 
 
 if __name__ == "__main__":
-    command, *rest = sys.argv[1:]
-    if command == "held-out":
-        print(held_out(Path(rest[0])))
-    else:
-        report(*(Path(p) for p in rest))
+    report(*(Path(p) for p in sys.argv[1:]))

@@ -21,11 +21,11 @@ fi
 
 if [ "$STAGE" -le 2 ]; then
   echo "== stage 2: encode and decode a held-out clip"
-  CLIP=$($PY scripts/demo_report.py held-out "$RUN")
+  CLIP=$($PY scripts/heldout.py "$RUN" --limit 1)
   cp "$CLIP" "$OUT/original.wav"
   $PY -m codec.cli encode "$OUT/original.wav" -m "$RUN/model" -o "$OUT/clip.codes" --force --quiet
   $PY -m codec.cli decode "$OUT/clip.codes" -m "$RUN/model" -o "$OUT/decoded.wav" --force --quiet
 fi
 
 echo "== stage 3: report"
-$PY scripts/demo_report.py report "$RUN" "$OUT/original.wav" "$OUT/clip.codes" "$OUT/decoded.wav"
+$PY scripts/demo_report.py "$RUN" "$OUT/original.wav" "$OUT/clip.codes" "$OUT/decoded.wav"
