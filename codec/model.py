@@ -20,6 +20,7 @@ from einops import rearrange
 from torch import nn
 from torch.nn.utils import parametrize
 
+from codec.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from codec.fileio import atomic_write
 from codec.nn import SEANetDecoder, SEANetEncoder, fold_weight_norm, streaming
 from codec.quantize import GroupedResidualVQ
@@ -86,7 +87,7 @@ class CodecConfig:
     # (low, high) of every integer field: a config from a file can build nothing larger, so a
     # hostile config.json cannot make the loader allocate without bound
     BOUNDS = {
-        "sample_rate": (1000, 384_000),
+        "sample_rate": (MIN_SAMPLE_RATE, MAX_SAMPLE_RATE),
         "channels": (1, 2),
         "dimension": (1, 8192),
         "n_filters": (1, 4096),

@@ -187,12 +187,12 @@ def held_out_records(run_dir) -> list:
 def lr_factor(step: int, warmup: int, total: int, decay: str, floor: float) -> float:
     """The learning rate at `step` as a fraction of optim.lr: a linear warmup, then constant or
     a cosine from 1 down to `floor` at `total` steps (and `floor` after)."""
+    if decay not in ("constant", "cosine"):  # checked first: LambdaLR calls this at step 0
+        raise ValueError(f"optim.decay must be constant or cosine, not {decay!r}")
     if step < warmup:
         return (step + 1) / warmup
     if decay == "constant":
         return 1.0
-    if decay != "cosine":
-        raise ValueError(f"optim.decay must be constant or cosine, not {decay!r}")
     done = min(1.0, (step - warmup) / max(1, total - warmup))
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * done))
 
@@ -269,8 +269,8 @@ class Trainer:
             lr_factor,
             warmup=int(o.warmup_steps),
             total=int(self.cfg.trainer.steps),
-            decay=o.get("decay", "constant"),
-            floor=float(o.get("min_lr_ratio", 0.1)),
+            decay=o.decay,
+            floor=float(o.min_lr_ratio),
         )
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -332,12 +332,16 @@ class Trainer:
 
     @contextlib.contextmanager
     def _fatal_on_write_error(self, what: str):
+        from safetensors import SafetensorError
+
         try:
             yield
-        except OSError as err:
+        except (OSError, RuntimeError, SafetensorError) as err:
+            # torch.save reports a full disk as a RuntimeError, safetensors as its own error
+            why = getattr(err, "strerror", None) or str(err).splitlines()[0]
             found = list_checkpoints(self.run_dir)
             raise SystemExit(
-                f"codec train: could not write {what} ({err.strerror or err}); "
+                f"codec train: could not write {what} ({why}); "
                 + (f"{found[-1]} is intact" if found else "no earlier checkpoint exists")
             ) from None
 
@@ -591,8 +595,8 @@ class Trainer:
                     self.save(self.run_dir / "best", keep_last=1)
                 if self.main:
                     progress.note(metrics)
-            if self.step % cfg.trainer.checkpoint_every == 0 or self.step == cfg.trainer.steps:
-                self.save()
+            if self.step % cfg.trainer.checkpoint_every == 0 and self.step < cfg.trainer.steps:
+                self.save()  # the last step's checkpoint and model are written once, by run()
                 if self.main:
                     self.export()
 
@@ -612,6 +616,9 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame):
+        if self.signal is not None:  # asked twice: stop now, without the checkpoint
+            signal.signal(signum, self.previous[signum])
+            raise KeyboardInterrupt
         self.signal = signal.Signals(signum).name
 
     def __exit__(self, *exc):
@@ -662,14 +669,18 @@ class _progress:
 def main(argv: list[str] | None = None) -> Path:
     """Compose the config from configs/ with `argv` overrides and train."""
     from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     overrides = list(sys.argv[1:] if argv is None else argv)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="codec-train"):
-        cfg = compose(config_name="config", overrides=overrides)
     try:
+        with initialize_config_dir(
+            config_dir=CONFIG_DIR, version_base="1.3", job_name="codec-train"
+        ):
+            cfg = compose(config_name="config", overrides=overrides)
         return Trainer(cfg).run()
-    except CheckpointError as err:
-        raise SystemExit(f"codec train: {err}") from None
+    except (CheckpointError, ValueError, HydraException, OmegaConfBaseException) as err:
+        raise SystemExit(f"codec train: {str(err).splitlines()[0]}") from None
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -41,5 +41,6 @@ fi
 
 if [ "$STAGE" -le 3 ]; then
   echo "== stage 3: tokenize at 6 kbps"
-  $PY -m codec.cli tokenize "$CORPUS" -r -m "$RUN/model" -b 6 -o "$RUN/tokens" --device cuda --quiet
+  IFS=, read -ra root_list <<< "$roots"   # the folders themselves: -r does not follow links
+  $PY -m codec.cli tokenize "${root_list[@]}" -r -m "$RUN/model" -b 6 -o "$RUN/tokens" --device cuda --quiet
 fi
