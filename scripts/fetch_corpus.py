@@ -18,7 +18,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from codec.fileio import AUDIO_SUFFIXES
+from codec.data import find_audio
 
 CORPORA = {
     # name: (what it is, where it comes from: an archive URL or a folder installed by Debian)
@@ -34,24 +34,26 @@ CORPORA = {
         "Fish Fillets NG music, ~25 min (apt-get install fillets-ng-data)",
         "/usr/share/games/fillets-ng/music",
     ),
-    "fillets-speech": (
-        "Fish Fillets NG Czech and Dutch dialogue, ~3 h "
-        "(apt-get install fillets-ng-data-cs fillets-ng-data-nl)",
-        "/usr/share/games/fillets-ng/sound",
-    ),
 }
+# Fish Fillets NG's Czech and Dutch dialogue (the speech16k corpus) is gathered by
+# scripts/prepare_fillets.py: its sound folder also holds English speech and sound effects.
 
 
 def has_audio(folder: Path) -> bool:
-    return folder.is_dir() and any(
-        p.suffix.lower() in AUDIO_SUFFIXES for p in folder.rglob("*") if p.is_file()
-    )
+    return folder.is_dir() and bool(find_audio(folder))
 
 
 def unpack(archive: Path, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    """Into OUT.partial first, renamed when complete: an interrupted unpack is not taken for
+    a corpus by the next run."""
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     with tarfile.open(archive) as tar:
-        tar.extractall(out, filter="data")
+        tar.extractall(partial, filter="data")
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    partial.rename(out)
 
 
 def fetch(name: str, out: Path, source: Path | None = None) -> Path:
@@ -94,8 +96,8 @@ def main() -> None:
     args = parser.parse_args()
     try:
         fetch(args.name, args.out, args.source)
-    except OSError as err:
-        sys.exit(f"{args.name}: {err}")
+    except (OSError, tarfile.TarError) as err:
+        sys.exit(f"{args.source or args.name}: {err}")
 
 
 if __name__ == "__main__":

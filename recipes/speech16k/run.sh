@@ -11,17 +11,13 @@ cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 CONFIG=${CONFIG:-cpu}
 RUN=${RUN:-runs/speech16k_$CONFIG}
-CORPUS=${CORPUS:-data/speech16k}
+CORPUS=${DATA:-${CORPUS:-data/speech16k}}   # DATA is used in place
 STAGE=${STAGE:-0}
 EXTRA=("$@")   # more Hydra overrides for stage 1, e.g. trainer.steps=2000
 
 if [ "$STAGE" -le 0 ]; then
   echo "== stage 0: prepare the corpus in $CORPUS"
-  if [ -n "${DATA:-}" ]; then
-    mkdir -p "$(dirname "$CORPUS")" && ln -sfn "$(realpath "$DATA")" "$CORPUS"
-  else
-    $PY scripts/prepare_fillets.py "$CORPUS"
-  fi
+  if [ -z "${DATA:-}" ]; then $PY scripts/prepare_fillets.py "$CORPUS"; fi
 fi
 
 if [ "$STAGE" -le 1 ]; then
