@@ -1,9 +1,10 @@
 """Training: `codec train [hydra overrides]` or `python -m codec.train [overrides]`.
 
-One run lives in `run_dir`: the resolved config (config.yaml), checkpoints (step_*.ckpt, best.ckpt),
-metrics (metrics.jsonl) and the exported model (model/, the save_pretrained format that
-`codec encode` reads). Starting a run whose run_dir holds checkpoints resumes from the newest;
-`init_from=MODEL_DIR` fine-tunes from a saved model. Under torchrun the same command trains with
+One run lives in `run_dir`: the resolved config (config.yaml), its held-out files (heldout.txt),
+checkpoints (step_*.ckpt, best.ckpt), metrics (metrics.jsonl) and the exported model (model/,
+the save_pretrained format that `codec encode` reads). Starting a run whose run_dir holds
+checkpoints resumes from the newest; `init_from=MODEL_DIR` fine-tunes from a saved model. Under
+torchrun the same command trains with
 DDP: every rank reads its share of the data, rank 0 logs and writes.
 """
 
@@ -174,14 +175,26 @@ def data_roots(cfg: DictConfig, run_dir: Path) -> list[Path]:
     return [Path(r) for r in ([root] if isinstance(root, str) else root)]
 
 
-def held_out_records(run_dir) -> list:
-    """The validation records of a finished or running run, from its saved config: the files it
-    never trained on."""
+HELD_OUT_FILE = "heldout.txt"
+
+
+def held_out_paths(run_dir) -> list[Path]:
+    """The files a run validates on and never trains on: the list it wrote when it started
+    (run_dir/heldout.txt), or for runs older than that list, the split rebuilt from its saved
+    config (the same while the data folders have not changed)."""
     from codec.data import build_manifest, split_manifest
 
-    cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
-    records, _ = build_manifest(data_roots(cfg, Path(run_dir)))
-    return split_manifest(records, cfg.data.valid_fraction, seed=cfg.seed)[1]
+    run_dir = Path(run_dir)
+    listed = run_dir / HELD_OUT_FILE
+    if listed.is_file():
+        return [Path(line) for line in listed.read_text().splitlines() if line]
+    if not (run_dir / "config.yaml").is_file():
+        raise ValueError(f"{run_dir}: not a training run (no {HELD_OUT_FILE} or config.yaml)")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    records, _ = build_manifest(data_roots(cfg, run_dir))
+    return [
+        Path(r.path) for r in split_manifest(records, cfg.data.valid_fraction, seed=cfg.seed)[1]
+    ]
 
 
 def lr_factor(step: int, warmup: int, total: int, decay: str, floor: float) -> float:
@@ -506,6 +519,8 @@ class Trainer:
                 for path in remove_stale_temps(folder):
                     print(f"removed {path}, left by an interrupted write", file=sys.stderr)
             atomic_write_bytes(self.run_dir / "config.yaml", OmegaConf.to_yaml(cfg).encode())
+            held_out = "".join(f"{record.path}\n" for record in self.valid_records)
+            atomic_write_bytes(self.run_dir / HELD_OUT_FILE, held_out.encode())
             for problem in self.skipped_files:
                 print(f"warning: skipped {problem}", file=sys.stderr)
         resumed = latest_checkpoint(self.run_dir)

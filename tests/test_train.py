@@ -9,13 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from codec.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from codec.model import Codec
-from codec.train import main
+from codec.train import held_out_paths, main
 
 TINY = [
     "model.n_filters=4",
@@ -55,6 +56,11 @@ def test_train_exports_a_model_and_resumes(tmp_path):
     assert any("quantizer" in r and "audio_seconds_per_second" in r for r in logged)
     assert [p.name for p in list_checkpoints(run)][-1] == "step_00000004.ckpt"
     assert list_checkpoints(run / "best")
+    listed = (run / "heldout.txt").read_text().split()  # the files it never trained on
+    assert listed and all(Path(p).is_file() for p in listed)
+    (run / "heldout.txt").rename(run / "heldout.moved")  # an older run: the split is rebuilt
+    assert [str(p) for p in held_out_paths(run)] == listed
+    (run / "heldout.moved").rename(run / "heldout.txt")
     if importlib.util.find_spec("tensorboard") is not None:  # installed by `make test`
         assert list((run / "tb").glob("events.out.tfevents.*"))
 

@@ -28,8 +28,8 @@ fi
 
 if [ "$STAGE" -le 2 ]; then
   echo "== stage 2: evaluate the held-out split at 1.5 / 3 / 6 / 12 kbps, Opus alongside"
-  $PY scripts/heldout.py "$RUN" > "$RUN/heldout.txt"
-  $PY -m codec.cli eval -m "$RUN/model" --files-from "$RUN/heldout.txt" \
+  $PY scripts/heldout.py "$RUN" > "$RUN/eval_files.txt"   # the trainer's heldout.txt list
+  $PY -m codec.cli eval -m "$RUN/model" --files-from "$RUN/eval_files.txt" \
     --bandwidths 1.5 3 6 12 --compare opus -o "$RUN/eval" --quiet
 fi
 
