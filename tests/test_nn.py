@@ -131,6 +131,8 @@ def _both_paths(module, x):
         (4, 6, 3, 2, 1),
         (3, 2, 4, 2, 1),
         (24, 8, 7, 1, 1),
+        (32, 1, 7, 1, 1),
+        (16, 2, 3, 1, 2),
     ],
 )
 def test_time_major_conv_equals_the_training_path(causal, c_in, c_out, kernel, stride, dilation):
@@ -141,6 +143,20 @@ def test_time_major_conv_equals_the_training_path(causal, c_in, c_out, kernel, s
     for batch, length in ((1, 1), (1, 37), (3, 64), (2, 5)):
         reference, fast = _both_paths(conv, torch.randn(batch, c_in, length))
         torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("c_in, c_out, kernel, dilation", [(32, 1, 7, 1), (16, 2, 3, 2), (6, 5, 3, 1)])
+def test_time_major_conv_streams_in_uneven_chunks(c_in, c_out, kernel, dilation):
+    torch.manual_seed(0)
+    conv = Conv1d(c_in, c_out, kernel, dilation=dilation, causal=True, norm="none").eval()
+    with torch.no_grad():
+        conv.conv.bias.normal_()
+    x = time_major(torch.randn(2, c_in, 60))
+    with torch.no_grad():
+        offline = conv(x)
+        with streaming(conv):
+            chunks = [conv(x[..., a:b]) for a, b in [(0, 1), (1, 21), (21, 24), (24, 60)]]
+    torch.testing.assert_close(torch.cat(chunks, -1), offline, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("causal", [False, True])

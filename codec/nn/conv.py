@@ -268,6 +268,10 @@ class Conv1d(StreamingModule):
             for item, lower in zip(out, blocks[:, :-1]):
                 item.addmm_(lower, lo)
             return _from_rows(out)
+        if groups == 1 and s == 1 and weight.shape[0] * k <= weight.shape[1]:
+            # few outputs per tap (the decoder's last layer): one product per tap on the
+            # unpadded rows, then each output sums its taps' products along a diagonal
+            return self._tap_products(x, left, right, dtype, bias)
         if groups == 1 and (weight.shape[1] * k <= self.SMALL_FAN_IN or frames <= self.FEW_FRAMES):
             # a narrow input (the first layer) or a few frames (streaming): oneDNN is slow
             # here, im2col + one matrix product is not
@@ -281,6 +285,25 @@ class Conv1d(StreamingModule):
         else:
             y = F.conv2d(pad1d(x, left, right, self.pad_mode), w4, bias, (1, s), 0, (1, d), groups)
         return _time_major_out(y)
+
+    def _tap_products(self, x, left: int, right: int, dtype, bias) -> torch.Tensor:
+        """Stride 1: z = (k * o, i) taps @ x, padded like x (padding commutes with a
+        per-sample product, reflection included), then y[o, t] = sum_j z[j, o, t + j * d]."""
+        (k, d, _), o = self.shape, self.conv.weight.shape[0]
+        taps = self.derived(
+            f"taps-{dtype}", self.conv.weight, lambda w: rearrange(w.to(dtype), "o i k -> (k o) i")
+        )
+        # (k o, i) @ (b, i, t): MKL runs this thin product several times faster than (t, i) @
+        # (i, k o), and its (b, k * o, t) result is the layout the diagonal sum wants
+        z = torch.matmul(taps, _rows(x).transpose(1, 2))
+        z = pad1d(z, left, right, self.pad_mode).contiguous()  # (b, k * o, t + padding)
+        b, _, length = z.shape
+        frames = length - self.effective_kernel + 1
+        diagonals = z.as_strided((b, o, frames, k), (k * o * length, length, 1, o * length + d))
+        y = diagonals.sum(-1)  # (b, o, frames)
+        if bias is not None:
+            y += bias[:, None]
+        return time_major(y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 4:
@@ -329,7 +352,10 @@ class ConvTranspose1d(StreamingModule):
         else:
             left = 0 if self.causal else self.overlap - self.overlap // 2
             rows = rows[:, left : left + n]
-        return _time_major_out(_from_rows(rows + self.bias.to(dtype)))
+        bias = self.bias.to(dtype)
+        # rows are this call's own product: add the bias in place unless a copy is due anyway
+        rows = rows.add_(bias) if rows.is_contiguous() else rows + bias
+        return _time_major_out(_from_rows(rows))
 
     def _transposed_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """(b, f, c_in) -> (b, (f - 1) * s + k, c_out), no bias."""
