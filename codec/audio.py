@@ -3,7 +3,9 @@ atomic writing. Every error a user can cause is an `AudioError` that names the f
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -118,8 +120,41 @@ def write_audio_stream(path, pieces: Iterable[torch.Tensor], rate: int, channels
     fmt = Path(path).suffix.lstrip(".").upper() or "WAV"
 
     def write(tmp: str) -> None:
-        with sf.SoundFile(tmp, "w", rate, channels, format=fmt) as handle:
-            for piece in pieces:
-                handle.write(piece.detach().float().clamp(-1.0, 1.0).T.cpu().numpy())
+        with open(tmp, "w+b", buffering=0) as raw:  # unbuffered: only write() meets the OS
+            sink = _KeepsWriteError(raw)
+            with sf.SoundFile(sink, "w", rate, channels, format=fmt) as handle:
+                for piece in pieces:
+                    handle.write(piece.detach().float().clamp(-1.0, 1.0).T.cpu().numpy())
+                    if sink.error is not None:
+                        break
+            if sink.error is not None:
+                raise sink.error
 
     atomic_write(path, write)
+
+
+class _KeepsWriteError:
+    """A file for libsndfile's virtual I/O that keeps the OSError of a failed write: written to
+    a path, libsndfile reports a full disk as "System error." with the reason lost. After a
+    failure, writes are dropped but reported as done (an exception in libsndfile's callback
+    would only be printed, a short count trips an assert in soundfile); the caller raises the
+    kept error once libsndfile lets go."""
+
+    def __init__(self, raw):
+        self.raw, self.error = raw, None
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        while view and self.error is None:
+            try:
+                written = self.raw.write(view)
+            except OSError as err:
+                self.error = err
+                break
+            if not written:  # a regular file takes some bytes or raises; zero means no room
+                self.error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view = view[written:]
+        return len(data)
+
+    def __getattr__(self, name):  # read, seek, tell, flush
+        return getattr(self.raw, name)

@@ -26,10 +26,22 @@ def save_checkpoint(folder, step: int, state: dict, keep_last: int = 3) -> Path:
     """Write `state` as folder/step_<step>.ckpt atomically, then delete all but the newest
     `keep_last` step checkpoints (other files, such as best.ckpt, are left alone)."""
     folder = Path(folder)
-    path = atomic_write(folder / f"step_{step:08d}.ckpt", lambda tmp: torch.save(state, tmp))
+    path = atomic_write(folder / f"step_{step:08d}.ckpt", lambda tmp: _save(state, tmp))
     for old in list_checkpoints(folder)[:-keep_last] if keep_last > 0 else []:
         old.unlink(missing_ok=True)
     return path
+
+
+def _save(state: dict, path) -> None:
+    """torch.save through a Python file, so a failed write keeps its OS reason: torch's own
+    writer reports a full disk or a file-size limit as "enforce fail ... unexpected pos"."""
+    with open(path, "wb") as handle:
+        try:
+            torch.save(state, handle)
+        except RuntimeError as err:
+            if isinstance(err.__context__, OSError):
+                raise err.__context__ from None
+            raise
 
 
 def remove_stale_temps(folder) -> list[Path]:

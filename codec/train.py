@@ -350,7 +350,7 @@ class Trainer:
         try:
             yield
         except (OSError, RuntimeError, SafetensorError) as err:
-            # torch.save reports a full disk as a RuntimeError, safetensors as its own error
+            # checkpoints raise the OSError itself (see checkpoint._save), safetensors its own
             why = getattr(err, "strerror", None) or str(err).splitlines()[0]
             found = list_checkpoints(self.run_dir)
             raise SystemExit(

@@ -174,3 +174,44 @@ def test_codes_files_are_byte_identical_across_runs_and_batch_sizes(
         outputs.append({p.name: p.read_bytes() for p in sorted(out.glob("*.codes"))})
     assert len(outputs[0]) == 6
     assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_a_real_write_failure_is_one_line_and_the_other_files_still_decode(
+    fsdd_root, saved_model, tmp_path
+):
+    """Fault injection without mocks: a file-size limit (RLIMIT_FSIZE) between the sizes of
+    two outputs fails the larger one with the OS's reason, in one line, and leaves no temp file
+    behind."""
+    import resource
+    import signal
+
+    (short,) = speech(fsdd_root, tmp_path / "in", 1)
+    wav, rate = sf.read(str(short))
+    sf.write(str(tmp_path / "in" / "long.wav"), np.tile(wav, 4), rate)
+    codes = tmp_path / "codes"
+    assert main(["encode", str(tmp_path / "in"), "-m", str(saved_model), "-o", str(codes)]) == 0
+    probe = tmp_path / "probe"
+    assert main(["decode", str(codes), "-m", str(saved_model), "-o", str(probe)]) == 0
+    sizes = sorted((p.stat().st_size, p.name) for p in probe.glob("*.wav"))
+    assert sizes[0][1] == short.name and sizes[1][1] == "long.wav"
+    limit = (sizes[0][0] + sizes[1][0]) // 2
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "codec.cli", "decode", str(codes), "-m", str(saved_model)]
+    done = subprocess.run(
+        [*cmd, "-o", str(out), "--quiet"],
+        preexec_fn=limit_file_size,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"error: {out / 'long.wav'}: could not write (File too large)",
+        "decoded 1 of 2 file(s); 1 problem(s)",
+    ]
+    assert sorted(p.name for p in out.iterdir()) == [short.name]  # no temp file left
+    assert (out / short.name).read_bytes() == (probe / short.name).read_bytes()

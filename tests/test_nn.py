@@ -145,7 +145,9 @@ def test_time_major_conv_equals_the_training_path(causal, c_in, c_out, kernel, s
         torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("c_in, c_out, kernel, dilation", [(32, 1, 7, 1), (16, 2, 3, 2), (6, 5, 3, 1)])
+@pytest.mark.parametrize(
+    "c_in, c_out, kernel, dilation", [(32, 1, 7, 1), (16, 2, 3, 2), (6, 5, 3, 1)]
+)
 def test_time_major_conv_streams_in_uneven_chunks(c_in, c_out, kernel, dilation):
     torch.manual_seed(0)
     conv = Conv1d(c_in, c_out, kernel, dilation=dilation, causal=True, norm="none").eval()

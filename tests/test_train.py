@@ -201,13 +201,12 @@ def test_a_full_disk_ends_the_run_with_one_line_and_the_last_checkpoint_intact(
     run = tmp_path / "run"
     real_save, calls = torch.save, {"n": 0}
 
-    def full_after_first(obj, path, *args, **kwargs):
+    def full_after_first(obj, handle, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] > 1:
-            with open(path, "wb") as handle:
-                handle.write(b"partial")  # the disk fills half-way through
+            handle.write(b"partial")  # the disk fills half-way through
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(obj, path, *args, **kwargs)
+        return real_save(obj, handle, *args, **kwargs)
 
     monkeypatch.setattr(checkpoint.torch, "save", full_after_first)
     steps = ["trainer.steps=4", "trainer.checkpoint_every=2", "trainer.valid_every=1000"]
@@ -219,6 +218,28 @@ def test_a_full_disk_ends_the_run_with_one_line_and_the_last_checkpoint_intact(
     assert [p.name for p in list_checkpoints(run)] == ["step_00000002.ckpt"]
     assert load_checkpoint(list_checkpoints(run)[0])["step"] == 2
     assert not list(run.glob(".*.tmp"))
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file-size limits")
+def test_a_real_write_failure_ends_the_run_with_the_os_reason(tmp_path):
+    """Fault injection without mocks: a 200 kB file-size limit (RLIMIT_FSIZE) lets the run
+    write its corpus and logs but not a checkpoint (~700 kB)."""
+    import resource
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    run = tmp_path / "run"
+    steps = ["trainer.steps=4", "trainer.checkpoint_every=2", "trainer.valid_every=1000"]
+    cmd = [sys.executable, "-m", "codec.train", *TINY, *steps, f"run_dir={run}"]
+    done = subprocess.run(cmd, preexec_fn=limit_file_size, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        f"codec train: could not write the step 2 checkpoint in {run} (File too large); "
+        "no earlier checkpoint exists"
+    ]
+    assert not list_checkpoints(run) and not list(run.rglob("*.tmp"))
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor():
