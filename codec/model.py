@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from codec.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from codec.fileio import atomic_write
+from codec.fileio import atomic_write_bytes
 from codec.nn import SEANetDecoder, SEANetEncoder, fold_weight_norm, streaming
 from codec.quantize import GroupedResidualVQ
 
@@ -342,7 +342,7 @@ class Codec(nn.Module):
 
     def save_pretrained(self, directory) -> Path:
         """Write config.json and model.safetensors (atomically) to `directory`."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -351,11 +351,9 @@ class Codec(nn.Module):
         if not any(parametrize.is_parametrized(m) for m in self.modules()):
             config["norm"] = "none"  # weight norm was folded (inference): plain weights
 
-        atomic_write(directory / WEIGHTS_FILE, lambda path: save_file(state, str(path)))
-        atomic_write(
-            directory / CONFIG_FILE,
-            lambda path: Path(path).write_text(json.dumps(config, indent=2) + "\n"),
-        )
+        # bytes written by Python, so a failed write raises OSError with its reason
+        atomic_write_bytes(directory / WEIGHTS_FILE, save(state))
+        atomic_write_bytes(directory / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
         return directory
 
     @classmethod

@@ -345,13 +345,10 @@ class Trainer:
 
     @contextlib.contextmanager
     def _fatal_on_write_error(self, what: str):
-        from safetensors import SafetensorError
-
         try:
             yield
-        except (OSError, RuntimeError, SafetensorError) as err:
-            # checkpoints raise the OSError itself (see checkpoint._save), safetensors its own
-            why = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        except OSError as err:  # checkpoints and models are written so that a failure is one
+            why = err.strerror or str(err).splitlines()[0]
             found = list_checkpoints(self.run_dir)
             raise SystemExit(
                 f"codec train: could not write {what} ({why}); "

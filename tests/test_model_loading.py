@@ -93,3 +93,29 @@ def test_the_size_bound_never_exceeds_a_real_model(config):
     model = Codec(CodecConfig(**config))
     floats = sum(t.numel() for t in model.state_dict().values() if torch.is_tensor(t))
     assert 0 < model.config.least_weight_bytes() <= 4 * floats
+
+
+def test_a_failed_model_write_raises_the_os_reason_and_leaves_the_old_model(saved, tmp_path):
+    """Fault injection: a file-size limit below the weights' size (RLIMIT_FSIZE, in a child)."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "model"
+    shutil.copytree(saved, folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "from codec.model import Codec\n"
+        "model = Codec.from_pretrained(sys.argv[1])\n"
+        "try:\n"
+        "    model.save_pretrained(sys.argv[1])\n"
+        "except OSError as err:\n"
+        "    print(err.strerror)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(folder)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "File too large"
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no temp file either
