@@ -678,19 +678,22 @@ class _progress:
             self.bar.close()
 
 
+def compose_config(overrides: list[str], job_name: str = "codec-train") -> DictConfig:
+    """configs/config.yaml with Hydra `overrides` applied (no working-directory change)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name=job_name):
+        return compose(config_name="config", overrides=overrides)
+
+
 def main(argv: list[str] | None = None) -> Path:
     """Compose the config from configs/ with `argv` overrides and train."""
-    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     overrides = list(sys.argv[1:] if argv is None else argv)
     try:
-        with initialize_config_dir(
-            config_dir=CONFIG_DIR, version_base="1.3", job_name="codec-train"
-        ):
-            cfg = compose(config_name="config", overrides=overrides)
-        return Trainer(cfg).run()
+        return Trainer(compose_config(overrides)).run()
     except (CheckpointError, ValueError, HydraException, OmegaConfBaseException) as err:
         raise SystemExit(f"codec train: {str(err).splitlines()[0]}") from None
     finally:

@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 from codec.data import make_demo_corpus
-from codec.train import CONFIG_DIR, Trainer
+from codec.train import Trainer, compose_config
 
 CASES = {
     "demo model, no discriminator (make demo)": ["experiment=demo"],
@@ -29,18 +28,17 @@ CASES = {
 
 
 def step_times(overrides: list[str], steps: int, corpus: Path, run_dir: Path):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="bench"):
-        cfg = compose(
-            config_name="config",
-            overrides=[
-                *overrides,
-                f"data.root={corpus}",
-                f"run_dir={run_dir}",
-                "trainer.progress=false",
-                "trainer.tensorboard=false",
-                f"trainer.threads={torch.get_num_threads()}",  # configs may set their own
-            ],
-        )
+    cfg = compose_config(
+        [
+            *overrides,
+            f"data.root={corpus}",
+            f"run_dir={run_dir}",
+            "trainer.progress=false",
+            "trainer.tensorboard=false",
+            f"trainer.threads={torch.get_num_threads()}",  # configs may set their own
+        ],
+        job_name="bench",
+    )
     trainer = Trainer(cfg)
     batches = trainer.batches()
     times = []

@@ -231,9 +231,10 @@ def test_only_stored_parameters_have_cached_layouts():
     )
 
 
-def test_time_major_under_bfloat16_autocast_is_close():
+@pytest.mark.parametrize("true_skip", [True, False])
+def test_time_major_under_bfloat16_autocast_is_close(true_skip):
     torch.manual_seed(0)
-    enc = SEANetEncoder(causal=True, **{**SMALL, "lstm": 1}).eval()
+    enc = SEANetEncoder(causal=True, true_skip=true_skip, **{**SMALL, "lstm": 1}).eval()
     x = torch.randn(1, 1, 16 * 20)
     with torch.no_grad():
         exact = enc(x)

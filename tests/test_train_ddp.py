@@ -25,9 +25,7 @@ def worker(rank, world, port, run_dir, steps, out):
         WORLD_SIZE=str(world),
         LOCAL_RANK=str(rank),
     )
-    from hydra import compose, initialize_config_dir
-
-    from codec.train import CONFIG_DIR, Trainer
+    from codec.train import Trainer, compose_config
 
     overrides = [
         *TINY,
@@ -36,9 +34,7 @@ def worker(rank, world, port, run_dir, steps, out):
         "trainer.valid_every=1000",
         f"run_dir={run_dir}",
     ]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="ddp"):
-        cfg = compose(config_name="config", overrides=overrides)
-    trainer = Trainer(cfg)
+    trainer = Trainer(compose_config(overrides, job_name="ddp"))
     trainer.run()
     torch.save(
         {"model": trainer.model.state_dict(), "step": trainer.step},

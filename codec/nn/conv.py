@@ -248,9 +248,8 @@ class Conv1d(StreamingModule):
         x, weight, bias = x.to(dtype), conv.weight, conv.bias
         if bias is not None and bias.dtype != dtype:
             bias = bias.to(dtype)
-        if groups == 1 and d == 1 and k == 1 and s == 1:
-            w = self.derived(f"matrix-{dtype}", weight, lambda w: w[..., 0].to(dtype))
-            return _from_rows(_linear(_rows(x), w, bias))
+        if self.pointwise:
+            return _from_rows(_linear(_rows(x), self._matrix(dtype), bias))
         if groups == 1 and d == 1 and s > 1 and k == 2 * s:
             # polyphase: after padding, frame f reads rows f and f + 1 of the (t/s, s*c) reshape
             lo, hi = self.derived(
@@ -286,6 +285,15 @@ class Conv1d(StreamingModule):
             y = F.conv2d(pad1d(x, left, right, self.pad_mode), w4, bias, (1, s), 0, (1, d), groups)
         return _time_major_out(y)
 
+    @property
+    def pointwise(self) -> bool:
+        """A 1x1 conv (kernel 1, stride 1, one group): one matrix product per sample."""
+        return self.shape == (1, 1, 1) and self.stride == 1
+
+    def _matrix(self, dtype: torch.dtype) -> torch.Tensor:
+        """A pointwise conv's weight as an (o, i) matrix."""
+        return self.derived(f"matrix-{dtype}", self.conv.weight, lambda w: w[..., 0].to(dtype))
+
     def _tap_products(self, x, left: int, right: int, dtype, bias) -> torch.Tensor:
         """Stride 1: z = (k * o, i) taps @ x, padded like x (padding commutes with a
         per-sample product, reflection included), then y[o, t] = sum_j z[j, o, t + j * d]."""
@@ -317,6 +325,24 @@ class Conv1d(StreamingModule):
             y = F.conv1d(x, conv.weight, conv.bias, conv.stride, left, conv.dilation, conv.groups)
             return y[..., : math.ceil(x.shape[-1] / self.stride)]
         return self.conv(pad1d(x, left, right, self.pad_mode))
+
+
+def pointwise_rows(conv: Conv1d, x: torch.Tensor, extra_bias=None) -> torch.Tensor:
+    """A pointwise conv of time-major x, plus `extra_bias`, as contiguous (b, t, o) rows."""
+    dtype = _compute_dtype(x)
+    biases = [b for b in (conv.conv.bias, extra_bias) if b is not None]
+    bias = sum(biases[1:], biases[0]).to(dtype) if biases else None
+    return _linear(_rows(x.to(dtype)), conv._matrix(dtype), bias)
+
+
+def add_pointwise_(out: torch.Tensor, conv: Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """out (b, t, o) rows += the pointwise conv of time-major x without its bias, in place;
+    returns out time-major. With `pointwise_rows` this sums two pointwise convs with no second
+    output, no add pass and one bias copy: for the thin outer layers those passes over memory
+    cost about as much as the products."""
+    rows = _rows(x.to(out.dtype))
+    out.view(-1, out.shape[-1]).addmm_(rows.view(-1, rows.shape[-1]), conv._matrix(out.dtype).t())
+    return _from_rows(out)
 
 
 class ConvTranspose1d(StreamingModule):

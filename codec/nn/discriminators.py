@@ -43,6 +43,16 @@ LEAKY_SLOPE = 0.2
 Output = tuple[list[torch.Tensor], list[list[torch.Tensor]]]
 
 
+def _each(subs: nn.ModuleList, wav: torch.Tensor) -> Output:
+    """One (logits, features) pair per sub-discriminator, as two lists."""
+    logits, features = [], []
+    for sub in subs:
+        score, feats = sub(wav)
+        logits.append(score)
+        features.append(feats)
+    return logits, features
+
+
 def _conv2d(
     in_channels: int,
     out_channels: int,
@@ -171,12 +181,7 @@ class MultiScaleSTFTDiscriminator(nn.Module):
         )
 
     def forward(self, wav: torch.Tensor) -> Output:
-        logits, features = [], []
-        for scale in self.scales:
-            score, feats = scale(wav)
-            logits.append(score)
-            features.append(feats)
-        return logits, features
+        return _each(self.scales, wav)
 
 
 # -- HiFi-GAN's multi-period discriminator -------------------------------------------------
@@ -235,12 +240,7 @@ class MultiPeriodDiscriminator(nn.Module):
         )
 
     def forward(self, wav: torch.Tensor) -> Output:
-        logits, features = [], []
-        for sub in self.periods:
-            score, feats = sub(wav)
-            logits.append(score)
-            features.append(feats)
-        return logits, features
+        return _each(self.periods, wav)
 
 
 # -- DAC's multi-band multi-resolution STFT discriminator ----------------------------------
@@ -329,12 +329,7 @@ class MultiBandDiscriminator(nn.Module):
         )
 
     def forward(self, wav: torch.Tensor) -> Output:
-        logits, features = [], []
-        for sub in self.resolutions:
-            score, feats = sub(wav)
-            logits.append(score)
-            features.append(feats)
-        return logits, features
+        return _each(self.resolutions, wav)
 
 
 # -- building and combining ----------------------------------------------------------------

@@ -10,10 +10,19 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from codec.nn.activations import make_activation
-from codec.nn.conv import LSTM, Conv1d, ConvTranspose1d, from_time_major, time_major
+from codec.nn.conv import (
+    LSTM,
+    Conv1d,
+    ConvTranspose1d,
+    add_pointwise_,
+    from_time_major,
+    pointwise_rows,
+    time_major,
+)
 
 
 class ResidualUnit(nn.Module):
@@ -40,8 +49,17 @@ class ResidualUnit(nn.Module):
         self.shortcut = nn.Identity() if true_skip else Conv1d(dim, dim, 1, **conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 4:  # time-major inference: the block's output is fresh, add in place
-            return self.block(x).add_(self.shortcut(x))
+        """(b, dim, t) -> (b, dim, t). Time-major (inference) with a 1x1 shortcut, x is
+        overwritten: inside a SEANet it is the previous layer's fresh output."""
+        if x.ndim == 4:
+            if isinstance(self.shortcut, Conv1d) and self.shortcut.pointwise:
+                # the shortcut's product first (with the block's last bias); then the block's
+                # first ELU may overwrite x, and its last product adds into the shortcut's
+                first, conv, second, last = self.block
+                out = pointwise_rows(self.shortcut, x, extra_bias=last.conv.bias)
+                h = F.elu(x, first.alpha, inplace=True) if isinstance(first, nn.ELU) else first(x)
+                return add_pointwise_(out, last, second(conv(h)))
+            return self.block(x).add_(self.shortcut(x))  # the block's output is fresh
         return self.shortcut(x) + self.block(x)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # speech16k: a 16 kHz speech codec on real speech, 1.5 / 3 / 6 / 12 kbps.
 #   bash recipes/speech16k/run.sh                       # CPU configuration (2 cores, ~1 hour)
-#   CONFIG=gpu bash recipes/speech16k/run.sh            # full size on a GPU
+#   CONFIG=gpu bash recipes/speech16k/run.sh            # full size on a GPU (DEVICE=cuda)
 #   DATA=/path/to/speech bash recipes/speech16k/run.sh  # any folder instead of the default corpus
 # Stages (STAGE=N starts at N): 0 prepare, 1 train, 2 evaluate against Opus, 3 tokenize.
 # The default corpus is ~3 h of Czech and Dutch game dialogue that Debian/Ubuntu ship:
@@ -13,6 +13,7 @@ CONFIG=${CONFIG:-cpu}
 RUN=${RUN:-runs/speech16k_$CONFIG}
 CORPUS=${DATA:-${CORPUS:-data/speech16k}}   # DATA is used in place
 STAGE=${STAGE:-0}
+if [ "$CONFIG" = gpu ]; then DEVICE=${DEVICE:-cuda}; else DEVICE=${DEVICE:-cpu}; fi  # stages 2, 3
 EXTRA=("$@")   # more Hydra overrides for stage 1, e.g. trainer.steps=2000
 
 if [ "$STAGE" -le 0 ]; then
@@ -30,10 +31,10 @@ if [ "$STAGE" -le 2 ]; then
   echo "== stage 2: evaluate the held-out split at 1.5 / 3 / 6 / 12 kbps, Opus alongside"
   $PY scripts/heldout.py "$RUN" > "$RUN/eval_files.txt"   # the trainer's heldout.txt list
   $PY -m codec.cli eval -m "$RUN/model" --files-from "$RUN/eval_files.txt" \
-    --bandwidths 1.5 3 6 12 --compare opus -o "$RUN/eval" --quiet
+    --bandwidths 1.5 3 6 12 --compare opus -o "$RUN/eval" --device "$DEVICE" --quiet
 fi
 
 if [ "$STAGE" -le 3 ]; then
   echo "== stage 3: tokenize the corpus at 6 kbps"
-  $PY -m codec.cli tokenize "$CORPUS" -r -m "$RUN/model" -b 6 -o "$RUN/tokens" --quiet
+  $PY -m codec.cli tokenize "$CORPUS" -r -m "$RUN/model" -b 6 -o "$RUN/tokens" --device "$DEVICE" --quiet
 fi
