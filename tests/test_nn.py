@@ -140,7 +140,7 @@ def test_time_major_conv_equals_the_training_path(causal, c_in, c_out, kernel, s
     conv = Conv1d(c_in, c_out, kernel, stride, dilation, causal=causal, norm="none").eval()
     with torch.no_grad():
         conv.conv.bias.normal_()  # zero at init: make sure the fast paths add it
-    for batch, length in ((1, 1), (1, 37), (3, 64), (2, 5)):
+    for batch, length in ((1, 1), (1, 37), (3, 64), (2, 5), (2, 600)):  # 600: > 512 paths
         reference, fast = _both_paths(conv, torch.randn(batch, c_in, length))
         torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
 
@@ -153,11 +153,11 @@ def test_time_major_conv_streams_in_uneven_chunks(c_in, c_out, kernel, dilation)
     conv = Conv1d(c_in, c_out, kernel, dilation=dilation, causal=True, norm="none").eval()
     with torch.no_grad():
         conv.conv.bias.normal_()
-    x = time_major(torch.randn(2, c_in, 60))
+    x = time_major(torch.randn(2, c_in, 700))
     with torch.no_grad():
         offline = conv(x)
-        with streaming(conv):
-            chunks = [conv(x[..., a:b]) for a, b in [(0, 1), (1, 21), (21, 24), (24, 60)]]
+        with streaming(conv):  # the last chunk takes the paths for long inputs
+            chunks = [conv(x[..., a:b]) for a, b in [(0, 1), (1, 21), (21, 24), (24, 700)]]
     torch.testing.assert_close(torch.cat(chunks, -1), offline, rtol=1e-5, atol=1e-5)
 
 
