@@ -410,8 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"codec {args.command}: {err}", file=sys.stderr)
         return 2
-    except (ValueError, OSError) as err:
-        # a model folder or a single target that cannot be used: one line, no traceback
+    except OSError as err:  # a model folder or a single target that cannot be used
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"codec {args.command}: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
+    except ValueError as err:
         print(f"codec {args.command}: {err}", file=sys.stderr)
         return 1
     return 1 if errors else 0
