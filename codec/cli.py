@@ -35,6 +35,41 @@ class Problems(list):
         super().append(line)
 
 
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in "invalid int value"
+    return parse
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+_positive.__name__ = "number"
+
+
+def _sample_rate(text: str) -> int:
+    from codec.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+
+    value = int(text)
+    if not MIN_SAMPLE_RATE <= value <= MAX_SAMPLE_RATE:
+        raise argparse.ArgumentTypeError(
+            f"must be {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz, got {value}"
+        )
+    return value
+
+
+_sample_rate.__name__ = "int"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="codec", description="Neural audio codec toolkit: encode audio to codes and back."
@@ -47,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("-m", "--model", type=Path, default=_env_model(), help="saved model folder")
     enc.add_argument("-o", "--output", type=Path, help="output .codes file or folder")
     rate = enc.add_mutually_exclusive_group()
-    rate.add_argument("-b", "--bandwidth", type=float, help="target kbps (the most that fits)")
-    rate.add_argument("-q", "--levels", type=int, help="number of quantizer levels")
+    rate.add_argument("-b", "--bandwidth", type=_positive, help="target kbps (the most that fits)")
+    rate.add_argument("-q", "--levels", type=_at_least(1), help="number of quantizer levels")
     enc.add_argument("-r", "--recursive", action="store_true", help="descend into subfolders")
     _common(enc)
 
@@ -56,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("inputs", nargs="+", type=Path, metavar="IN")
     dec.add_argument("-m", "--model", type=Path, default=_env_model(), help="saved model folder")
     dec.add_argument("-o", "--output", type=Path, help="output audio file or folder")
-    dec.add_argument("--sr", type=int, help="output sample rate (default: the model's)")
+    dec.add_argument("--sr", type=_sample_rate, help="output sample rate (default: the model's)")
     dec.add_argument("--format", choices=["wav", "flac"], default="wav")
     dec.add_argument("-r", "--recursive", action="store_true", help="descend into subfolders")
     _common(dec)
@@ -66,10 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("-m", "--model", type=Path, default=_env_model(), help="saved model folder")
     tok.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     rate = tok.add_mutually_exclusive_group()
-    rate.add_argument("-b", "--bandwidth", type=float, help="target kbps (the most that fits)")
-    rate.add_argument("-q", "--levels", type=int, help="number of quantizer levels")
+    rate.add_argument("-b", "--bandwidth", type=_positive, help="target kbps (the most that fits)")
+    rate.add_argument("-q", "--levels", type=_at_least(1), help="number of quantizer levels")
     tok.add_argument("-r", "--recursive", action="store_true", help="descend into subfolders")
-    tok.add_argument("--shard-size", type=int, default=256, help="files per shard")
+    tok.add_argument("--shard-size", type=_at_least(1), default=256, help="files per shard")
     _common(tok)
 
     ev = sub.add_parser("eval", help="quality against bitrate, optionally beside Opus")
@@ -78,11 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--files-from", type=Path, help="a text file with one audio path a line")
     ev.add_argument("-r", "--recursive", action="store_true", help="descend into subfolders")
     ev.add_argument(
-        "--bandwidths", type=float, nargs="+", help="kbps to test (default: every level count)"
+        "--bandwidths", type=_positive, nargs="+", help="kbps to test (default: every level count)"
     )
     ev.add_argument("--compare", choices=["opus"], action="append", default=[])
     ev.add_argument("-o", "--output", type=Path, default=Path("eval"), help="report folder")
-    ev.add_argument("--spectrograms", type=int, default=3, help="files to draw (default 3)")
+    ev.add_argument(
+        "--spectrograms", type=_at_least(0), default=3, help="files to draw (default 3)"
+    )
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -103,9 +140,9 @@ def _env_model():
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=8, help="files coded together")
+    p.add_argument("--batch-size", type=_at_least(1), default=8, help="files coded together")
     p.add_argument(
-        "--chunk-seconds", type=float, help="chunk length (default: 1 s causal, 5 s otherwise)"
+        "--chunk-seconds", type=_positive, help="chunk length (default: 1 s causal, 5 s otherwise)"
     )
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument(
@@ -172,7 +209,19 @@ def _load_model(path: Path | None, device: str):
 
     if path is None:
         raise UsageError("no model given: pass -m MODEL_DIR or set CODEC_MODEL")
-    return Codec.from_pretrained(path).to(device)
+    return Codec.from_pretrained(path).to(_usable_device(device))
+
+
+def _usable_device(name: str):
+    import torch
+
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)  # fails here when the device does not exist on this machine
+    except (RuntimeError, AssertionError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UsageError(f"--device {name}: not usable here ({reason})") from None
+    return device
 
 
 def run_encode(args, errors: list[str]) -> int:

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from codec import __version__
@@ -215,3 +216,33 @@ def test_a_real_write_failure_is_one_line_and_the_other_files_still_decode(
     ]
     assert sorted(p.name for p in out.iterdir()) == [short.name]  # no temp file left
     assert (out / short.name).read_bytes() == (probe / short.name).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+        (["--chunk-seconds", "-1"], "--chunk-seconds: must be a positive number, got -1"),
+        (["-b", "nan"], "--bandwidth: must be a positive number, got nan"),
+        (["-q", "0"], "--levels: must be at least 1, got 0"),
+    ],
+)
+def test_bad_option_values_are_usage_errors(saved_model, tmp_path, capsys, option, message):
+    wav = tmp_path / "a.wav"
+    sf.write(str(wav), np.zeros(1600, dtype=np.float32), 16000)
+    with pytest.raises(SystemExit) as stop:
+        main(["encode", str(wav), "-m", str(saved_model), "-o", str(tmp_path / "a.codes"), *option])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["decode", str(tmp_path / "x.codes"), "-m", str(saved_model), "--sr", "7"])
+    assert "--sr: must be 1000 to 384000 Hz, got 7" in capsys.readouterr().err
+
+
+def test_a_device_this_machine_lacks_is_one_usage_line(saved_model, tmp_path, capsys):
+    wav = tmp_path / "a.wav"
+    sf.write(str(wav), np.zeros(1600, dtype=np.float32), 16000)
+    args = ["encode", str(wav), "-m", str(saved_model), "-o", str(tmp_path / "a.codes")]
+    assert main([*args, "--device", "no-such-device"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("codec encode: --device no-such-device: not usable here (")
+    assert not (tmp_path / "a.codes").exists()
