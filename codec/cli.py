@@ -459,6 +459,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"codec {args.command}: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # outputs are renamed into place only when complete: what exists is whole
+        print(f"codec {args.command}: interrupted; no partial outputs left", file=sys.stderr)
+        return 130
     except OSError as err:  # a model folder or a single target that cannot be used
         where = f"{err.filename}: " if err.filename else ""
         print(f"codec {args.command}: {where}{err.strerror or err}", file=sys.stderr)

@@ -246,3 +246,28 @@ def test_a_device_this_machine_lacks_is_one_usage_line(saved_model, tmp_path, ca
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("codec encode: --device no-such-device: not usable here (")
     assert not (tmp_path / "a.codes").exists()
+
+
+def test_ctrl_c_is_one_line_exit_130_and_leaves_only_whole_outputs(
+    fsdd_root, saved_model, tmp_path, capsys, monkeypatch
+):
+    import codec.coding
+
+    speech(fsdd_root, tmp_path / "in", 3)
+    real, calls = codec.coding.encode_each, {"n": 0}
+
+    def interrupted_on_second_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(codec.coding, "encode_each", interrupted_on_second_batch)
+    out = tmp_path / "out"
+    args = ["encode", str(tmp_path / "in"), "-m", str(saved_model), "-o", str(out)]
+    assert main([*args, "--batch-size", "2", "--quiet"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "codec encode: interrupted; no partial outputs left"
+    ]
+    written = sorted(out.iterdir())
+    assert len(written) == 2 and all(read_codes(p) for p in written)  # the first batch, whole
