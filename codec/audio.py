@@ -31,10 +31,14 @@ class AudioError(ValueError):
 
 def audio_info(path) -> sf._SoundFileInfo:
     path = Path(path)
-    if not path.exists():
-        raise AudioError(path, "no such file")
+    try:
+        path.stat()
+    except OSError as err:  # missing, a dangling or looping link, no permission
+        raise AudioError(path, err.strerror.lower() if err.strerror else "cannot be read") from None
     if path.is_dir():
         raise AudioError(path, "is a folder, not an audio file")
+    if not path.is_file():  # a device or a pipe: could be endless
+        raise AudioError(path, "not a regular file")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file")
     try:

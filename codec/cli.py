@@ -181,12 +181,15 @@ def output_path(source: Path, root: Path | None, output: Path | None, suffix: st
 
 
 def plan_outputs(files, output, suffix: str, many: bool, force: bool, errors: list[str]):
-    """(source, target) pairs; a target that exists (without --force) or that two inputs would
-    both write is an error for the input, not a silent overwrite."""
+    """(source, target) pairs; a target that exists (without --force), that two inputs would
+    both write, or that is one of the inputs is an error for the input, not an overwrite."""
     todo, claimed = [], {}
+    inputs = {os.path.realpath(source) for source, _ in files}  # realpath: loops do not raise
     for source, root in files:
         target = output_path(source, root, output, suffix, many)
-        if target in claimed:
+        if os.path.realpath(target) in inputs:  # even with --force: the input would be lost
+            errors.append(f"{source}: the output {target} is an input; choose another -o")
+        elif target in claimed:
             errors.append(f"{source}: would write {target}, as {claimed[target]} does; rename one")
         elif target.exists() and not force:
             errors.append(f"{target}: exists (use --force to overwrite)")

@@ -271,3 +271,24 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_only_whole_outputs(
     ]
     written = sorted(out.iterdir())
     assert len(written) == 2 and all(read_codes(p) for p in written)  # the first batch, whole
+
+
+def test_pipes_link_loops_and_an_output_that_is_the_input_are_refused(
+    fsdd_root, saved_model, tmp_path, capsys
+):
+    import os
+
+    (source,) = speech(fsdd_root, tmp_path, 1)
+    before = source.read_bytes()
+    os.mkfifo(tmp_path / "pipe.wav")  # reading it would block forever
+    os.symlink(tmp_path / "b.wav", tmp_path / "a.wav")
+    os.symlink(tmp_path / "a.wav", tmp_path / "b.wav")
+    inputs = [str(tmp_path / n) for n in ("pipe.wav", "a.wav")]
+    assert main(["encode", *inputs, "-m", str(saved_model), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'pipe.wav'}: not a regular file" in err
+    assert f"error: {tmp_path / 'a.wav'}: too many levels of symbolic links" in err
+    args = ["encode", str(source), "-m", str(saved_model), "-o", str(source), "--force"]
+    assert main(args) == 1
+    assert "is an input; choose another -o" in capsys.readouterr().err
+    assert source.read_bytes() == before
