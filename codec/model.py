@@ -262,6 +262,11 @@ class Codec(nn.Module):
             )
         if wav.shape[-1] == 0:
             raise ValueError("audio has no samples")
+        if not wav.is_floating_point():
+            raise ValueError(
+                f"expected floating-point audio in [-1, 1], got {wav.dtype} "
+                "(divide integer PCM by its full scale, e.g. 32768 for int16)"
+            )
 
     def _autocast(self, device: torch.device):
         """bf16 autocast for the convolutions when `precision == "bfloat16"` (the quantizer
@@ -292,8 +297,10 @@ class Codec(nn.Module):
     ) -> torch.Tensor:
         """wav (b, c, t) at the model rate -> codes (b, g, levels, ceil(t / hop)), int64."""
         self._check_audio(wav)
+        if not torch.isfinite(wav).all():
+            raise ValueError("audio contains NaN or Inf samples")
         n = self.levels_for(bandwidth, levels)
-        _, codes, _ = self._quantize(self._latents(wav), num_levels=n)
+        _, codes, _ = self._quantize(self._latents(wav.float()), num_levels=n)
         return codes[:, :, :n]
 
     @torch.no_grad()
@@ -305,6 +312,8 @@ class Codec(nn.Module):
                 f"expected codes of shape (batch, {self.groups}, levels, frames), "
                 f"got {tuple(codes.shape)}"
             )
+        if codes.shape[-1] == 0:
+            raise ValueError("codes have no frames")
         quantized = self.quantizer.get_output_from_indices(rearrange(codes, "b g q f -> g b f q"))
         wav = self._decode_latents(quantized)
         return wav if length is None else wav[..., :length]

@@ -34,6 +34,20 @@ def test_encode_decode_shapes_and_bitrates():
         model.encode(torch.randn(1, 2, 100))
 
 
+def test_the_python_api_names_bad_audio_and_codes():
+    model = tiny_codec().eval()
+    wav = torch.randn(1, 1, 1000) * 0.1
+    with pytest.raises(ValueError, match="floating-point audio.*int16"):
+        model.encode((wav * 32767).to(torch.int16))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        model.encode(torch.where(torch.arange(1000) == 500, float("inf"), wav))
+    assert torch.equal(model.encode(wav.double()), model.encode(wav))  # other floats: cast
+    with pytest.raises(ValueError, match="no frames"):
+        model.decode(torch.zeros(1, 2, 4, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match="out of range"):
+        model.decode(torch.full((1, 2, 4, 3), 64))
+
+
 def test_training_forward_gives_losses_and_gradients():
     model = tiny_codec().train()
     out = model(torch.randn(2, 1, 640) * 0.1)
