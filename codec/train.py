@@ -210,8 +210,19 @@ def lr_factor(step: int, warmup: int, total: int, decay: str, floor: float) -> f
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * done))
 
 
+def check_trainer_config(cfg: DictConfig) -> None:
+    """The step counts and intervals, checked before anything is built."""
+    trainer = cfg.trainer
+    for key in ("log_every", "valid_every", "checkpoint_every"):
+        if not isinstance(trainer[key], int) or trainer[key] < 1:
+            raise ValueError(f"trainer.{key} must be a whole number >= 1, got {trainer[key]}")
+    if not isinstance(trainer.steps, int) or trainer.steps < 0:
+        raise ValueError(f"trainer.steps must be a whole number >= 0, got {trainer.steps}")
+
+
 class Trainer:
     def __init__(self, cfg: DictConfig):
+        check_trainer_config(cfg)
         self.cfg = cfg
         self.rank, self.world = setup_distributed()
         self.main = self.rank == 0

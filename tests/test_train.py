@@ -242,6 +242,20 @@ def test_a_real_write_failure_ends_the_run_with_the_os_reason(tmp_path):
     assert not list_checkpoints(run) and not list(run.rglob("*.tmp"))
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.valid_every=0", "trainer.valid_every must be a whole number >= 1, got 0"),
+        ("trainer.checkpoint_every=1.5", "trainer.checkpoint_every must be a whole number"),
+        ("trainer.steps=-5", "trainer.steps must be a whole number >= 0, got -5"),
+    ],
+)
+def test_bad_step_counts_are_one_line_before_anything_runs(tmp_path, override, message):
+    with pytest.raises(SystemExit) as stop:
+        main([*TINY, override, f"run_dir={tmp_path / 'run'}"])
+    assert message in str(stop.value) and not (tmp_path / "run").exists()
+
+
 def test_learning_rate_warms_up_then_decays_to_the_floor():
     from codec.train import lr_factor
 
