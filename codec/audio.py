@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -32,14 +33,14 @@ class AudioError(ValueError):
 def audio_info(path) -> sf._SoundFileInfo:
     path = Path(path)
     try:
-        path.stat()
+        status = path.stat()
     except OSError as err:  # missing, a dangling or looping link, no permission
         raise AudioError(path, err.strerror.lower() if err.strerror else "cannot be read") from None
-    if path.is_dir():
+    if stat.S_ISDIR(status.st_mode):
         raise AudioError(path, "is a folder, not an audio file")
-    if not path.is_file():  # a device or a pipe: could be endless
+    if not stat.S_ISREG(status.st_mode):  # a device or a pipe: could be endless
         raise AudioError(path, "not a regular file")
-    if path.stat().st_size == 0:
+    if status.st_size == 0:
         raise AudioError(path, "empty file")
     try:
         info = sf.info(str(path))
