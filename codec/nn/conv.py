@@ -249,7 +249,7 @@ class Conv1d(StreamingModule):
         if bias is not None and bias.dtype != dtype:
             bias = bias.to(dtype)
         if self.pointwise:
-            return _from_rows(_linear(_rows(x), self._matrix(dtype), bias))
+            return _from_rows(pointwise_rows(self, x))
         if groups == 1 and d == 1 and s > 1 and k == 2 * s:
             # polyphase: after padding, frame f reads rows f and f + 1 of the (t/s, s*c) reshape
             lo, hi = self.derived(

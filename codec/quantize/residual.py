@@ -268,9 +268,10 @@ class _GroupedResidual(nn.Module):
         if self.shared_codebook:  # every level reads the group's one codebook
             codes = self._codebook.lookup(rearrange(idx, "g n q -> g (q n)"), self._slots(0))
             codes = rearrange(codes, "g (q n) d -> q g n d", q=levels)
-        else:  # levels 0..q'-1 are the first q' * g codebooks, level-major
+        else:  # levels 0..q'-1 hold consecutive slots, level-major
             rows = rearrange(idx, "g n q -> (q g) n")
-            codes = self._codebook.lookup(rows, slice(0, levels * g))
+            slots = slice(self._slots(0).start, self._slots(levels - 1).stop)
+            codes = self._codebook.lookup(rows, slots)
             codes = rearrange(codes, "(q g) n d -> q g n d", g=g)
         return codes.masked_fill(rearrange(flat < 0, "g n q -> q g n 1"), 0.0)
 
