@@ -5,7 +5,8 @@ and encoding long files.
 
 1. EnCodec's 24 kHz architecture (causal SEANet, 32 filters, ratios [8, 5, 4, 2], 2-layer LSTM,
    RVQ 32 x 1024) with random weights on both sides, 10 s of audio at 6 kbps,
-   torch.set_num_threads(1): median encode and decode times and the ratio theirs / ours.
+   torch.set_num_threads(1): median encode and decode times and the ratio theirs / ours,
+   after this core's 1-thread fp32 matmul and memory read ceilings.
 2. Causal streaming decode, one frame (one hop, 13.3 ms) at a time, 1 thread: real-time factor.
 3. `codec encode` on a 10-minute and a 60-minute 24 kHz file: wall time and peak resident
    memory of the process (--quick: 2 and 6 minutes).
@@ -80,6 +81,19 @@ def versus_encodec(runs: int) -> list[tuple[str, float, float]]:
     ]
 
 
+def machine_ceilings() -> str:
+    """This core's best fp32 matmul rate and memory read rate, 1 thread: the floors in the
+    README's arithmetic are these."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    matmul = interleaved({"mm": lambda: a @ b}, 5)["mm"]
+    big = torch.randn(16 * 2**20)  # 64 MiB: beyond the last-level cache
+    read = interleaved({"sum": lambda: big.sum()}, 5)["sum"]
+    return (
+        f"1-thread ceilings: fp32 matmul {2 * 2048**3 / matmul / 1e9:.1f} GFLOP/s (2048^3), "
+        f"memory read {big.numel() * 4 / read / 1e9:.1f} GB/s (a sum over 64 MiB)"
+    )
+
+
 def streaming_rtf(seconds: float = 10.0) -> float:
     torch.set_num_threads(1)
     model = ours_model()
@@ -143,6 +157,8 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"1 thread, glibc malloc (default settings); medians of {runs} runs"
     )
+    torch.set_num_threads(1)
+    print(machine_ceilings())
     print("EnCodec 24 kHz architecture, random weights, causal, 10 s of audio at 6 kbps:")
     rows = versus_encodec(runs)
     print(f"{'case (encodec always float32)':<32} {'encodec s':>10} {'ours s':>8} {'speed-up':>9}")
