@@ -6,7 +6,7 @@ and encoding long files.
 1. EnCodec's 24 kHz architecture (causal SEANet, 32 filters, ratios [8, 5, 4, 2], 2-layer LSTM,
    RVQ 32 x 1024) with random weights on both sides, 10 s of audio at 6 kbps,
    torch.set_num_threads(1): median encode and decode times and the ratio theirs / ours,
-   after this core's 1-thread fp32 matmul and memory read ceilings.
+   after the figures the README's floors rest on (matmul and memory rates, LSTM, ELU).
 2. Causal streaming decode, one frame (one hop, 13.3 ms) at a time, 1 thread: real-time factor.
 3. `codec encode` on a 10-minute and a 60-minute 24 kHz file: wall time and peak resident
    memory of the process (--quick: 2 and 6 minutes).
@@ -82,15 +82,29 @@ def versus_encodec(runs: int) -> list[tuple[str, float, float]]:
 
 
 def machine_ceilings() -> str:
-    """This core's best fp32 matmul rate and memory read rate, 1 thread: the floors in the
-    README's arithmetic are these."""
+    """The figures the README's floor arithmetic rests on, 1 thread: this core's best fp32
+    matmul rate, its memory read rate, the bottleneck LSTM's time (the same oneDNN kernel on
+    both sides) and PyTorch's ELU rate."""
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    matmul = interleaved({"mm": lambda: a @ b}, 5)["mm"]
     big = torch.randn(16 * 2**20)  # 64 MiB: beyond the last-level cache
-    read = interleaved({"sum": lambda: big.sum()}, 5)["sum"]
+    lstm = torch.nn.LSTM(512, 512, 2, batch_first=True).eval()
+    seq = torch.randn(1, 750, 512)  # 10 s at 75 frames a second
+    act = torch.randn(240_000 * 32)  # the outer layers' activations for 10 s
+    with torch.inference_mode():
+        t = interleaved(
+            {
+                "mm": lambda: a @ b,
+                "sum": lambda: big.sum(),
+                "lstm": lambda: lstm(seq),
+                "elu": lambda: torch.nn.functional.elu_(act),
+            },
+            5,
+        )
     return (
-        f"1-thread ceilings: fp32 matmul {2 * 2048**3 / matmul / 1e9:.1f} GFLOP/s (2048^3), "
-        f"memory read {big.numel() * 4 / read / 1e9:.1f} GB/s (a sum over 64 MiB)"
+        f"1-thread figures: fp32 matmul {2 * 2048**3 / t['mm'] / 1e9:.1f} GFLOP/s (2048^3); "
+        f"memory read {big.numel() * 4 / t['sum'] / 1e9:.1f} GB/s (a sum over 64 MiB); "
+        f"2 x 512 LSTM over 750 steps {t['lstm']:.3f} s; ELU {act.numel() / t['elu'] / 1e9:.2f} "
+        "G values/s"
     )
 
 
