@@ -10,6 +10,20 @@ from hypothesis import HealthCheck, settings
 FUZZ_SCALE = int(os.environ.get("FUZZ_SCALE", "1"))
 
 
+def file_size_limit(limit: int):
+    """A subprocess preexec_fn for fault injection without mocks: the child may write files
+    of at most `limit` bytes, and a write past that fails with EFBIG (SIGXFSZ ignored) the way
+    a full disk fails with ENOSPC."""
+    import resource
+    import signal
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
 def fuzz(examples: int) -> settings:
     """Hypothesis settings of a fuzz test: `examples` fixed examples in CI, FUZZ_SCALE times as
     many fresh ones under `make fuzz`."""

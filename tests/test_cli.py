@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import file_size_limit
 
 from codec import __version__
 from codec.cli import main
@@ -183,9 +184,6 @@ def test_a_real_write_failure_is_one_line_and_the_other_files_still_decode(
     """Fault injection without mocks: a file-size limit (RLIMIT_FSIZE) between the sizes of
     two outputs fails the larger one with the OS's reason, in one line, and leaves no temp file
     behind."""
-    import resource
-    import signal
-
     (short,) = speech(fsdd_root, tmp_path / "in", 1)
     wav, rate = sf.read(str(short))
     sf.write(str(tmp_path / "in" / "long.wav"), np.tile(wav, 4), rate)
@@ -196,16 +194,11 @@ def test_a_real_write_failure_is_one_line_and_the_other_files_still_decode(
     sizes = sorted((p.stat().st_size, p.name) for p in probe.glob("*.wav"))
     assert sizes[0][1] == short.name and sizes[1][1] == "long.wav"
     limit = (sizes[0][0] + sizes[1][0]) // 2
-
-    def limit_file_size():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG instead
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "codec.cli", "decode", str(codes), "-m", str(saved_model)]
     done = subprocess.run(
         [*cmd, "-o", str(out), "--quiet"],
-        preexec_fn=limit_file_size,
+        preexec_fn=file_size_limit(limit),
         capture_output=True,
         text=True,
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import file_size_limit
 
 from codec.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from codec.model import Codec
@@ -224,16 +225,10 @@ def test_a_full_disk_ends_the_run_with_one_line_and_the_last_checkpoint_intact(
 def test_a_real_write_failure_ends_the_run_with_the_os_reason(tmp_path):
     """Fault injection without mocks: a 200 kB file-size limit (RLIMIT_FSIZE) lets the run
     write its corpus and logs but not a checkpoint (~700 kB)."""
-    import resource
-
-    def limit_file_size():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG instead
-        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
-
     run = tmp_path / "run"
     steps = ["trainer.steps=4", "trainer.checkpoint_every=2", "trainer.valid_every=1000"]
     cmd = [sys.executable, "-m", "codec.train", *TINY, *steps, f"run_dir={run}"]
-    done = subprocess.run(cmd, preexec_fn=limit_file_size, capture_output=True, text=True)
+    done = subprocess.run(cmd, preexec_fn=file_size_limit(200_000), capture_output=True, text=True)
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [
         f"codec train: could not write the step 2 checkpoint in {run} (File too large); "
