@@ -208,7 +208,7 @@ def _progress(items, quiet: bool, desc: str):
 
 
 def _load_model(path: Path | None, device: str):
-    from codec.model import Codec
+    from codec.models import Codec
 
     if path is None:
         raise UsageError("no model given: pass -m MODEL_DIR or set CODEC_MODEL")
@@ -413,9 +413,14 @@ def run_info(args) -> None:
         print(f"model {c.model_id} ({target}), weights hash {model.model_hash}")
         print(
             f"  {c.sample_rate} Hz, {c.channels} channel(s), hop {model.hop_length} "
-            f"({model.frame_rate:g} frames/s), {'causal' if c.causal else 'non-causal'}"
+            f"({model.frame_rate:g} frames/s), {'causal' if model.causal else 'non-causal'}"
         )
-        print(f"  quantizer: {c.groups} group(s) x {c.levels} levels x {c.codebook_size} codes")
+        parts = {kind: c.part(kind)[0] for kind in ("encoder", "quantizer", "decoder")}
+        print("  parts: " + ", ".join(f"{kind} {name}" for kind, name in parts.items()))
+        print(
+            f"  quantizer: {model.groups} group(s) x {model.levels} levels x "
+            f"{model.codebook_size} codes"
+        )
         print("  bandwidths (kbps): " + ", ".join(f"{b:.3g}" for b in model.bandwidths))
         print(f"  parameters: {params / 1e6:.2f} M")
         return

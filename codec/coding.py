@@ -36,7 +36,7 @@ from codec.audio import (
     read_audio,
     resample,
 )
-from codec.model import Codec
+from codec.models import Codec
 from codec.tokens import CodesHeader
 
 MAX_BATCH_SECONDS = 12.0  # audio per forward pass; bounds activation memory
@@ -61,7 +61,7 @@ class Windowing:
     ) -> Windowing:
         """Defaults: a causal model streams 1 s chunks (state carries the history, so small
         chunks cost nothing); a non-causal one uses 5 s chunks with 0.5 s of context."""
-        causal = model.config.causal
+        causal = model.causal
         chunk_seconds = chunk_seconds or (1.0 if causal else 5.0)
         context_seconds = 0.0 if causal else (0.5 if context_seconds is None else context_seconds)
         rate = model.frame_rate
@@ -165,7 +165,7 @@ def _per_batch(model: Codec, window_samples: int) -> int:
 def encode_batch(model: Codec, signals: list, levels: int, windowing: Windowing) -> list:
     """signals: (c, t) tensors or FileSources at the model rate -> codes (g, levels,
     ceil(t / hop)) each, int64 on the CPU."""
-    if model.config.causal:
+    if model.causal:
         return _encode_streaming(model, signals, levels, windowing)
     hop, context = model.hop_length, windowing.context_frames
     device = next(model.parameters()).device
@@ -273,7 +273,7 @@ def decode_chunks(
     hop, frames = model.hop_length, codes.shape[-1]
     device = next(model.parameters()).device
     gains = list(gains_db)
-    chunk = windowing.chunk_for(frames) if not model.config.causal else windowing.chunk_frames
+    chunk = windowing.chunk_for(frames) if not model.causal else windowing.chunk_frames
     emitted = 0
 
     def finish(index: int, wav: torch.Tensor) -> torch.Tensor:
@@ -282,7 +282,7 @@ def decode_chunks(
         emitted += wav.shape[-1]
         return apply_gain_db(wav, -gains[index]) if index < len(gains) else wav
 
-    if model.config.causal:
+    if model.causal:
         with model.streaming():
             for index, k in enumerate(range(0, frames, chunk)):
                 yield finish(index, model.decode(codes[None, ..., k : k + chunk].to(device))[0])

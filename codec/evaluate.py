@@ -32,7 +32,7 @@ from codec.audio import AudioError, read_audio, read_for, resample, write_audio
 from codec.coding import Windowing, codes_header, decode_codes, encode_batch, prepare_audio
 from codec.losses import MultiResolutionSTFTLoss
 from codec.metrics import MelDistance, code_statistics, si_sdr
-from codec.model import Codec
+from codec.models import Codec
 from codec.tokens import encode_codes_bytes
 
 METRICS = ("mel", "stft", "si_sdr", "pesq", "stoi")

@@ -46,7 +46,7 @@ from codec.losses import (
     waveform_l1,
 )
 from codec.metrics import si_sdr
-from codec.model import Codec, CodecConfig
+from codec.models import Codec, CodecConfig
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 

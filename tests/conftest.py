@@ -52,11 +52,12 @@ def fsdd_root() -> Path:
 
 
 def tiny_codec(**overrides):
-    """A small randomly initialised Codec (16 kHz, hop 64) for tests."""
-    from codec.model import Codec, CodecConfig
+    """A small randomly initialised Codec (16 kHz, hop 64) for tests; `overrides` are fields of
+    the flat (version 1) config, which CodecConfig upgrades."""
+    from codec.models import Codec, CodecConfig
 
     torch.manual_seed(0)
-    config = CodecConfig(
+    flat = dict(
         sample_rate=16000,
         n_filters=4,
         dimension=16,
@@ -68,7 +69,7 @@ def tiny_codec(**overrides):
         model_id="tiny",
         quantizer={"decay": 0.9, "quantize_dropout": True},
     )
-    return Codec(config, **overrides)
+    return Codec(CodecConfig.from_dict(flat | overrides))
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from codec.audio import read_audio
 from codec.cli import main
 from codec.data import SegmentDataset, build_manifest
 from codec.evaluate import read_results
-from codec.model import Codec
+from codec.models import Codec
 from codec.tokens import read_codes
 
 BAD = {name: outcome for name, (_, outcome) in CASES.items() if outcome != "ok"}

@@ -7,7 +7,7 @@ import torch
 
 from codec.cli import main
 from codec.coding import Windowing, decode_codes, encode_batch, load_for_model
-from codec.model import Codec
+from codec.models import Codec
 from codec.shards import flatten_codes, read_shard, unflatten_codes
 
 

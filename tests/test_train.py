@@ -16,7 +16,7 @@ import torch
 from conftest import file_size_limit
 
 from codec.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-from codec.model import Codec
+from codec.models import Codec
 from codec.train import held_out_paths, main
 
 TINY = [

@@ -90,6 +90,7 @@ class _SEANet(nn.Module):
         super().__init__()
         self.channels, self.dimension, self.ratios = channels, dimension, list(ratios)
         self.hop_length = math.prod(self.ratios)
+        self.causal = causal
         self._conv = dict(causal=causal, norm=norm, pad_mode=pad_mode)
         self._unit = dict(
             kernel_size=residual_kernel_size,

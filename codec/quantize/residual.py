@@ -160,7 +160,7 @@ class _GroupedResidual(nn.Module):
         )
         # Counter-based RNG for dropout depths, k-means and dead-code sampling: a seed and a step,
         # identical on every rank, saved with the weights (see get_extra_state).
-        self._rng_seed = int(torch.randint(0, 2**62, (1,)))
+        self._rng_seed = int(torch.randint(0, 2**62, (1,), device="cpu"))
         self._rng_step = 0
         self._rng_synced = False
         nan = torch.full((groups, num_quantizers), float("nan"))

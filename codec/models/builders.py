@@ -1,0 +1,122 @@
+"""The parts a Codec is assembled from, by name.
+
+Each registry entry pairs a part's settings (an `Options` dataclass, checked on load) with the
+function that builds the module. Adding an architecture is one module in codec/nn/, one entry
+here and one file in configs/model/{encoder,decoder,quantizer}/.
+
+Every encoder maps (b, channels, t) -> (b, dimension, ceil(t / hop_length)) and exposes
+`hop_length` and `causal`; every decoder maps (b, dimension, f) -> (b, channels, f * hop_length)
+and exposes `causal`; every quantizer has the GroupedResidualVQ interface.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from codec.limits import CODEBOOK_SIZE, GROUPS, LEVELS
+from codec.models.options import ConfigError, Options, bounded
+from codec.nn import SEANetDecoder, SEANetEncoder
+from codec.quantize import GroupedResidualVQ
+
+
+@dataclass
+class SEANetOptions(Options):
+    """SEANet (SoundStream, EnCodec). Defaults: EnCodec's 24 kHz architecture."""
+
+    n_filters: int = bounded(32, range=(1, 4096))
+    ratios: list[int] = bounded([8, 5, 4, 2], range=(1, 64), length=(1, 8))
+    n_residual_layers: int = bounded(1, range=(0, 16))
+    kernel_size: int = bounded(7, range=(1, 63))
+    residual_kernel_size: int = bounded(3, range=(1, 63))
+    last_kernel_size: int = bounded(7, range=(1, 63))
+    dilation_base: int = bounded(2, range=(1, 8))
+    compress: int = bounded(2, range=(1, 64))
+    lstm: int = bounded(2, range=(0, 8))
+    causal: bool = False
+    activation: str = bounded("elu", choices=("elu", "snake"))
+    norm: str = bounded("weight_norm", choices=("weight_norm", "none", "time_group_norm"))
+    pad_mode: str = bounded("reflect", choices=("reflect", "zeros"))
+    true_skip: bool = False
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.ratios)
+
+
+@dataclass
+class GRVQOptions(Options):
+    """Grouped residual VQ (codec.quantize.GroupedResidualVQ) and its codebook options."""
+
+    groups: int = bounded(1, range=GROUPS)
+    levels: int = bounded(32, range=LEVELS)
+    codebook_size: int = bounded(1024, range=CODEBOOK_SIZE)
+    codebook_dim: int | None = bounded(None, range=(1, 8192))
+    decay: float = bounded(0.99, range=(0.0, 0.999999))
+    eps: float = bounded(1e-5, range=(0.0, 1.0))
+    kmeans_init: bool = True
+    kmeans_iters: int = bounded(50, range=(1, 1000))
+    threshold_ema_dead_code: float = bounded(2.0, range=(0.0, 1e9))
+    use_cosine_sim: bool = False
+    ema_update: bool = True
+    learnable_codebook: bool = False
+    shared_codebook: bool = False
+    rotation_trick: bool = False
+    commitment_weight: float = bounded(1.0, range=(0.0, 1e6))
+    quantize_dropout: bool = True
+    quantize_dropout_cutoff_index: int = bounded(0, range=(0, LEVELS[1] - 1))
+    quantize_dropout_multiple_of: int = bounded(1, range=(1, LEVELS[1]))
+    quantize_dropout_per_item: bool = False
+    quantize_dropout_prob: float = bounded(1.0, range=(0.0, 1.0))
+    search_precision: str = bounded("float32", choices=("float32", "bfloat16"))
+
+    def validate(self, where: str) -> None:
+        if self.quantize_dropout_cutoff_index >= self.levels:
+            raise ConfigError(f"{where}.quantize_dropout_cutoff_index must be below levels")
+
+
+@dataclass(frozen=True)
+class Part:
+    options: type[Options]
+    build: Callable  # (options, config: CodecConfig) -> nn.Module
+
+
+def _seanet(cls):
+    def build(options: SEANetOptions, config) -> nn.Module:
+        settings = options.to_dict()
+        return cls(channels=config.channels, dimension=config.dimension, **settings)
+
+    return build
+
+
+def _grvq(options: GRVQOptions, config) -> nn.Module:
+    settings = options.to_dict()
+    levels = settings.pop("levels")
+    if config.dimension % options.groups:
+        raise ConfigError("dimension must be a multiple of quantizer.groups")
+    return GroupedResidualVQ(dim=config.dimension, num_quantizers=levels, **settings)
+
+
+ENCODERS: dict[str, Part] = {"seanet": Part(SEANetOptions, _seanet(SEANetEncoder))}
+DECODERS: dict[str, Part] = {"seanet": Part(SEANetOptions, _seanet(SEANetDecoder))}
+QUANTIZERS: dict[str, Part] = {"grvq": Part(GRVQOptions, _grvq)}
+REGISTRIES = {"encoder": ENCODERS, "decoder": DECODERS, "quantizer": QUANTIZERS}
+
+
+def part_options(kind: str, data) -> tuple[str, Options]:
+    """A config section {"name": ..., **settings} -> (name, checked options)."""
+    registry = REGISTRIES[kind]
+    if not isinstance(data, dict):
+        raise ConfigError(f"{kind} must be an object with a name")
+    settings = dict(data)
+    name = settings.pop("name", None)
+    if name not in registry:
+        raise ConfigError(f"{kind}.name must be one of {', '.join(registry)}, got {name!r}")
+    return name, registry[name].options.from_dict(settings, kind)
+
+
+def build_part(kind: str, name: str, options: Options, config) -> nn.Module:
+    return REGISTRIES[kind][name].build(options, config)

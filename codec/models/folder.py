@@ -1,0 +1,150 @@
+"""Model folders: config.json (the nested config and a weights hash) and model.safetensors.
+
+Loading trusts nothing in the folder: the config is checked field by field, the model it
+describes is first built on the meta device (no memory) and its state dict compared, key by
+key, shape by shape and in bytes, with the weights file's header before anything is allocated.
+Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch.nn.utils import parametrize
+
+from codec.fileio import atomic_write_bytes
+from codec.models.codec import Codec
+from codec.models.config import CodecConfig
+from codec.models.options import ConfigError
+from codec.nn import fold_weight_norm
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+STORAGE_DTYPES = (torch.float16, torch.bfloat16)  # allowed in place of a float32 tensor
+
+
+class ModelFormatError(ValueError):
+    """A saved model folder that cannot be loaded; the message names the folder and problem."""
+
+
+def save_model(model: Codec, directory) -> Path:
+    """Write config.json and model.safetensors (atomically) to `directory`."""
+    from safetensors.torch import save
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    config = model.config.to_dict() | {"weights_hash": model.weights_hash()}
+    if not any(parametrize.is_parametrized(m) for m in model.modules()):
+        for kind in ("encoder", "decoder"):  # weight norm was folded: plain weights
+            if config[kind].get("norm") == "weight_norm":
+                config[kind]["norm"] = "none"
+    # bytes written by Python, so a failed write raises OSError with its reason
+    atomic_write_bytes(directory / WEIGHTS_FILE, save(state))
+    atomic_write_bytes(directory / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+    return directory
+
+
+def read_config(directory: Path) -> tuple[CodecConfig, str | None]:
+    path = directory / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        expected_hash = data.pop("weights_hash", None)
+        if expected_hash is not None and not isinstance(expected_hash, str):
+            raise ValueError("weights_hash must be a string")
+        return CodecConfig.from_dict(data), expected_hash
+    except (ValueError, TypeError, UnicodeDecodeError) as err:
+        raise ModelFormatError(f"{path}: bad model config ({err})") from None
+
+
+def check_weights_fit(config: CodecConfig, path: Path) -> None:
+    """The model `config` describes, built on the meta device, against the header of the
+    safetensors file at `path`: same keys, shapes, and bytes (float32 tensors may be stored
+    as float16 or bfloat16). Raises ModelFormatError naming the first mismatch."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with torch.device("meta"):
+            expected = Codec(config).state_dict()
+    except (ValueError, TypeError) as err:
+        raise ModelFormatError(f"{path.parent / CONFIG_FILE}: bad model config ({err})") from None
+    try:
+        with safe_open(str(path), "pt") as handle:
+            stored = {k: handle.get_slice(k) for k in handle.keys()}
+            layout = {k: (tuple(s.get_shape()), s.get_dtype()) for k, s in stored.items()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelFormatError(f"{path}: unreadable weights ({err})") from None
+    missing = [k for k in expected if k not in layout]
+    if missing:
+        raise ModelFormatError(f"{path}: weights do not fit the config (missing {missing[0]})")
+    unexpected = [k for k in layout if k not in expected]
+    if unexpected:
+        raise ModelFormatError(f"{path}: weights do not fit the config (unexpected {unexpected[0]})")
+    need = 0
+    for key, tensor in expected.items():
+        shape, dtype_name = layout[key]
+        if shape != tuple(tensor.shape):
+            raise ModelFormatError(
+                f"{path}: weights do not fit the config ({key} has shape {list(shape)}, "
+                f"the config needs {list(tensor.shape)})"
+            )
+        dtype = _DTYPES.get(dtype_name)
+        if dtype != tensor.dtype and not (tensor.dtype == torch.float32 and dtype in STORAGE_DTYPES):
+            raise ModelFormatError(
+                f"{path}: weights do not fit the config ({key} is stored as {dtype_name}, "
+                f"the model needs {tensor.dtype})"
+            )
+        need += tensor.numel() * dtype.itemsize
+    size = path.stat().st_size
+    if need > size:
+        raise ModelFormatError(
+            f"{path}: config.json describes {need} bytes of weights, the file holds {size}"
+        )
+
+
+_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def load_model(directory, inference: bool = True) -> Codec:
+    """A folder written by `save_model` -> Codec. With `inference`, weight norm is folded
+    away and the model is in eval mode."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise ModelFormatError(f"{directory}: not a saved model (missing {path.name})")
+    config, expected_hash = read_config(directory)
+    check_weights_fit(config, weights_path)
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelFormatError(f"{weights_path}: unreadable weights ({err})") from None
+    try:
+        model = Codec(config)
+    except (ConfigError, ValueError, TypeError) as err:
+        raise ModelFormatError(f"{config_path}: bad model config ({err})") from None
+    model.load_state_dict(state)  # keys and shapes were checked against the header
+    if expected_hash is not None and model.weights_hash() != expected_hash:
+        raise ModelFormatError(f"{weights_path}: weights hash does not match config.json")
+    model.saved_hash = expected_hash or model.weights_hash()
+    if inference:
+        model.eval()
+        fold_weight_norm(model)
+    return model
