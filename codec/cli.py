@@ -3,6 +3,7 @@
     codec encode IN... -m MODEL [-o OUT] [-b KBPS | -q LEVELS] [--batch-size N] [-r] [--force]
     codec decode IN.codes... [-m MODEL] [-o OUT] [--sr RATE] [--format wav|flac] [--force]
     codec info FILE.codes | MODEL_DIR
+    codec import SRC [-o MODEL_DIR] [--from FORMAT]   (EnCodec .th, HF folder, or a known name)
     codec tokenize DATA... -m MODEL -o OUT [-b KBPS | -q LEVELS] [--shard-size N]
     codec eval DATA... -m MODEL [--bandwidths KBPS...] [--compare opus] [-o REPORT_DIR]
     codec train [KEY=VALUE ...]      (Hydra overrides; see configs/)
@@ -128,6 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE")
 
+    imp = sub.add_parser(
+        "import", help="another codec's checkpoint (EnCodec) -> a model folder of this toolkit"
+    )
+    imp.add_argument("source", metavar="SRC", help="checkpoint file, folder, or known name")
+    imp.add_argument(
+        "-o", "--output", type=Path, help="model folder (default: the cache, by model name)"
+    )
+    imp.add_argument("--from", dest="format", choices=["encodec", "encodec-hf"])
+    imp.add_argument("--kind", choices=["encodec_24khz", "encodec_48khz"], help="model kind")
+    imp.add_argument("--force", action="store_true", help="replace an existing model folder")
+
     info = sub.add_parser("info", help="describe a .codes file or a saved model")
     info.add_argument("target", type=Path, metavar="FILE_OR_MODEL")
     return parser
@@ -209,10 +221,24 @@ def _progress(items, quiet: bool, desc: str):
 
 def _load_model(path: Path | None, device: str):
     from codec.models import Codec
+    from codec.models.names import resolve_model
 
     if path is None:
         raise UsageError("no model given: pass -m MODEL_DIR or set CODEC_MODEL")
-    return Codec.from_pretrained(path).to(_usable_device(device))
+    return Codec.from_pretrained(resolve_model(path)).to(_usable_device(device))
+
+
+def run_import(args) -> None:
+    from codec.models.importing import import_checkpoint, save_new_folder
+    from codec.models.names import models_dir
+
+    model = import_checkpoint(args.source, fmt=args.format, kind=args.kind)
+    output = args.output or models_dir() / model.model_id
+    save_new_folder(model, output, force=args.force)
+    print(
+        f"imported {args.source} as {model.model_id} into {output} "
+        f"({', '.join(f'{b:g}' for b in model.bandwidths[:3])}... kbps; use -m {output})"
+    )
 
 
 def _usable_device(name: str):
@@ -451,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "info":
             run_info(args)
+            return 0
+        if args.command == "import":
+            run_import(args)
             return 0
         if args.command == "train":
             from codec.train import main as train

@@ -123,7 +123,10 @@ def prepare_audio(
     wav = resample(convert_channels(wav, model.channels, path), rate, model.sample_rate)
     gains: list[float] = []
     target = model.config.loudness_lufs
-    if target is not None:
+    scales = model.segment_scales(wav[None])
+    if scales is not None:  # kept as the gain each segment got: -20 log10(scale) dB
+        gains = [-20.0 * math.log10(float(s)) for s in scales[0].double()]
+    elif target is not None:
         chunk = windowing.chunk_for(model.frames_for(wav.shape[-1])) * model.hop_length
         pieces = []
         for start in range(0, wav.shape[-1], chunk):
@@ -140,7 +143,8 @@ def load_for_model(model: Codec, path, windowing: Windowing) -> PreparedAudio:
     info = audio_info(path)
     if info.frames == 0:
         raise AudioError(path, "no audio samples")
-    if info.samplerate == model.sample_rate and model.config.loudness_lufs is None:
+    direct = model.config.loudness_lufs is None and model.segmentation is None
+    if info.samplerate == model.sample_rate and direct:
         convert_channels(torch.zeros(info.channels, 1), model.channels, path)  # rule check
         return PreparedAudio(
             FileSource(path, model.channels, info), info.samplerate, info.channels, []
@@ -165,6 +169,8 @@ def _per_batch(model: Codec, window_samples: int) -> int:
 def encode_batch(model: Codec, signals: list, levels: int, windowing: Windowing) -> list:
     """signals: (c, t) tensors or FileSources at the model rate -> codes (g, levels,
     ceil(t / hop)) each, int64 on the CPU."""
+    if model.segmentation is not None:
+        return _encode_segmented(model, signals, levels)
     if model.causal:
         return _encode_streaming(model, signals, levels, windowing)
     hop, context = model.hop_length, windowing.context_frames
@@ -203,6 +209,16 @@ def encode_each(model: Codec, signals: list, levels: int, windowing: Windowing) 
             if len(signals) == 1:
                 return [err]
         return [encode_each(model, [signal], levels, windowing)[0] for signal in signals]
+
+
+def _encode_segmented(model: Codec, signals: list, levels: int) -> list:
+    """A segmented model (EnCodec 48 kHz) codes each file whole, segment by segment."""
+    device = next(model.parameters()).device
+    out = []
+    for signal in signals:
+        wav = _window(signal, 0, signal.shape[-1])
+        out.append(model.encode(wav[None].to(device), levels=levels)[0].cpu())
+    return out
 
 
 def _encode_streaming(model: Codec, signals: list, levels: int, windowing: Windowing) -> list:
@@ -273,6 +289,12 @@ def decode_chunks(
     hop, frames = model.hop_length, codes.shape[-1]
     device = next(model.parameters()).device
     gains = list(gains_db)
+    if model.segmentation is not None:  # segments overlap-add: decoded whole, scales applied
+        scales = None
+        if gains:
+            scales = torch.tensor([[10.0 ** (-g / 20.0) for g in gains]], dtype=torch.float64)
+        yield model.decode(codes[None].to(device), length, scales=scales)[0].cpu()
+        return
     chunk = windowing.chunk_for(frames) if not model.causal else windowing.chunk_frames
     emitted = 0
 

@@ -30,7 +30,7 @@ from timing import interleaved
 
 
 def ours_model():
-    from codec.model import Codec, CodecConfig
+    from codec.models import Codec, CodecConfig
 
     torch.manual_seed(0)
     model = Codec(CodecConfig(causal=True, model_id="bench-24k"))

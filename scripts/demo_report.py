@@ -14,7 +14,7 @@ import torch
 from codec.audio import read_audio, read_for
 from codec.coding import Windowing, decode_codes, encode_batch
 from codec.metrics import MelDistance, si_sdr
-from codec.model import Codec
+from codec.models import Codec
 from codec.report import spectrogram_figure
 from codec.tokens import read_codes
 

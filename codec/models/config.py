@@ -126,6 +126,8 @@ class CodecConfig:
         self._segment = None
         if self.segment is not None:
             self._segment = SegmentOptions.from_dict(self.segment, "segment")
+            if lufs is not None:
+                raise ConfigError("loudness_lufs and segment cannot be combined")
 
 
 # The flat config's fields, and which part each went to.
