@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from codec import __version__
+from codec.errors import first_line
 from codec.fileio import AUDIO_SUFFIXES
 
 
@@ -222,8 +223,7 @@ def _usable_device(name: str):
         device = torch.device(name)
         torch.empty(0, device=device)  # fails here when the device does not exist on this machine
     except (RuntimeError, AssertionError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UsageError(f"--device {name}: not usable here ({reason})") from None
+        raise UsageError(f"--device {name}: not usable here ({first_line(err)})") from None
     return device
 
 

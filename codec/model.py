@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from codec.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from codec.errors import first_line
 from codec.fileio import atomic_write_bytes
 from codec.nn import SEANetDecoder, SEANetEncoder, fold_weight_norm, streaming
 from codec.quantize import GroupedResidualVQ
@@ -401,7 +402,7 @@ class Codec(nn.Module):
         try:
             model.load_state_dict(state)
         except RuntimeError as err:
-            first = str(err).splitlines()[0]
+            first = first_line(err)
             raise ModelFormatError(
                 f"{weights_path}: weights do not fit the config ({first})"
             ) from None
