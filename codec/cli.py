@@ -22,6 +22,7 @@ from pathlib import Path
 from codec import __version__
 from codec.errors import first_line
 from codec.fileio import AUDIO_SUFFIXES
+from codec.limits import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
 
 class UsageError(Exception):
@@ -58,8 +59,6 @@ _positive.__name__ = "number"
 
 
 def _sample_rate(text: str) -> int:
-    from codec.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-
     value = int(text)
     if not MIN_SAMPLE_RATE <= value <= MAX_SAMPLE_RATE:
         raise argparse.ArgumentTypeError(
@@ -229,8 +228,8 @@ def _usable_device(name: str):
 
 def run_encode(args, errors: list[str]) -> int:
     from codec.audio import AudioError
+    from codec.codes_file import write_codes
     from codec.coding import Windowing, codes_header, encode_each, load_for_model
-    from codec.tokens import write_codes
 
     model = _load_model(args.model, args.device)
     model.precision = args.precision
@@ -273,8 +272,8 @@ def run_decode(args, errors: list[str]) -> int:
     import torch
 
     from codec.audio import resample, write_audio, write_audio_stream
+    from codec.codes_file import CodesFormatError, check_model, read_codes
     from codec.coding import decode_chunks, windowing_of
-    from codec.tokens import CodesFormatError, check_model, read_codes
 
     model = _load_model(args.model, args.device)
     model.precision = args.precision
@@ -419,7 +418,7 @@ def run_info(args) -> None:
         print("  bandwidths (kbps): " + ", ".join(f"{b:.3g}" for b in model.bandwidths))
         print(f"  parameters: {params / 1e6:.2f} M")
         return
-    from codec.tokens import read_codes
+    from codec.codes_file import read_codes
 
     codes, h = read_codes(target)
     print(

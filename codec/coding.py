@@ -36,8 +36,8 @@ from codec.audio import (
     read_audio,
     resample,
 )
+from codec.codes_file import CodesHeader
 from codec.model import Codec
-from codec.tokens import CodesHeader
 
 MAX_BATCH_SECONDS = 12.0  # audio per forward pass; bounds activation memory
 

@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from codec.audio import AudioError, read_audio, read_for, resample, write_audio
+from codec.codes_file import encode_codes_bytes
 from codec.coding import Windowing, codes_header, decode_codes, encode_batch, prepare_audio
 from codec.losses import MultiResolutionSTFTLoss
 from codec.metrics import MelDistance, code_statistics, si_sdr
 from codec.model import Codec
-from codec.tokens import encode_codes_bytes
 
 METRICS = ("mel", "stft", "si_sdr", "pesq", "stoi")
 
