@@ -281,8 +281,3 @@ def write_report(result: Evaluation, out: Path, model: Codec) -> list[Path]:
     if result.rows:
         written.append(rate_distortion_plot(out / "rate_distortion.png", means))
     return written
-
-
-def read_results(path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
