@@ -16,8 +16,8 @@ import torch
 import torchaudio.functional as AF
 
 from codec.fileio import atomic_write
+from codec.limits import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
-MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384_000
 # 400 ms is the gating block of ITU-R BS.1770; shorter signals get no loudness gain.
 MIN_LOUDNESS_SECONDS = 0.4
 

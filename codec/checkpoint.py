@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from codec.errors import first_line
 from codec.fileio import atomic_write
 
 PATTERN = re.compile(r"^step_(\d+)\.ckpt$")
@@ -71,12 +72,10 @@ def load_checkpoint(path) -> dict:
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path}: refused: the file holds more than tensors and plain values "
-            f"(pickled code?), and checkpoints are never unpickled ({str(err).splitlines()[0]})"
+            f"(pickled code?), and checkpoints are never unpickled ({first_line(err)})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(
-            f"{path}: unreadable checkpoint ({str(err).splitlines()[0]})"
-        ) from None
+        raise CheckpointError(f"{path}: unreadable checkpoint ({first_line(err)})") from None
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"{path}: not a training checkpoint")
     return state

@@ -21,7 +21,9 @@ import sys
 from pathlib import Path
 
 from codec import __version__
+from codec.errors import first_line
 from codec.fileio import AUDIO_SUFFIXES
+from codec.limits import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
 
 class UsageError(Exception):
@@ -58,8 +60,6 @@ _positive.__name__ = "number"
 
 
 def _sample_rate(text: str) -> int:
-    from codec.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-
     value = int(text)
     if not MIN_SAMPLE_RATE <= value <= MAX_SAMPLE_RATE:
         raise argparse.ArgumentTypeError(
@@ -80,17 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     enc = sub.add_parser("encode", help="audio files or folders -> .codes files")
     enc.add_argument("inputs", nargs="+", type=Path, metavar="IN")
-    enc.add_argument("-m", "--model", type=Path, default=_env_model(), help="saved model folder")
+    add_model_option(enc)
     enc.add_argument("-o", "--output", type=Path, help="output .codes file or folder")
-    rate = enc.add_mutually_exclusive_group()
-    rate.add_argument("-b", "--bandwidth", type=_positive, help="target kbps (the most that fits)")
-    rate.add_argument("-q", "--levels", type=_at_least(1), help="number of quantizer levels")
+    add_rate_options(enc)
     enc.add_argument("-r", "--recursive", action="store_true", help="descend into subfolders")
     _common(enc)
 
     dec = sub.add_parser("decode", help=".codes files -> audio")
     dec.add_argument("inputs", nargs="+", type=Path, metavar="IN")
-    dec.add_argument("-m", "--model", type=Path, default=_env_model(), help="saved model folder")
+    add_model_option(dec)
     dec.add_argument("-o", "--output", type=Path, help="output audio file or folder")
     dec.add_argument("--sr", type=_sample_rate, help="output sample rate (default: the model's)")
     dec.add_argument("--format", choices=["wav", "flac"], default="wav")
@@ -99,18 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     tok = sub.add_parser("tokenize", help="a dataset -> token-stream shards for language models")
     tok.add_argument("inputs", nargs="+", type=Path, metavar="DATA")
-    tok.add_argument("-m", "--model", type=Path, default=_env_model(), help="saved model folder")
+    add_model_option(tok)
     tok.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    rate = tok.add_mutually_exclusive_group()
-    rate.add_argument("-b", "--bandwidth", type=_positive, help="target kbps (the most that fits)")
-    rate.add_argument("-q", "--levels", type=_at_least(1), help="number of quantizer levels")
+    add_rate_options(tok)
     tok.add_argument("-r", "--recursive", action="store_true", help="descend into subfolders")
     tok.add_argument("--shard-size", type=_at_least(1), default=256, help="files per shard")
     _common(tok)
 
     ev = sub.add_parser("eval", help="quality against bitrate, optionally beside Opus")
     ev.add_argument("inputs", nargs="*", type=Path, metavar="DATA")
-    ev.add_argument("-m", "--model", type=Path, default=_env_model(), help="saved model folder")
+    add_model_option(ev)
     ev.add_argument("--files-from", type=Path, help="a text file with one audio path a line")
     ev.add_argument("-r", "--recursive", action="store_true", help="descend into subfolders")
     ev.add_argument(
@@ -145,9 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _env_model():
+def add_model_option(p: argparse.ArgumentParser) -> None:
+    """-m/--model MODEL_DIR, defaulting to $CODEC_MODEL (checked when the model is loaded)."""
     value = os.environ.get("CODEC_MODEL")
-    return Path(value) if value else None
+    default = Path(value) if value else None
+    p.add_argument("-m", "--model", type=Path, default=default, help="saved model folder")
+
+
+def add_rate_options(p: argparse.ArgumentParser) -> None:
+    """-b KBPS or -q LEVELS: how many quantizer levels to code with (default: all)."""
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("-b", "--bandwidth", type=_positive, help="target kbps (the most that fits)")
+    rate.add_argument("-q", "--levels", type=_at_least(1), help="number of quantizer levels")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -211,12 +216,13 @@ def plan_outputs(files, output, suffix: str, many: bool, force: bool, errors: li
     return todo
 
 
-def _progress(items, quiet: bool, desc: str):
+def progress_bar(items, quiet: bool, desc: str, total: int | None = None):
+    """`items`, shown as a per-file progress bar on stderr when it is a terminal."""
     if quiet or not sys.stderr.isatty():
         return items
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, unit="file")
+    return tqdm(items, desc=desc, unit="file", total=total)
 
 
 def _load_model(path: Path | None, device: str):
@@ -248,15 +254,14 @@ def _usable_device(name: str):
         device = torch.device(name)
         torch.empty(0, device=device)  # fails here when the device does not exist on this machine
     except (RuntimeError, AssertionError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UsageError(f"--device {name}: not usable here ({reason})") from None
+        raise UsageError(f"--device {name}: not usable here ({first_line(err)})") from None
     return device
 
 
 def run_encode(args, errors: list[str]) -> int:
     from codec.audio import AudioError
-    from codec.coding import Windowing, codes_header, encode_each, load_for_model
-    from codec.tokens import write_codes
+    from codec.codes_file import write_codes
+    from codec.coding import Windowing, codes_header, encode_files
 
     model = _load_model(args.model, args.device)
     model.precision = args.precision
@@ -266,27 +271,18 @@ def run_encode(args, errors: list[str]) -> int:
     many = len(files) > 1 or any(p.is_dir() for p in args.inputs)
     done = 0
     todo = plan_outputs(files, args.output, ".codes", many, args.force, errors)
-    batches = [todo[i : i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
-    for batch in _progress(batches, args.quiet, "encode"):
-        prepared = []
-        for source, target in batch:
-            try:
-                prepared.append((source, target, load_for_model(model, source, windowing)))
-            except AudioError as err:
-                errors.append(str(err))
-        if not prepared:
+    coded = encode_files(model, [source for source, _ in todo], levels, windowing, args.batch_size)
+    for (_, target), (audio, codes) in progress_bar(
+        zip(todo, coded), args.quiet, "encode", total=len(todo)
+    ):
+        if isinstance(codes, AudioError):
+            errors.append(str(codes))
             continue
-        coded = encode_each(model, [p.wav for _, _, p in prepared], levels, windowing)
-        for (_, target, audio), codes in zip(prepared, coded):
-            if isinstance(codes, AudioError):
-                errors.append(str(codes))
-                continue
-            header = codes_header(model, audio, codes, windowing)
-            try:
-                write_codes(target, codes.cpu(), header)
-                done += 1
-            except OSError as err:
-                errors.append(f"{target}: could not write ({err.strerror or err})")
+        try:
+            write_codes(target, codes, codes_header(model, audio, codes, windowing))
+            done += 1
+        except OSError as err:
+            errors.append(f"{target}: could not write ({err.strerror or err})")
     print(
         f"encoded {done} of {len(files)} file(s) at {model.bitrate(levels) / 1000:.3g} kbps "
         f"({levels} levels); {len(errors)} problem(s)",
@@ -299,8 +295,8 @@ def run_decode(args, errors: list[str]) -> int:
     import torch
 
     from codec.audio import resample, write_audio, write_audio_stream
+    from codec.codes_file import CodesFormatError, check_model, read_codes
     from codec.coding import decode_chunks, windowing_of
-    from codec.tokens import CodesFormatError, check_model, read_codes
 
     model = _load_model(args.model, args.device)
     model.precision = args.precision
@@ -308,7 +304,7 @@ def run_decode(args, errors: list[str]) -> int:
     many = len(files) > 1 or any(p.is_dir() for p in args.inputs)
     done = 0
     todo = plan_outputs(files, args.output, f".{args.format}", many, args.force, errors)
-    for source, target in _progress(todo, args.quiet, "decode"):
+    for source, target in progress_bar(todo, args.quiet, "decode"):
         try:
             codes, header = read_codes(source)
             check_model(header, model.config.model_id, model.model_hash)
@@ -334,8 +330,7 @@ def run_decode(args, errors: list[str]) -> int:
 
 def run_tokenize(args, errors: list[str]) -> int:
     """Shards of codes; resumable, and split across torchrun ranks by shard (RANK, WORLD_SIZE)."""
-    from codec.audio import AudioError
-    from codec.coding import Windowing, encode_each, load_for_model
+    from codec.coding import Windowing, encode_files, model_header_fields
     from codec.shards import tokenize
 
     model = _load_model(args.model, args.device)
@@ -347,28 +342,11 @@ def run_tokenize(args, errors: list[str]) -> int:
     root = roots.pop() if len(roots) == 1 else None
 
     def encode(paths):
-        results = []
-        for start in range(0, len(paths), args.batch_size):
-            prepared, slots = [], []
-            for path in paths[start : start + args.batch_size]:
-                try:
-                    prepared.append(load_for_model(model, path, windowing).wav)
-                    slots.append(len(results))
-                    results.append(None)
-                except AudioError as err:
-                    results.append(err)
-            for slot, codes in zip(slots, encode_each(model, prepared, levels, windowing)):
-                results[slot] = codes
-        return results
+        coded = encode_files(model, paths, levels, windowing, args.batch_size)
+        return [codes for _, codes in coded]
 
     meta = {
-        "model_id": model.config.model_id,
-        "weights_hash": model.model_hash,
-        "sample_rate": model.sample_rate,
-        "frame_rate": model.frame_rate,
-        "groups": model.groups,
-        "levels": levels,
-        "codebook_size": model.codebook_size,
+        **model_header_fields(model, levels),
         "layout": "rows are frames; column k = level * groups + group",
     }
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -411,7 +389,7 @@ def run_eval(args, errors: list[str]) -> int:
             compare_opus="opus" in args.compare,
             spectrogram_dir=args.output / "spectrograms",
             spectrograms=args.spectrograms,
-            progress=lambda items: _progress(items, args.quiet, "eval"),
+            progress=lambda items: progress_bar(items, args.quiet, "eval"),
         )
     except OpusUnavailable as err:
         raise UsageError(str(err)) from None
@@ -450,7 +428,7 @@ def run_info(args) -> None:
         print("  bandwidths (kbps): " + ", ".join(f"{b:.3g}" for b in model.bandwidths))
         print(f"  parameters: {params / 1e6:.2f} M")
         return
-    from codec.tokens import read_codes
+    from codec.codes_file import read_codes
 
     codes, h = read_codes(target)
     print(

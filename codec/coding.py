@@ -36,8 +36,8 @@ from codec.audio import (
     read_audio,
     resample,
 )
+from codec.codes_file import CodesHeader
 from codec.models import Codec
-from codec.tokens import CodesHeader
 
 MAX_BATCH_SECONDS = 12.0  # audio per forward pass; bounds activation memory
 
@@ -221,6 +221,28 @@ def _encode_segmented(model: Codec, signals: list, levels: int) -> list:
     return out
 
 
+def encode_files(
+    model: Codec, paths: list, levels: int, windowing: Windowing, batch_size: int
+) -> Iterator[tuple[PreparedAudio | None, torch.Tensor | AudioError]]:
+    """Read and encode files `batch_size` at a time, yielding (audio, codes (g, levels, f)) for
+    each path, in order. A file that cannot be read or coded yields its AudioError in place of
+    the codes (and None for the audio when reading failed); the others are unaffected."""
+    for start in range(0, len(paths), batch_size):
+        loaded: list[PreparedAudio | AudioError] = []
+        for path in paths[start : start + batch_size]:
+            try:
+                loaded.append(load_for_model(model, path, windowing))
+            except AudioError as err:
+                loaded.append(err)
+        ready = [audio.wav for audio in loaded if isinstance(audio, PreparedAudio)]
+        coded = iter(encode_each(model, ready, levels, windowing) if ready else [])
+        for audio in loaded:
+            if isinstance(audio, AudioError):
+                yield None, audio
+            else:
+                yield audio, next(coded)
+
+
 def _encode_streaming(model: Codec, signals: list, levels: int, windowing: Windowing) -> list:
     hop, chunk = model.hop_length, windowing.chunk_frames
     device = next(model.parameters()).device
@@ -239,21 +261,30 @@ def _encode_streaming(model: Codec, signals: list, levels: int, windowing: Windo
     return result
 
 
+def model_header_fields(model: Codec, levels: int) -> dict:
+    """The header fields that depend only on the model and the number of levels: which model
+    (id and weights hash), its rates and channels, and the shape of a frame of codes. Shared by
+    every .codes file and the meta.json of token shards made with these settings."""
+    return {
+        "model_id": model.config.model_id,
+        "weights_hash": model.model_hash,
+        "sample_rate": model.sample_rate,
+        "channels": model.channels,
+        "frame_rate": model.frame_rate,
+        "groups": model.groups,
+        "levels": levels,
+        "codebook_size": model.codebook_size,
+    }
+
+
 def codes_header(
     model: Codec, audio: PreparedAudio, codes: torch.Tensor, windowing: Windowing
 ) -> CodesHeader:
     """The .codes header for `codes` (g, levels, f) of `audio`: enough to decode them with the
     same model and windowing and to restore loudness."""
     return CodesHeader(
-        model_id=model.config.model_id,
-        weights_hash=model.model_hash,
-        sample_rate=model.sample_rate,
-        channels=model.channels,
+        **model_header_fields(model, codes.shape[1]),
         length=audio.length,
-        frame_rate=model.frame_rate,
-        groups=model.groups,
-        levels=codes.shape[1],
-        codebook_size=model.codebook_size,
         frames=codes.shape[-1],
         gains=audio.gains_db,
         extra={

@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from codec.audio import AudioError, read_audio, read_for, resample, write_audio
+from codec.codes_file import encode_codes_bytes
 from codec.coding import Windowing, codes_header, decode_codes, encode_batch, prepare_audio
 from codec.losses import MultiResolutionSTFTLoss
 from codec.metrics import MelDistance, code_statistics, si_sdr
 from codec.models import Codec
-from codec.tokens import encode_codes_bytes
 
 METRICS = ("mel", "stft", "si_sdr", "pesq", "stoi")
 
@@ -281,8 +281,3 @@ def write_report(result: Evaluation, out: Path, model: Codec) -> list[Path]:
     if result.rows:
         written.append(rate_distortion_plot(out / "rate_distortion.png", means))
     return written
-
-
-def read_results(path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))

@@ -200,9 +200,3 @@ class Balancer:
             scale = self.total_norm * self.weights[name] / total_weight / (ema + self.eps)
             combined.add_(grads[name], alpha=scale)
         return combined, dict(zip(losses, values))
-
-    def backward(self, losses: dict[str, torch.Tensor], audio: torch.Tensor) -> dict[str, float]:
-        """combine(), then backpropagate the result through `audio`."""
-        combined, norms = self.combine(losses, audio)
-        audio.backward(combined)
-        return norms

@@ -64,15 +64,6 @@ def write_shard(out: Path, shard: int, items: list[tuple[str, str, np.ndarray]],
     atomic_write_bytes(index_path, _npy_bytes(index))  # last: marks the shard finished
 
 
-def read_shard(out, shard: int):
-    """(codes memmap (frames, levels * groups), index) of a finished shard."""
-    codes_path, index_path = shard_paths(Path(out), shard)
-    return (
-        np.load(codes_path, mmap_mode="r", allow_pickle=False),
-        np.load(index_path, allow_pickle=False),
-    )
-
-
 def tokenize(
     files: list[Path],
     root: Path | None,

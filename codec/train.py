@@ -35,6 +35,7 @@ from codec.checkpoint import (
     remove_stale_temps,
     save_checkpoint,
 )
+from codec.errors import first_line
 from codec.fileio import atomic_write_bytes
 from codec.losses import (
     Balancer,
@@ -359,7 +360,7 @@ class Trainer:
         try:
             yield
         except OSError as err:  # checkpoints and models are written so that a failure is one
-            why = err.strerror or _first_line(err)
+            why = err.strerror or first_line(err)
             found = list_checkpoints(self.run_dir)
             raise SystemExit(
                 f"codec train: could not write {what} ({why}); "
@@ -689,11 +690,6 @@ class _progress:
             self.bar.close()
 
 
-def _first_line(err: BaseException) -> str:
-    """An error's message, first line only (Hydra's run on with hints), or its type's name."""
-    return (str(err).splitlines() or [type(err).__name__])[0]
-
-
 def compose_config(overrides: list[str], job_name: str = "codec-train") -> DictConfig:
     """configs/config.yaml with Hydra `overrides` applied (no working-directory change)."""
     from hydra import compose, initialize_config_dir
@@ -711,7 +707,7 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         return Trainer(compose_config(overrides)).run()
     except (CheckpointError, ValueError, HydraException, OmegaConfBaseException) as err:
-        raise SystemExit(f"codec train: {_first_line(err)}") from None
+        raise SystemExit(f"codec train: {first_line(err)}") from None
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

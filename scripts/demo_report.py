@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 
 from codec.audio import read_audio, read_for
+from codec.codes_file import read_codes
 from codec.coding import Windowing, decode_codes, encode_batch
 from codec.metrics import MelDistance, si_sdr
 from codec.models import Codec
 from codec.report import spectrogram_figure
-from codec.tokens import read_codes
 
 
 def report(run_dir: Path, original_path: Path, codes_path: Path, decoded_path: Path) -> None:

@@ -1,3 +1,4 @@
+import csv
 import os
 from pathlib import Path
 
@@ -22,6 +23,12 @@ def file_size_limit(limit: int):
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     return apply
+
+
+def csv_rows(path) -> list[dict]:
+    """The rows of a CSV file with a header line (codec eval's results.csv), as dicts."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def fuzz(examples: int) -> settings:

@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 from badinputs import CASES, make_corpus
+from conftest import csv_rows
 
 from codec.audio import read_audio
 from codec.cli import main
+from codec.codes_file import read_codes
 from codec.data import SegmentDataset, build_manifest
-from codec.evaluate import read_results
 from codec.models import Codec
-from codec.tokens import read_codes
 
 BAD = {name: outcome for name, (_, outcome) in CASES.items() if outcome != "ok"}
 GOOD = [name for name in CASES if name not in BAD]
@@ -60,7 +60,7 @@ def test_eval_reports_every_bad_file_and_scores_the_rest(corpus, saved_model, tm
     lines = error_lines(capsys.readouterr().err)
     for name, phrase in BAD.items():
         assert sum(name in line and phrase in line for line in lines) == 1, name
-    rows = read_results(out / "results.csv")
+    rows = csv_rows(out / "results.csv")
     assert sorted(r["file"].rsplit("/", 1)[1] for r in rows) == sorted(GOOD)
     assert json.loads((out / "summary.json").read_text())["files_failed"] == len(BAD)
 

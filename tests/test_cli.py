@@ -11,7 +11,7 @@ from conftest import file_size_limit
 
 from codec import __version__
 from codec.cli import main
-from codec.tokens import read_codes
+from codec.codes_file import read_codes
 
 
 def test_version_and_help(capsys):

@@ -14,6 +14,7 @@ from codec.coding import (
     decode_chunks,
     decode_codes,
     encode_batch,
+    encode_files,
     load_for_model,
     prepare_audio,
 )
@@ -185,6 +186,28 @@ def test_files_at_the_model_rate_are_read_from_disk_with_the_same_codes(tmp_path
         assert torch.equal(from_disk, encode_batch(model, [wav], 3, windowing)[0])
         pieces = list(decode_chunks(model, from_disk, wav.shape[-1], windowing))
         assert len(pieces) == 4 and sum(p.shape[-1] for p in pieces) == wav.shape[-1]
+
+
+def test_encode_files_yields_codes_or_the_error_for_each_file_in_order(tmp_path):
+    model = tiny_codec().eval()
+    windowing = Windowing.for_model(model)
+    torch.manual_seed(1)
+    lengths = {"a.wav": 3000, "b.wav": 0, "c.wav": 1700, "d.wav": 0, "e.wav": 900}
+    for name, length in lengths.items():
+        if length:
+            sf.write(tmp_path / name, (torch.randn(length) * 0.1).numpy(), 16000)
+        else:
+            (tmp_path / name).write_text("not audio")
+    paths = [tmp_path / name for name in lengths]
+    results = list(encode_files(model, paths, 3, windowing, batch_size=2))
+    assert len(results) == len(paths)
+    for path, (audio, codes) in zip(paths, results):
+        if lengths[path.name]:
+            wav = load_for_model(model, path, windowing).wav
+            assert torch.equal(codes, encode_batch(model, [wav], 3, windowing)[0])
+            assert audio.length == lengths[path.name]
+        else:
+            assert audio is None and isinstance(codes, AudioError) and path.name in str(codes)
 
 
 def test_stereo_model_and_the_channel_rule_for_inputs():

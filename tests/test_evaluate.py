@@ -6,10 +6,11 @@ import shutil
 
 import pytest
 import torch
+from conftest import csv_rows
 
 from codec.audio import read_audio
 from codec.cli import main
-from codec.evaluate import Quality, read_results
+from codec.evaluate import Quality
 
 HAS_OPUS = shutil.which("opusenc") is not None and shutil.which("opusdec") is not None
 
@@ -56,7 +57,7 @@ def test_eval_writes_reports_and_reports_bad_files(speech, saved_model, tmp_path
     )
     err = capsys.readouterr().err
     assert code == 1 and "broken.wav" in err and "evaluated 3 of 4 file(s)" in err
-    rows = read_results(out / "results.csv")
+    rows = csv_rows(out / "results.csv")
     codecs = {"codec", "opus"} if HAS_OPUS else {"codec"}
     assert len(rows) == 3 * 2 * len(codecs)
     assert {r["codec"] for r in rows} == codecs

@@ -1,14 +1,17 @@
 """Token-stream shards: layout, resuming, failures, and a round trip back to audio."""
 
+import json
 import shutil
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
 from codec.cli import main
+from codec.codes_file import read_codes
 from codec.coding import Windowing, decode_codes, encode_batch, load_for_model
 from codec.models import Codec
-from codec.shards import flatten_codes, read_shard, unflatten_codes
+from codec.shards import flatten_codes, unflatten_codes
 
 
 def test_flattening_is_level_major():
@@ -40,11 +43,19 @@ def test_tokenize_resumes_and_round_trips(fsdd_root, saved_model, tmp_path, caps
     assert main(args) == 1  # the broken file is reported
     err = capsys.readouterr().err
     assert "broken.wav" in err and "3 shard(s) written" in err
-    codes, index = read_shard(out, 0)
+    # the documented way to read a shard: plain .npy, memory-mapped, no pickle
+    codes = np.load(out / "shard_00000.npy", mmap_mode="r", allow_pickle=False)
+    index = np.load(out / "shard_00000.index.npy", allow_pickle=False)
     assert codes.dtype == np.uint16 and codes.shape[1] == 3 * 2
     assert index["frames"].sum() == codes.shape[0] and index["offset"][0] == 0
 
     model = Codec.from_pretrained(saved_model)
+    # meta.json says what every .codes header made with these settings says about the model
+    meta = json.loads((out / "meta.json").read_text())
+    encoded = tmp_path / "first.codes"
+    main(["encode", str(index["path"][0]), "-m", str(saved_model), "-o", str(encoded), "-q", "3"])
+    header = asdict(read_codes(encoded)[1])
+    assert meta.pop("layout") and meta == {name: header[name] for name in meta}
     windowing = Windowing.for_model(model)
     path = index["path"][1]
     row = index[1]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from codec.limits import CODEBOOK_SIZE, GROUPS, LEVELS
+from codec import limits
 from codec.models.options import ConfigError, Options, bounded
 from codec.nn import SEANetDecoder, SEANetEncoder
 from codec.quantize import GroupedResidualVQ
@@ -51,9 +51,9 @@ class SEANetOptions(Options):
 class GRVQOptions(Options):
     """Grouped residual VQ (codec.quantize.GroupedResidualVQ) and its codebook options."""
 
-    groups: int = bounded(1, range=GROUPS)
-    levels: int = bounded(32, range=LEVELS)
-    codebook_size: int = bounded(1024, range=CODEBOOK_SIZE)
+    groups: int = bounded(1, range=(limits.MIN_GROUPS, limits.MAX_GROUPS))
+    levels: int = bounded(32, range=(limits.MIN_LEVELS, limits.MAX_LEVELS))
+    codebook_size: int = bounded(1024, range=(limits.MIN_CODEBOOK_SIZE, limits.MAX_CODEBOOK_SIZE))
     codebook_dim: int | None = bounded(None, range=(1, 8192))
     decay: float = bounded(0.99, range=(0.0, 0.999999))
     eps: float = bounded(1e-5, range=(0.0, 1.0))
@@ -67,8 +67,8 @@ class GRVQOptions(Options):
     rotation_trick: bool = False
     commitment_weight: float = bounded(1.0, range=(0.0, 1e6))
     quantize_dropout: bool = True
-    quantize_dropout_cutoff_index: int = bounded(0, range=(0, LEVELS[1] - 1))
-    quantize_dropout_multiple_of: int = bounded(1, range=(1, LEVELS[1]))
+    quantize_dropout_cutoff_index: int = bounded(0, range=(0, limits.MAX_LEVELS - 1))
+    quantize_dropout_multiple_of: int = bounded(1, range=(1, limits.MAX_LEVELS))
     quantize_dropout_per_item: bool = False
     quantize_dropout_prob: float = bounded(1.0, range=(0.0, 1.0))
     search_precision: str = bounded("float32", choices=("float32", "bfloat16"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from codec.limits import CHANNELS, DIMENSION, SAMPLE_RATE
+from codec import limits
 from codec.models.builders import part_options
 from codec.models.options import ConfigError, Options, bounded
 
@@ -105,9 +105,9 @@ class CodecConfig:
     def validate(self) -> None:
         """Raise ConfigError naming the first field of the wrong type or range."""
         for name, (low, high) in {
-            "sample_rate": SAMPLE_RATE,
-            "channels": CHANNELS,
-            "dimension": DIMENSION,
+            "sample_rate": (limits.MIN_SAMPLE_RATE, limits.MAX_SAMPLE_RATE),
+            "channels": (limits.MIN_CHANNELS, limits.MAX_CHANNELS),
+            "dimension": (limits.MIN_DIMENSION, limits.MAX_DIMENSION),
         }.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:

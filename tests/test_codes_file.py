@@ -14,8 +14,9 @@ from conftest import fuzz
 from hypothesis import given
 from hypothesis import strategies as st
 
-from codec import tokens
-from codec.tokens import (
+from codec import codes_file
+from codec.codes_file import (
+    MAX_CODEBOOK_SIZE,
     MAX_CODES,
     MAX_HEADER_BYTES,
     CodesFormatError,
@@ -137,7 +138,7 @@ def test_pack_bits_is_msb_first_with_zero_padding():
 @pytest.mark.parametrize("bits", [1, 2, 3, 7, 8, 9, 10, 11, 16, 17, 31, 32])
 def test_pack_unpack_every_width(bits):
     rng = np.random.default_rng(bits)
-    count = tokens._PACK_CHUNK + 13  # crosses a chunk boundary, ends mid-byte
+    count = codes_file._PACK_CHUNK + 13  # crosses a chunk boundary, ends mid-byte
     values = rng.integers(0, 1 << bits, count, dtype=np.int64)
     values[:2] = [0, (1 << bits) - 1]
     data = pack_bits(values, bits)
@@ -522,7 +523,7 @@ def test_fuzz_header_bytes_with_valid_checksum(frames, edits, length_delta):
 
 @fuzz(200)
 @given(
-    codebook_size=st.integers(2, 1 << 32),
+    codebook_size=st.integers(2, MAX_CODEBOOK_SIZE),
     shape=st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(0, 30)),
     seed=st.integers(0, 2**32 - 1),
 )

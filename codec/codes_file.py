@@ -18,10 +18,12 @@ frame that is the language-model order k = level * groups + group, and whole fra
 contiguous, so a file can be read or cut frame by frame.
 
 Header (JSON, written compact and ASCII-only): every CodesHeader field is present. model_id is
-1..256 characters, weights_hash 1..128 hex digits; sample_rate in [1, 1e6], channels in [1, 64],
-length >= 0, groups and levels in [1, 4096], codebook_size in [2, 2**32], frames >= 0 (0 is an
-empty file), integers all; frame_rate finite in (0, sample_rate]; gains null or a list of finite
-dB values; extra an object of strings and finite numbers; version equal to the one in the prefix.
+1..256 characters, weights_hash 1..128 hex digits; sample_rate, channels, groups, levels and
+codebook_size within the toolkit's limits (codec/limits.py: 1000..384000 Hz, 1..2 channels,
+1..64 groups, 1..1024 levels, 2..2**20 codes, so codes take at most 20 bits), length >= 0,
+frames >= 0 (0 is an empty file), integers all; frame_rate finite in (0, sample_rate]; gains null
+or a list of finite dB values; extra an object of strings and finite numbers; version equal to
+the one in the prefix.
 
 Reading trusts nothing: no pickle; the header length is bounded before it is read; every header
 field is type- and range-checked (groups * levels * frames <= MAX_CODES); the payload must be
@@ -46,13 +48,23 @@ import numpy as np
 import torch
 
 from codec.fileio import atomic_write_bytes
+from codec.limits import (
+    MAX_CHANNELS,
+    MAX_CODEBOOK_SIZE,
+    MAX_GROUPS,
+    MAX_LEVELS,
+    MAX_SAMPLE_RATE,
+    MIN_CHANNELS,
+    MIN_CODEBOOK_SIZE,
+    MIN_GROUPS,
+    MIN_LEVELS,
+    MIN_SAMPLE_RATE,
+)
 
 MAGIC = b"CODECS"
 VERSION = 1
 MAX_HEADER_BYTES = 1 << 20  # 1 MiB of JSON
 MAX_CODES = 1 << 32  # groups * levels * frames; 75 Hz x 32 codes is 8.6 M per hour
-MAX_CODEBOOK_SIZE = 1 << 32  # so that bits <= 32
-MAX_FILE_BYTES = 12 + MAX_HEADER_BYTES + MAX_CODES * 4 + 4  # 32-bit codes at MAX_CODES
 
 _PREFIX = struct.Struct("<6sHI")  # magic, version, header length
 _CRC = struct.Struct("<I")
@@ -118,6 +130,10 @@ def bits_per_code(codebook_size: int) -> int:
     return max(1, (int(codebook_size) - 1).bit_length())
 
 
+# the largest file the header limits allow: codes of the most bits, MAX_CODES of them
+MAX_FILE_BYTES = 12 + MAX_HEADER_BYTES + (MAX_CODES * bits_per_code(MAX_CODEBOOK_SIZE) + 7) // 8 + 4
+
+
 # -- bit packing ------------------------------------------------------------------------------
 
 
@@ -175,12 +191,12 @@ def _check_bits(bits) -> None:
 # -- header validation ------------------------------------------------------------------------
 
 _INT_RANGES = {  # inclusive bounds
-    "sample_rate": (1, 1_000_000),
-    "channels": (1, 64),
+    "sample_rate": (MIN_SAMPLE_RATE, MAX_SAMPLE_RATE),
+    "channels": (MIN_CHANNELS, MAX_CHANNELS),
     "length": (0, 1 << 48),
-    "groups": (1, 4096),
-    "levels": (1, 4096),
-    "codebook_size": (2, MAX_CODEBOOK_SIZE),
+    "groups": (MIN_GROUPS, MAX_GROUPS),
+    "levels": (MIN_LEVELS, MAX_LEVELS),
+    "codebook_size": (MIN_CODEBOOK_SIZE, MAX_CODEBOOK_SIZE),
     "frames": (0, MAX_CODES),
     "version": (0, 0xFFFF),
 }
