@@ -19,13 +19,12 @@ from codec.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from codec.models import Codec
 from codec.train import held_out_paths, main
 
+SEANET = ["n_filters=4", "ratios=[4,4,4]", "lstm=0"]
 TINY = [
-    "model.n_filters=4",
     "model.dimension=16",
-    "model.ratios=[4,4,4]",
-    "model.lstm=0",
-    "model.levels=3",
-    "model.codebook_size=16",
+    *(f"model.{part}.{key}" for part in ("encoder", "decoder") for key in SEANET),
+    "model.quantizer.levels=3",
+    "model.quantizer.codebook_size=16",
     "model.quantizer.kmeans_iters=2",
     "data.count=8",
     "data.seconds=1.0",
