@@ -46,6 +46,10 @@ def assert_same_frames(ecdc, model, wav):
             assert segment.scale is None
         else:  # float32 in the file, so exactly the value EnCodec computed
             assert segment.scale == scale.item()
+    for ours, theirs in zip(ecdc.encoded_frames(), frames):
+        assert torch.equal(ours[0], theirs[0])
+        assert (ours[1] is None) == (theirs[1] is None)
+        assert ours[1] is None or torch.equal(ours[1], theirs[1])
 
 
 @pytest.mark.parametrize(

@@ -120,8 +120,7 @@ class EcdcSegment(NamedTuple):
 
 @dataclass
 class EcdcFile:
-    """The contents of an .ecdc file. `segments` is in EncodecModel.encode's frame order, so
-    `[(s.codes, torch.tensor([[s.scale]]) ...)]` is what EncodecModel.decode takes."""
+    """The contents of an .ecdc file; `segments` in EncodecModel.encode's order."""
 
     model_name: str  # a key of ENCODEC_MODELS
     audio_length: int  # samples per channel of the original audio
@@ -135,6 +134,14 @@ class EcdcFile:
     @property
     def sample_rate(self) -> int:
         return self.layout.sample_rate
+
+    def encoded_frames(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """The segments as EncodecModel.encode returns them and EncodecModel.decode takes them:
+        (codes (1, num_codebooks, frames), scale float32 (1, 1) or None) per segment."""
+        return [
+            (s.codes, None if s.scale is None else torch.tensor([[s.scale]], dtype=torch.float32))
+            for s in self.segments
+        ]
 
 
 def read_ecdc(source) -> EcdcFile:
