@@ -39,12 +39,17 @@ def import_checkpoint(source, fmt: str | None = None, kind: str | None = None) -
 
     path = Path(source)
     if not path.exists() and download.is_known_name(str(source)):
+        if not str(source).startswith("encodec"):
+            raise CheckpointError(f"{source}: importing this model family is not supported yet")
         kind = kind or str(source)
-        path = download.fetch_checkpoint(str(source))
+        try:
+            path = download.fetch_checkpoint(str(source))
+        except download.DownloadError as err:
+            raise CheckpointError(str(err)) from None
     elif not path.exists():
         raise CheckpointError(
             f"{source}: no such file or folder, and not a known model name "
-            f"({', '.join(download.known_names())})"
+            f"({', '.join(download.KNOWN_CHECKPOINTS)})"
         )
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:

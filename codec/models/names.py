@@ -6,21 +6,15 @@ The cache is $CODEC_CACHE, else $XDG_CACHE_HOME/codec, else ~/.cache/codec.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from codec.models.download import default_cache_dir
 
 PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"
 
 
-def cache_root() -> Path:
-    if os.environ.get("CODEC_CACHE"):
-        return Path(os.environ["CODEC_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "codec"
-
-
 def models_dir() -> Path:
-    return cache_root() / "models"
+    return default_cache_dir() / "models"
 
 
 def is_model_folder(path: Path) -> bool:
