@@ -100,7 +100,10 @@ def test_weights_stored_in_float16_load(saved, tmp_path):
     wav = torch.randn(1, 1, 1000) * 0.1
     reference = Codec.from_pretrained(saved)
     torch.testing.assert_close(
-        model.decode(reference.encode(wav)), reference.decode(reference.encode(wav)), atol=2e-3, rtol=0
+        model.decode(reference.encode(wav)),
+        reference.decode(reference.encode(wav)),
+        atol=2e-3,
+        rtol=0,
     )
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from codec.errors import first_line
+
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be imported; the message names the file and the problem."""
@@ -34,13 +36,14 @@ def read_torch_file(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else "unpickling refused"
         raise CheckpointError(
-            f"{path}: holds more than tensors, refused without running it ({reason[:160]})"
+            f"{path}: holds more than tensors, refused without running it ({first_line(err)[:160]})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason[:160]})") from None
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({reason[:160]})"
+        ) from None
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:

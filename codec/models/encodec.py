@@ -65,7 +65,9 @@ def _hf_to_original(key: str, transposed: set[int]) -> str:
     """A transformers EncodecModel key -> the original package's name for it."""
     key = key.replace(".parametrizations.weight.original0", ".weight_g")
     key = key.replace(".parametrizations.weight.original1", ".weight_v")
-    key = re.sub(r"^quantizer\.layers\.(\d+)\.codebook\.", r"quantizer.vq.layers.\1._codebook.", key)
+    key = re.sub(
+        r"^quantizer\.layers\.(\d+)\.codebook\.", r"quantizer.vq.layers.\1._codebook.", key
+    )
     match = re.match(r"^(encoder|decoder)\.layers\.(\d+)\.(.*)$", key)
     if not match:
         return key
@@ -95,9 +97,7 @@ def read_hf_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
     state = tensor_dict(read_safetensors(weights), weights)
     # decoder convs outside residual blocks, but the first and the last, are transposed
     tops = {
-        int(m.group(1))
-        for k in state
-        if (m := re.match(r"^decoder\.layers\.(\d+)\.conv\.", k))
+        int(m.group(1)) for k in state if (m := re.match(r"^decoder\.layers\.(\d+)\.conv\.", k))
     }
     transposed = set(sorted(tops)[1:-1])
     state = {_hf_to_original(k, transposed): v for k, v in state.items()}

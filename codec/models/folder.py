@@ -82,7 +82,9 @@ def check_weights_fit(config: CodecConfig, path: Path) -> None:
         raise ModelFormatError(f"{path}: weights do not fit the config (missing {missing[0]})")
     unexpected = [k for k in layout if k not in expected]
     if unexpected:
-        raise ModelFormatError(f"{path}: weights do not fit the config (unexpected {unexpected[0]})")
+        raise ModelFormatError(
+            f"{path}: weights do not fit the config (unexpected {unexpected[0]})"
+        )
     need = 0
     for key, tensor in expected.items():
         shape, dtype_name = layout[key]
@@ -92,7 +94,9 @@ def check_weights_fit(config: CodecConfig, path: Path) -> None:
                 f"the config needs {list(tensor.shape)})"
             )
         dtype = _DTYPES.get(dtype_name)
-        if dtype != tensor.dtype and not (tensor.dtype == torch.float32 and dtype in STORAGE_DTYPES):
+        if dtype != tensor.dtype and not (
+            tensor.dtype == torch.float32 and dtype in STORAGE_DTYPES
+        ):
             raise ModelFormatError(
                 f"{path}: weights do not fit the config ({key} is stored as {dtype_name}, "
                 f"the model needs {tensor.dtype})"
