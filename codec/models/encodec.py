@@ -121,11 +121,12 @@ def read_hf_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
 # -- architecture from shapes ----------------------------------------------------------------
 
 
-def _conv_weight(state: dict, prefix: str) -> torch.Tensor | None:
+def _conv_weight(state: dict, prefix: str, path: Path) -> torch.Tensor:
     for suffix in ("conv.conv.weight_v", "conv.conv.weight", "convtr.convtr.weight_v"):
         if prefix + suffix in state:
             return state[prefix + suffix]
-    return None
+    missing = prefix + ("conv.conv.weight_v" if prefix + "conv.conv.weight_g" in state else "conv")
+    raise CheckpointError(f"{path}: missing EnCodec tensor {missing}")
 
 
 def _indices(state: dict, pattern: str) -> list[int]:
@@ -140,15 +141,13 @@ def encodec_config(state: dict, path: Path, kind: str, settings: dict) -> CodecC
     levels = _indices(state, r"^quantizer\.vq\.layers\.(\d+)\._codebook\.embed$")
     if len(tops) < 3 or not levels:
         raise CheckpointError(f"{path}: not an EnCodec state dict (too few layers or codebooks)")
-    first, last = _conv_weight(state, f"encoder.model.{tops[0]}."), None
-    last = _conv_weight(state, f"encoder.model.{tops[-1]}.")
-    downsampling = [_conv_weight(state, f"encoder.model.{i}.") for i in tops[1:-1]]
+    first = _conv_weight(state, f"encoder.model.{tops[0]}.", path)
+    last = _conv_weight(state, f"encoder.model.{tops[-1]}.", path)
+    downsampling = [_conv_weight(state, f"encoder.model.{i}.", path) for i in tops[1:-1]]
     ratios = [w.shape[-1] // 2 for w in reversed(downsampling)]
     if blocks:
-        hidden = _conv_weight(state, f"encoder.model.{blocks[0]}.block.1.")
-        dim = _conv_weight(state, f"encoder.model.{blocks[0]}.block.3.")
-        if hidden is None or dim is None:
-            raise CheckpointError(f"{path}: residual block encoder.model.{blocks[0]} is incomplete")
+        hidden = _conv_weight(state, f"encoder.model.{blocks[0]}.block.1.", path)
+        dim = _conv_weight(state, f"encoder.model.{blocks[0]}.block.3.", path)
         residual_kernel, compress = hidden.shape[-1], max(1, dim.shape[0] // hidden.shape[0])
     else:
         residual_kernel, compress = 3, 2
@@ -254,7 +253,7 @@ def encodec_state(state: dict, model: Codec, path: Path) -> dict[str, torch.Tens
             if name.endswith("_extra_state"):
                 out[name] = tensor
                 continue
-            raise CheckpointError(f"{path}: no EnCodec tensor for {name}")
+            raise CheckpointError(f"{path}: missing the EnCodec tensor for {name}")
     return out
 
 
@@ -273,6 +272,8 @@ def import_encodec(source, kind: str | None = None) -> Codec:
     if kind not in KINDS:
         raise CheckpointError(f"{path}: unknown EnCodec kind {kind!r} ({', '.join(KINDS)})")
     config = encodec_config(state, path, kind, settings)
-    model = Codec(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the quantizer's RNG seed: the same file imports to the same folder
+        model = Codec(config)
     model.load_state_dict(encodec_state(state, model, path))
     return model
