@@ -297,18 +297,27 @@ def run_decode(args, errors: list[str]) -> int:
     from codec.audio import resample, write_audio, write_audio_stream
     from codec.codes_file import CodesFormatError, check_model, read_codes
     from codec.coding import decode_chunks, windowing_of
+    from codec.models.ecdc import EcdcFormatError, ecdc_as_codes, read_ecdc
 
-    model = _load_model(args.model, args.device)
-    model.precision = args.precision
-    files = collect(args.inputs, {".codes"}, args.recursive, errors)
+    models = ModelsByName(args)
+    files = collect(args.inputs, {".codes", ".ecdc"}, args.recursive, errors)
     many = len(files) > 1 or any(p.is_dir() for p in args.inputs)
     done = 0
     todo = plan_outputs(files, args.output, f".{args.format}", many, args.force, errors)
     for source, target in progress_bar(todo, args.quiet, "decode"):
         try:
-            codes, header = read_codes(source)
-            check_model(header, model.config.model_id, model.model_hash)
-        except CodesFormatError as err:
+            if source.suffix == ".ecdc":  # names its model, carries no weights hash
+                codes, header = ecdc_as_codes(read_ecdc(source))
+                model = models.get(header.model_id)
+                if header.model_id != model.model_id:
+                    raise CodesFormatError(
+                        f"made by {header.model_id}, not by {model.model_id} (-m)"
+                    )
+            else:
+                codes, header = read_codes(source)
+                model = models.get(header.model_id)
+                check_model(header, model.model_id, model.model_hash)
+        except (CodesFormatError, EcdcFormatError, FileNotFoundError) as err:
             errors.append(str(err) if str(source) in str(err) else f"{source}: {err}")
             continue
         windowing = windowing_of(model, header)
@@ -326,6 +335,34 @@ def run_decode(args, errors: list[str]) -> int:
             errors.append(f"{target}: could not write ({err.strerror or err})")
     print(f"decoded {done} of {len(files)} file(s); {len(errors)} problem(s)", file=sys.stderr)
     return done
+
+
+class ModelsByName:
+    """The -m model for every file, or without -m the model each file names (a shipped or
+    imported model of that name), each loaded once."""
+
+    def __init__(self, args):
+        self.args, self.loaded = args, {}
+        if args.model is not None:
+            self.loaded[None] = self._load(args.model)
+
+    def _load(self, path):
+        model = _load_model(path, self.args.device)
+        model.precision = self.args.precision
+        return model
+
+    def get(self, model_id: str):
+        if None in self.loaded:
+            return self.loaded[None]
+        if model_id not in self.loaded:
+            from codec.models.names import resolve_model
+
+            try:
+                folder = resolve_model(model_id)
+            except FileNotFoundError as err:
+                raise FileNotFoundError(f"made by model {err}; pass -m MODEL_DIR") from None
+            self.loaded[model_id] = self._load(folder)
+        return self.loaded[model_id]
 
 
 def run_tokenize(args, errors: list[str]) -> int:
@@ -429,20 +466,24 @@ def run_info(args) -> None:
         print(f"  parameters: {params / 1e6:.2f} M")
         return
     from codec.codes_file import read_codes
+    from codec.models.ecdc import ecdc_as_codes, read_ecdc
 
-    codes, h = read_codes(target)
+    if target.suffix == ".ecdc":
+        codes, h = ecdc_as_codes(read_ecdc(target))
+    else:
+        codes, h = read_codes(target)
     print(
         f"{target}: {h.frames} frames, {h.groups} group(s) x {h.levels} levels x "
         f"{h.codebook_size} codes"
     )
-    print(f"  model {h.model_id}, weights hash {h.weights_hash}")
+    print(f"  model {h.model_id}, weights hash {h.weights_hash or 'not recorded (.ecdc)'}")
     print(
         f"  {h.sample_rate} Hz, {h.channels} channel(s), {h.length} samples "
         f"({h.duration:.3f} s), {h.frame_rate:g} frames/s"
     )
     print(f"  bitrate {h.bitrate / 1000:.3g} kbps; file {target.stat().st_size} bytes")
     if h.gains:
-        print("  loudness gains (dB): " + ", ".join(f"{g:+.1f}" for g in h.gains))
+        print("  gains (dB): " + ", ".join(f"{g:+.1f}" for g in h.gains))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -278,3 +278,28 @@ def test_zip_without_package_markers_is_read_as_a_checkpoint(tmp_path, small_sta
     torch.save(small_state, path)
     assert zipfile.is_zipfile(path)
     assert import_encodec(path).levels == 8
+
+
+def test_ecdc_files_decode_and_describe_with_the_imported_model(tmp_path, monkeypatch, capsys):
+    """`codec decode X.ecdc` against the bytes encodec.compress(use_lm=False) writes, with -m
+    and, without it, with the imported model of the name the file gives."""
+    import soundfile as sf
+    from encodec import compress
+
+    monkeypatch.setenv("CODEC_CACHE", str(tmp_path / "cache"))
+    for rate, length in ((24000, 7001), (48000, 48000 + 20000)):
+        reference = random_encodec(rate, small=False, seed=11)
+        th = save_th(reference, tmp_path / f"encodec_{rate // 1000}khz-0.th")
+        assert main(["import", str(th)]) == 0
+        wav = torch.randn(reference.channels, length, generator=torch.Generator().manual_seed(4))
+        wav = (wav * 0.2).clamp(-1, 1)
+        path = tmp_path / f"{rate}.ecdc"
+        path.write_bytes(compress(reference, wav, use_lm=False))
+        assert main(["info", str(path)]) == 0
+        assert f"model encodec_{rate // 1000}khz" in capsys.readouterr().out
+        out = tmp_path / f"{rate}.wav"
+        assert main(["decode", str(path), "-o", str(out), "--quiet"]) == 0
+        decoded = torch.from_numpy(sf.read(out, dtype="float32")[0]).T.reshape(wav.shape)
+        with torch.no_grad():
+            expected = reference_decode(reference, reference_encode(reference, wav), length)[0]
+        torch.testing.assert_close(decoded, expected, atol=1e-4, rtol=0)

@@ -144,6 +144,33 @@ class EcdcFile:
         ]
 
 
+def ecdc_as_codes(ecdc: EcdcFile):
+    """The file's codes in this toolkit's layout, (groups 1, levels, frames) with the segments
+    end to end (codec.models.segments), and a CodesHeader for them: no weights hash (an .ecdc
+    file names its model only), each segment's scale as the gain it got, -20 log10(scale) dB."""
+    from codec.codes_file import CodesHeader
+
+    layout = ecdc.layout
+    codes = torch.cat([segment.codes for segment in ecdc.segments], -1)[0]
+    gains = None
+    if layout.normalize:
+        gains = [-20.0 * math.log10(segment.scale) for segment in ecdc.segments]
+    header = CodesHeader(
+        model_id=ecdc.model_name,
+        weights_hash="",
+        sample_rate=layout.sample_rate,
+        channels=layout.channels,
+        length=ecdc.audio_length,
+        frame_rate=layout.sample_rate / layout.hop_length,
+        groups=1,
+        levels=ecdc.num_codebooks,
+        codebook_size=2**layout.bits_per_code,
+        frames=codes.shape[-1],
+        gains=gains,
+    )
+    return codes, header
+
+
 def read_ecdc(source) -> EcdcFile:
     """Read an .ecdc file from a path, or from its bytes (bytes, bytearray, memoryview).
 
