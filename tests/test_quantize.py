@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from codec.quantize import Codebook, GroupedResidualVQ, ResidualVQ, VectorQuantize
+from codec.quantize import (
+    Codebook,
+    GroupedResidualVQ,
+    NonFiniteInputError,
+    ResidualVQ,
+    VectorQuantize,
+)
 from codec.quantize.codebook import nearest_codes
 from codec.quantize.dropout import kept_levels
 
@@ -280,6 +286,18 @@ def test_non_finite_input_in_training_leaves_the_codebook_unchanged(kmeans_init)
         if key.endswith("_extra_state"):
             continue
         assert torch.equal(value, after[key]), key
+
+
+@pytest.mark.parametrize("kmeans_init", [False, True])
+def test_non_finite_input_raises_a_type_a_training_loop_can_catch(kmeans_init):
+    # with kmeans_init the first step's k-means sees the NaN; without, the EMA update does
+    grvq = small_grvq(kmeans_init=kmeans_init).train()
+    x = torch.randn(2, 30, 32)
+    x[0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteInputError, match="non-finite"):
+        grvq(x)
+    assert issubclass(NonFiniteInputError, ValueError)
+    grvq.eval()(x)  # eval never updates the codebooks, so it does not check
 
 
 # -- precision, search, state -----------------------------------------------------------------

@@ -26,6 +26,7 @@ from torch import nn
 from codec.quantize import distributed as ddp
 from codec.quantize.codebook import Codebook, code_statistics, kmeans, l2norm
 from codec.quantize.dropout import draw_depth, draw_item_depths
+from codec.quantize.errors import NonFiniteInputError
 
 _SEED_OPTIONS_IGNORED = {"straight_through": False, "heads": 1, "channel_last": True}
 
@@ -527,7 +528,7 @@ class _GroupedResidual(nn.Module):
             ).view(levels, g)
         self._record_telemetry(counts, revived, levels)
         if self.check_finite and not bool(ok):
-            raise ValueError(
+            raise NonFiniteInputError(
                 "non-finite values (NaN or Inf) in the quantizer input during training; "
                 "the codebooks were left unchanged"
             )
@@ -552,7 +553,7 @@ class _GroupedResidual(nn.Module):
         if data.shape[1] == 0:
             return
         if not bool(torch.isfinite(data).all()):
-            raise ValueError(
+            raise NonFiniteInputError(
                 "non-finite values (NaN or Inf) in the quantizer input during training; "
                 "k-means initialisation was not run"
             )
