@@ -24,7 +24,7 @@ from einops import rearrange
 from torch import nn
 
 from codec.quantize import distributed as ddp
-from codec.quantize.codebook import Codebook, code_statistics, kmeans, l2norm
+from codec.quantize.codebook import Codebook, assignment_sums, kmeans, l2norm
 from codec.quantize.dropout import draw_depth, draw_item_depths
 from codec.quantize.errors import NonFiniteInputError
 
@@ -120,8 +120,7 @@ class _GroupedResidual(nn.Module):
         self.dim, self.groups, self.num_quantizers = dim, groups, num_quantizers
         dim_per_group = dim // groups
         self.codebook_dim = codebook_dim or dim_per_group
-        self.has_projections = self.codebook_dim != dim_per_group
-        if self.has_projections:
+        if self.codebook_dim != dim_per_group:
             self.project_in = GroupedLinear(groups, dim_per_group, self.codebook_dim)
             self.project_out = GroupedLinear(groups, self.codebook_dim, dim_per_group)
         else:
@@ -150,7 +149,6 @@ class _GroupedResidual(nn.Module):
             decay=decay,
             eps=eps,
             kmeans_init=kmeans_init,
-            kmeans_iters=kmeans_iters,
             use_cosine_sim=use_cosine_sim,
             threshold_ema_dead_code=threshold_ema_dead_code,
             ema_update=ema_update,
@@ -425,7 +423,7 @@ class _GroupedResidual(nn.Module):
                 codes[level] = idx
             if stats is not None:
                 row_w = hg.new_ones(n_rows) if w is None else w
-                counts, sums = code_statistics(detached, idx, row_w, c)
+                counts, sums = assignment_sums(detached, idx, row_w, c)
                 stats["counts"][level] = counts
                 stats["sums"][level] = sums
                 if stats["candidates"] is not None:
