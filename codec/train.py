@@ -48,6 +48,7 @@ from codec.losses import (
 )
 from codec.metrics import si_sdr
 from codec.models import Codec, CodecConfig
+from codec.quantize import NonFiniteInputError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
@@ -582,9 +583,7 @@ class Trainer:
             try:
                 logs = self.train_step(wav)
                 self.bad_steps = 0
-            except (NonFiniteStep, ValueError) as err:
-                if isinstance(err, ValueError) and "non-finite" not in str(err):
-                    raise
+            except (NonFiniteStep, NonFiniteInputError) as err:
                 self.bad_steps += 1
                 self.opt_g.zero_grad(set_to_none=True)
                 self.log({"event": "skipped_step", "reason": str(err)})

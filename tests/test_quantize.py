@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from codec.quantize import Codebook, GroupedResidualVQ, ResidualVQ, VectorQuantize
+from codec.quantize import (
+    Codebook,
+    GroupedResidualVQ,
+    NonFiniteInputError,
+    ResidualVQ,
+    VectorQuantize,
+)
 from codec.quantize.codebook import nearest_codes
 from codec.quantize.dropout import kept_levels
 
@@ -282,6 +288,18 @@ def test_non_finite_input_in_training_leaves_the_codebook_unchanged(kmeans_init)
         assert torch.equal(value, after[key]), key
 
 
+@pytest.mark.parametrize("kmeans_init", [False, True])
+def test_non_finite_input_raises_a_type_a_training_loop_can_catch(kmeans_init):
+    # with kmeans_init the first step's k-means sees the NaN; without, the EMA update does
+    grvq = small_grvq(kmeans_init=kmeans_init).train()
+    x = torch.randn(2, 30, 32)
+    x[0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteInputError, match="non-finite"):
+        grvq(x)
+    assert issubclass(NonFiniteInputError, ValueError)
+    grvq.eval()(x)  # eval never updates the codebooks, so it does not check
+
+
 # -- precision, search, state -----------------------------------------------------------------
 
 
@@ -348,3 +366,91 @@ def test_num_levels_runs_only_the_first_levels():
     torch.testing.assert_close(out, grvq.get_output_from_indices(full[..., :2]))
     with pytest.raises(ValueError, match="num_levels"):
         grvq(x, num_levels=5)
+
+
+# -- codebooks loaded from a trained model (importing and fine-tuning) -------------------------
+
+
+def load_codebook_state(quantizer, *, embed, embed_avg, cluster_size, initted=True):
+    state = quantizer.state_dict()
+    state["_codebook.embed"] = embed
+    state["_codebook.embed_avg"] = embed_avg
+    state["_codebook.cluster_size"] = cluster_size
+    state["_codebook.initted"] = torch.tensor(initted)
+    quantizer.load_state_dict(state)
+
+
+def test_a_loaded_initialised_codebook_skips_kmeans_and_continues_its_ema():
+    decay, eps, c, d = 0.9, 1e-5, 8, 4
+    rvq = ResidualVQ(
+        dim=d,
+        num_quantizers=2,
+        codebook_size=c,
+        kmeans_init=True,
+        decay=decay,
+        eps=eps,
+        threshold_ema_dead_code=2,
+    ).train()
+    g = torch.Generator().manual_seed(0)
+    embed = torch.randn(2, c, d, generator=g)
+    # embed_avg unrelated to embed and sizes far above the dead-code threshold: the step below
+    # must start from exactly these statistics
+    embed_avg = torch.randn(2, c, d, generator=g)
+    cluster_size = 10 + 10 * torch.rand(2, c, generator=g)
+    load_codebook_state(rvq, embed=embed, embed_avg=embed_avg, cluster_size=cluster_size)
+    x = torch.randn(3, 10, d, generator=g)
+    _, idx, _ = rvq(x)
+
+    # by hand: each level assigns its residual to the nearest loaded code, then one EMA step
+    residual = x.reshape(-1, d)
+    want_embed, want_size = [], []
+    for level in range(2):
+        nearest = torch.cdist(residual, embed[level]).argmin(-1)
+        assert torch.equal(nearest, idx[..., level].reshape(-1)), level
+        counts = torch.bincount(nearest, minlength=c).float()
+        sums = torch.zeros(c, d).index_add_(0, nearest, residual)
+        size = cluster_size[level] * decay + counts * (1 - decay)
+        avg = embed_avg[level] * decay + sums * (1 - decay)
+        smoothed = (size + eps) / (size.sum() + c * eps) * size.sum()
+        want_embed.append(avg / smoothed[:, None])
+        want_size.append(size)
+        residual = residual - embed[level][nearest]
+    torch.testing.assert_close(rvq.codebooks, torch.stack(want_embed))
+    torch.testing.assert_close(rvq._codebook.cluster_size, torch.stack(want_size))
+    assert bool(rvq._codebook.initted)
+
+
+def test_dead_code_threshold_zero_never_replaces_a_code_without_assignments():
+    decay, steps = 0.8, 10
+
+    def train(threshold):
+        vq = ResidualVQ(
+            dim=4,
+            num_quantizers=1,
+            codebook_size=8,
+            decay=decay,
+            threshold_ema_dead_code=threshold,
+        ).train()
+        embed = torch.randn(1, 8, 4, generator=torch.Generator().manual_seed(0))
+        embed[0, 7] = 100.0  # far from every input: code 7 is never the nearest
+        size = torch.full((1, 8), 10.0)
+        size[0, 7] = 0.5
+        load_codebook_state(vq, embed=embed, embed_avg=embed * size[..., None], cluster_size=size)
+        g = torch.Generator().manual_seed(1)
+        assigned, revived = False, 0.0
+        for _ in range(steps):
+            _, idx, _ = vq(torch.randn(4, 16, 4, generator=g))
+            assigned |= bool((idx == 7).any())
+            revived += float(vq.telemetry()["revived"].sum())
+        return vq, assigned, revived
+
+    vq, assigned, revived = train(threshold=0)
+    assert not assigned and revived == 0
+    # only the EMA's decay touched code 7: no batch vector replaced it
+    torch.testing.assert_close(vq._codebook.embed_avg[0, 7], torch.full((4,), 50.0 * decay**steps))
+    torch.testing.assert_close(vq._codebook.cluster_size[0, 7], torch.tensor(0.5 * decay**steps))
+    assert vq._codebook.embed[0, 7].min() > 99
+
+    # the same run with a threshold does replace it: the code really was dead
+    vq, _, revived = train(threshold=2)
+    assert revived >= 1 and vq._codebook.embed[0, 7].abs().max() < 50

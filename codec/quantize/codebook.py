@@ -19,17 +19,6 @@ def l2norm(t: torch.Tensor) -> torch.Tensor:
     return F.normalize(t, dim=-1)
 
 
-def code_scores(x: torch.Tensor, codebook_t: torch.Tensor, bias: torch.Tensor | None):
-    """x: (k, n, d), codebook_t: (k, d, c), bias: (k, 1, c) -> (k, n, c), larger is nearer.
-
-    For Euclidean search the score is x.e - |e|^2 / 2, which orders codes as -|x - e|^2 does
-    without the |x|^2 term; for cosine search it is x.e on unit vectors.
-    """
-    if bias is None:
-        return torch.bmm(x, codebook_t)
-    return torch.baddbmm(bias, x, codebook_t)
-
-
 def nearest_codes(
     x: torch.Tensor,
     codebook: torch.Tensor,
@@ -100,7 +89,7 @@ def _shortlist_and_rerank(x, codebook, bias, candidates, chunk, out):
         out[:, start : start + m] = top.gather(2, exact.max(-1, keepdim=True).indices)[..., 0]
 
 
-def code_statistics(x: torch.Tensor, indices: torch.Tensor, weight: torch.Tensor, c: int):
+def assignment_sums(x: torch.Tensor, indices: torch.Tensor, weight: torch.Tensor, c: int):
     """Per-code counts (k, c) and vector sums (k, c, d) of x (k, n, d) assigned to `indices` (k, n),
     each row weighted by `weight` (n,) (0 for padding or dropped items). Uses index_add, never a
     one-hot (n x c) matrix."""
@@ -128,7 +117,7 @@ def kmeans(
     counts = x.new_zeros(k, num_codes)
     for _ in range(max(1, iters)):
         idx = nearest_codes(x, means, cosine=cosine)
-        counts, sums = code_statistics(x, idx, weight, num_codes)
+        counts, sums = assignment_sums(x, idx, weight, num_codes)
         new = sums / counts.clamp(min=1).unsqueeze(-1)
         if cosine:
             new = l2norm(new)
@@ -143,7 +132,9 @@ class Codebook(nn.Module):
     cluster_size (k, c) for the EMA, initted (bool). EMA follows VQ-VAE-2 / SoundStream:
     cluster_size and embed_avg decay by `decay`, embed = embed_avg / Laplace-smoothed
     cluster_size. Codes whose EMA cluster size falls below `threshold_ema_dead_code` are
-    replaced by vectors of the current batch.
+    replaced by vectors of the current batch. `kmeans_init` only starts the codes at zero with
+    initted False; the residual quantizer runs k-means (level by level, on residuals) and owns
+    its iteration count.
     """
 
     def __init__(
@@ -155,7 +146,6 @@ class Codebook(nn.Module):
         decay: float = 0.8,
         eps: float = 1e-5,
         kmeans_init: bool = False,
-        kmeans_iters: int = 10,
         use_cosine_sim: bool = False,
         threshold_ema_dead_code: float = 0.0,
         ema_update: bool = True,
@@ -173,7 +163,6 @@ class Codebook(nn.Module):
             raise ValueError(f"search_precision must be one of {SEARCH_PRECISIONS}")
         self.dim, self.codebook_size, self.num_codebooks = dim, codebook_size, num_codebooks
         self.decay, self.eps = decay, eps
-        self.kmeans_iters = kmeans_iters
         self.cosine = use_cosine_sim
         self.threshold_ema_dead_code = float(threshold_ema_dead_code)
         self.ema_update = ema_update and not learnable_codebook

@@ -16,6 +16,7 @@ estimators scales it by the number of levels). `rotation_trick=True` uses the ro
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -24,8 +25,10 @@ from einops import rearrange
 from torch import nn
 
 from codec.quantize import distributed as ddp
-from codec.quantize.codebook import Codebook, code_statistics, kmeans, l2norm
+from codec.quantize.codebook import Codebook, assignment_sums, kmeans, l2norm
 from codec.quantize.dropout import draw_depth, draw_item_depths
+from codec.quantize.errors import NonFiniteInputError
+from codec.quantize.result import QuantizedResult
 
 _SEED_OPTIONS_IGNORED = {"straight_through": False, "heads": 1, "channel_last": True}
 
@@ -55,6 +58,39 @@ def rotate_to(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     w = l2norm(u + v)
     rotated = x - 2 * w * (w * x).sum(-1, keepdim=True) + 2 * v * (u * x).sum(-1, keepdim=True)
     return (q_norm / x_norm) * rotated
+
+
+@dataclasses.dataclass
+class _UpdateStatistics:
+    """What one training step's EMA update needs. counts (levels, g, c), sums (levels, g, c, d),
+    candidates (levels, g, c, d) (dead-code replacements; None without revival) and bad (1,)
+    (> 0 when non-finite input was seen) are views into one fp32 buffer, `flat`, so that DDP
+    sums them with one all-reduce. offsets and totals (levels,): rows held by the ranks before
+    this one, and by all ranks."""
+
+    flat: torch.Tensor
+    counts: torch.Tensor
+    sums: torch.Tensor
+    candidates: torch.Tensor | None
+    bad: torch.Tensor
+    offsets: torch.Tensor
+    totals: torch.Tensor
+
+    @classmethod
+    def zeros(
+        cls, *, levels, groups, codebook_size, dim, with_candidates, like, offsets, totals
+    ) -> _UpdateStatistics:
+        c, d = codebook_size, dim
+        shapes = {"counts": (levels, groups, c), "sums": (levels, groups, c, d), "bad": (1,)}
+        if with_candidates:
+            shapes["candidates"] = (levels, groups, c, d)
+        sizes = [math.prod(shape) for shape in shapes.values()]
+        flat = like.new_zeros(sum(sizes), dtype=torch.float32)
+        views = {
+            name: part.view(shape) for (name, shape), part in zip(shapes.items(), flat.split(sizes))
+        }
+        views.setdefault("candidates", None)
+        return cls(flat=flat, offsets=offsets, totals=totals, **views)
 
 
 class _GroupedResidual(nn.Module):
@@ -119,8 +155,7 @@ class _GroupedResidual(nn.Module):
         self.dim, self.groups, self.num_quantizers = dim, groups, num_quantizers
         dim_per_group = dim // groups
         self.codebook_dim = codebook_dim or dim_per_group
-        self.has_projections = self.codebook_dim != dim_per_group
-        if self.has_projections:
+        if self.codebook_dim != dim_per_group:
             self.project_in = GroupedLinear(groups, dim_per_group, self.codebook_dim)
             self.project_out = GroupedLinear(groups, self.codebook_dim, dim_per_group)
         else:
@@ -149,7 +184,6 @@ class _GroupedResidual(nn.Module):
             decay=decay,
             eps=eps,
             kmeans_init=kmeans_init,
-            kmeans_iters=kmeans_iters,
             use_cosine_sim=use_cosine_sim,
             threshold_ema_dead_code=threshold_ema_dead_code,
             ema_update=ema_update,
@@ -297,51 +331,129 @@ class _GroupedResidual(nn.Module):
     def _forward(
         self,
         x: torch.Tensor,
+        *,
         mask: torch.Tensor | None = None,
         indices: torch.Tensor | None = None,
         return_all_codes: bool = False,
         sample_codebook_temp: float | None = None,
         freeze_codebook: bool = False,
-        rand_quantize_dropout_fixed_seed: int | None = None,
+        fixed_seed: int | None = None,
         num_levels: int | None = None,
-    ):
-        """Returns (quantized, codes (g, N-shaped), losses (g, q), all_codes or None), or
-        (quantized, cross_entropy) when `indices` are given."""
+    ) -> QuantizedResult:
+        """x (b, n, dim), or (b, dim, h, w) -> the result in the facades' layout; teacher forcing
+        with `indices` (g, b, *spatial, q) given."""
         x, spatial = self._flatten_input(x)
         b, n, _ = x.shape
-        if mask is not None:
-            if mask.shape != (b, n):
-                raise ValueError(f"expected mask of shape ({b}, {n}), got {tuple(mask.shape)}")
-            mask = mask.bool()
-        in_dtype = x.dtype
+        valid = self._valid_rows(mask, batch=b, positions=n)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            h = self.project_in(x.float())
-            hg = rearrange(h, "b n (g d) -> g (b n) d", g=self.groups)
-            valid = None if mask is None else mask.reshape(-1)
-            if valid is not None:
-                hg = hg.masked_fill(~valid[None, :, None], 0.0)
+            hg = self._engine_input(x, valid=valid)
             if indices is not None:
                 out, ce = self._cross_entropy(hg, indices, valid)
-            else:
-                out, codes, losses = self._quantize(
-                    hg,
-                    valid,
-                    b,
-                    sample_codebook_temp,
-                    freeze_codebook,
-                    rand_quantize_dropout_fixed_seed,
-                    num_levels,
-                )
-            out = self.project_out(rearrange(out, "g n d -> n (g d)")).reshape(b, n, self.dim)
-        out = self._unflatten_output(out.to(in_dtype), spatial)
-        if indices is not None:
-            return out, ce
-        codes = codes.reshape(self.groups, b, *(spatial if spatial is not None else (n,)), -1)
+                out = self._engine_output(out, batch=b, spatial=spatial, dtype=x.dtype)
+                return QuantizedResult(quantized=out, cross_entropy=ce)
+            result = self._quantize(
+                hg,
+                valid=valid,
+                batch=b,
+                temperature=sample_codebook_temp,
+                freeze=freeze_codebook,
+                fixed_seed=fixed_seed,
+                num_levels=num_levels,
+            )
+            out = self._engine_output(result.quantized, batch=b, spatial=spatial, dtype=x.dtype)
+        codes = result.indices.reshape(
+            self.groups, b, *(spatial if spatial is not None else (n,)), -1
+        )
         all_codes = self._codes_from_indices(codes) if return_all_codes else None
-        return out, codes, losses, all_codes
+        return dataclasses.replace(result, quantized=out, indices=codes, all_codes=all_codes)
 
-    def _depths(self, batch: int, fixed_seed: int | None, generator: torch.Generator):
-        """(levels to run, per-item depths (batch,) or None)."""
+    def _valid_rows(self, mask: torch.Tensor | None, *, batch: int, positions: int):
+        """mask (b, n) -> (b * n,) bool, the rows that are real input; None without a mask."""
+        if mask is None:
+            return None
+        if mask.shape != (batch, positions):
+            raise ValueError(
+                f"expected mask of shape ({batch}, {positions}), got {tuple(mask.shape)}"
+            )
+        return mask.bool().reshape(-1)
+
+    def _engine_input(self, x: torch.Tensor, *, valid: torch.Tensor | None) -> torch.Tensor:
+        """x (b, n, dim) -> (g, N, d) in fp32 codebook space, padding rows zeroed."""
+        h = self.project_in(x.float())
+        hg = rearrange(h, "b n (g d) -> g (b n) d", g=self.groups)
+        return hg if valid is None else hg.masked_fill(~valid[None, :, None], 0.0)
+
+    def _engine_output(self, out: torch.Tensor, *, batch: int, spatial, dtype) -> torch.Tensor:
+        """(g, N, d) -> (b, n, dim), or (b, dim, h, w), in the input's dtype."""
+        out = self.project_out(rearrange(out, "g n d -> n (g d)")).reshape(batch, -1, self.dim)
+        return self._unflatten_output(out.to(dtype), spatial)
+
+    def _quantize(
+        self,
+        hg: torch.Tensor,
+        *,
+        valid: torch.Tensor | None,
+        batch: int,
+        temperature: float | None,
+        freeze: bool,
+        fixed_seed: int | None,
+        num_levels: int | None,
+    ) -> QuantizedResult:
+        """hg (g, N, d) -> the result in the engine's layout: quantized (g, N, d), indices
+        (g, N, q), losses (g, q). A training step with updates on ends with one EMA step of
+        every level that ran."""
+        update = self.training and not (freeze or self.freeze_codebook)
+        generator = self._begin_training_step(hg, valid=valid, update=update)
+        levels, item_depths = self._levels_to_run(
+            batch=batch, fixed_seed=fixed_seed, generator=generator, num_levels=num_levels
+        )
+        weights = self._level_weights(
+            valid=valid,
+            item_depths=item_depths,
+            levels=levels,
+            rows_per_item=hg.shape[1] // batch,
+            device=hg.device,
+        )
+        stats = self._new_statistics(hg, weights=weights) if update else None
+        track_grad = hg.requires_grad and torch.is_grad_enabled()
+        quantized, indices, losses = self._run_levels(
+            hg,
+            weights=weights,
+            temperature=self._temperature(temperature),
+            stats=stats,
+            generator=generator,
+            track_grad=track_grad,
+        )
+        if stats is not None:
+            self._apply_update(stats, hg=hg)
+        out = self._straight_through(hg, quantized, track_grad=track_grad)
+        return QuantizedResult(quantized=out, indices=indices, losses=losses)
+
+    def _begin_training_step(self, hg, *, valid, update: bool) -> torch.Generator | None:
+        """In training: agree the RNG over ranks, take this step's generator, and run k-means
+        first if updates are on and the codebooks are not initialised. None in eval."""
+        if not self.training:
+            return None
+        self._sync_rng(hg.device)
+        generator = self._generator()
+        self._rng_step += 1
+        if update and not bool(self._codebook.initted):
+            self._kmeans_init(hg, valid, generator)
+        return generator
+
+    def _levels_to_run(self, *, batch: int, fixed_seed, generator, num_levels: int | None):
+        """(levels to run, per-item depths (batch,) or None): dropout's draw, capped by
+        `num_levels`."""
+        q = self.num_quantizers
+        levels, item_depths = self._dropout_depths(batch, fixed_seed, generator)
+        if num_levels is not None:
+            if not 1 <= num_levels <= q:
+                raise ValueError(f"num_levels must be in [1, {q}], got {num_levels}")
+            levels = min(levels, num_levels)
+        return levels, item_depths
+
+    def _dropout_depths(self, batch: int, fixed_seed: int | None, generator: torch.Generator):
+        """Structured dropout's draw: (levels to run, per-item depths (batch,) or None)."""
         q = self.num_quantizers
         if not (self.training and self.quantize_dropout):
             return q, None
@@ -360,53 +472,44 @@ class _GroupedResidual(nn.Module):
                 depth = q
         return depth, None
 
-    def _quantize(self, hg, valid, batch, temperature, freeze, fixed_seed, num_levels=None):
-        g, n_rows, d = hg.shape
-        q, c = self.num_quantizers, self.codebook_size
-        training = self.training
-        update = training and not (freeze or self.freeze_codebook)
-        generator = None
-        if training:
-            self._sync_rng(hg.device)
-            generator = self._generator()
-            self._rng_step += 1
-            if update and not bool(self._codebook.initted):
-                self._kmeans_init(hg, valid, generator)
-        levels, item_depths = self._depths(batch, fixed_seed, generator)
-        if num_levels is not None:
-            if not 1 <= num_levels <= q:
-                raise ValueError(f"num_levels must be in [1, {q}], got {num_levels}")
-            levels = min(levels, num_levels)
+    def _temperature(self, temperature: float | None) -> float:
+        """Sampling temperature of this call; 0 (nearest code) outside training."""
         if temperature is None and self.stochastic_sample_codes:
             temperature = self.sample_codebook_temp
-        temperature = float(temperature or 0.0) if training else 0.0
+        return float(temperature or 0.0) if self.training else 0.0
 
+    @staticmethod
+    def _level_weights(*, valid, item_depths, levels: int, rows_per_item: int, device):
+        """Per level run, the (N,) float weight of the rows that enter statistics and losses:
+        real input (mask) in items deep enough (per-item dropout); None where every row does."""
         row_depth = None
         if item_depths is not None:
-            row_depth = item_depths.to(hg.device).repeat_interleave(n_rows // batch)
-        weights = []  # per level: (N,) float weight of rows that enter stats and losses
+            row_depth = item_depths.to(device).repeat_interleave(rows_per_item)
+        weights = []
         for level in range(levels):
-            active = None if valid is None else valid
+            active = valid
             if row_depth is not None:
                 deep = row_depth > level
                 active = deep if active is None else active & deep
             weights.append(None if active is None else active.float())
+        return weights
 
-        stats = self._stats_buffer(levels, g, c, d, hg) if update else None
-        if stats is not None:
-            level_rows = torch.stack(
-                [hg.new_tensor(n_rows) if w is None else w.sum() for w in weights]
-            )
-            rank, _ = ddp.world()
-            counts_by_rank = (
-                ddp.all_gather_counts(level_rows) if self._syncs() else level_rows[None]
-            )
-            offsets = (
-                counts_by_rank[:rank].sum(0) if self._syncs() else torch.zeros_like(level_rows)
-            )
-            totals = counts_by_rank.sum(0)
-
-        track_grad = hg.requires_grad and torch.is_grad_enabled()
+    def _run_levels(
+        self,
+        hg: torch.Tensor,
+        *,
+        weights: list[torch.Tensor | None],
+        temperature: float,
+        stats: _UpdateStatistics | None,
+        generator: torch.Generator | None,
+        track_grad: bool,
+    ):
+        """Quantize hg (g, N, d) level by level, each level on the detached residual of the ones
+        before -> (quantized (g, N, d) without gradient, indices (g, N, q), losses (g, q)).
+        Levels past len(weights), and rows of weight 0, get index -1; their loss is 0, and in
+        eval every loss is 0. Fills `stats` when given."""
+        g, n_rows, _ = hg.shape
+        q, levels = self.num_quantizers, len(weights)
         residual = hg if track_grad else hg.detach().clone()
         quantized = torch.zeros_like(hg.detach())
         codes = torch.full((q, g, n_rows), -1, dtype=torch.long, device=hg.device)
@@ -423,62 +526,70 @@ class _GroupedResidual(nn.Module):
             else:
                 codes[level] = idx
             if stats is not None:
-                row_w = hg.new_ones(n_rows) if w is None else w
-                counts, sums = code_statistics(detached, idx, row_w, c)
-                stats["counts"][level] = counts
-                stats["sums"][level] = sums
-                if stats["candidates"] is not None:
-                    stats["candidates"][level] = self._dead_code_candidates(
-                        detached, row_w, offsets[level], totals[level], generator
-                    )
-            if training:
-                target = code if self._codebook.learnable else code.detach()
-                err = (residual - target).pow(2)
-                if w is None:
-                    losses[level] = err.mean(dim=(1, 2))
-                else:
-                    denom = w.sum().clamp(min=1) * d
-                    losses[level] = (err * w[None, :, None]).sum(dim=(1, 2)) / denom
-                losses[level] = losses[level] * self.commitment_weight
+                self._record_level_statistics(
+                    stats, level=level, x=detached, indices=idx, weight=w, generator=generator
+                )
+            if self.training:
+                losses[level] = self._commitment_loss(residual, code, weight=w)
             code = code.detach()
             quantized.add_(code)
             if level + 1 < levels:
                 residual = residual - code if track_grad else residual.sub_(code)
-        codes = rearrange(codes, "q g n -> g n q")
-        losses = torch.stack(losses, dim=-1)
+        return quantized, rearrange(codes, "q g n -> g n q"), torch.stack(losses, dim=-1)
 
-        if stats is not None:
-            self._apply_update(stats, levels, totals, hg)
-        if self.rotation_trick and track_grad:
-            out = rotate_to(hg, quantized)
-        elif track_grad:
-            out = hg + (quantized - hg).detach()
+    def _commitment_loss(self, residual, code, *, weight: torch.Tensor | None) -> torch.Tensor:
+        """Weighted mean squared distance of residual (g, N, d) to its codes -> (g,), times
+        commitment_weight; a learnable codebook gets the gradient too."""
+        target = code if self._codebook.learnable else code.detach()
+        err = (residual - target).pow(2)
+        if weight is None:
+            loss = err.mean(dim=(1, 2))
         else:
-            out = quantized
-        return out, codes, losses
+            denom = weight.sum().clamp(min=1) * residual.shape[-1]
+            loss = (err * weight[None, :, None]).sum(dim=(1, 2)) / denom
+        return loss * self.commitment_weight
+
+    def _straight_through(self, hg, quantized, *, track_grad: bool) -> torch.Tensor:
+        """The value of `quantized` (g, N, d) with a gradient to hg: the identity, or with
+        rotation_trick the rotation carrying hg onto it."""
+        if self.rotation_trick and track_grad:
+            return rotate_to(hg, quantized)
+        if track_grad:
+            return hg + (quantized - hg).detach()
+        return quantized
 
     # -- codebook maintenance ------------------------------------------------------------------
 
-    def _stats_buffer(self, levels, g, c, d, like):
-        """One flat buffer for everything the update all-reduces, with named views into it."""
-        with_candidates = self._codebook.threshold_ema_dead_code > 0
-        sizes = {
-            "counts": (levels, g, c),
-            "sums": (levels, g, c, d),
-            "candidates": (levels, g, c, d) if with_candidates else None,
-            "bad": (1,),
-        }
-        total = sum(math.prod(s) for s in sizes.values() if s is not None)
-        flat = like.new_zeros(total, dtype=torch.float32)
-        views, offset = {"flat": flat}, 0
-        for key, shape in sizes.items():
-            if shape is None:
-                views[key] = None
-                continue
-            size = math.prod(shape)
-            views[key] = flat[offset : offset + size].view(shape)
-            offset += size
-        return views
+    def _new_statistics(self, hg: torch.Tensor, *, weights) -> _UpdateStatistics:
+        """Empty statistics for one step over len(weights) levels, with every rank's count of
+        rows per level gathered (dead-code candidates are drawn from the global batch)."""
+        g, n_rows, d = hg.shape
+        level_rows = torch.stack([hg.new_tensor(n_rows) if w is None else w.sum() for w in weights])
+        rank, _ = ddp.world()
+        counts_by_rank = ddp.all_gather_counts(level_rows) if self._syncs() else level_rows[None]
+        offsets = counts_by_rank[:rank].sum(0) if self._syncs() else torch.zeros_like(level_rows)
+        return _UpdateStatistics.zeros(
+            levels=len(weights),
+            groups=g,
+            codebook_size=self.codebook_size,
+            dim=d,
+            with_candidates=self._codebook.threshold_ema_dead_code > 0,
+            like=hg,
+            offsets=offsets,
+            totals=counts_by_rank.sum(0),
+        )
+
+    def _record_level_statistics(self, stats, *, level: int, x, indices, weight, generator):
+        """Counts, sums and dead-code candidates of one level's rows x (g, N, d) assigned to
+        `indices` (g, N), weighted by `weight` (N,) (None: every row counts)."""
+        row_weight = x.new_ones(x.shape[1]) if weight is None else weight
+        counts, sums = assignment_sums(x, indices, row_weight, self.codebook_size)
+        stats.counts[level] = counts
+        stats.sums[level] = sums
+        if stats.candidates is not None:
+            stats.candidates[level] = self._dead_code_candidates(
+                x, row_weight, stats.offsets[level], stats.totals[level], generator
+            )
 
     def _dead_code_candidates(self, x, weight, offset, total, generator):
         """For every code of every group, one row drawn uniformly from the valid rows of the
@@ -496,15 +607,18 @@ class _GroupedResidual(nn.Module):
         picked = torch.gather(x, 1, rows.unsqueeze(-1).expand(-1, -1, d))
         return torch.where(own.unsqueeze(-1), picked, 0.0)
 
-    def _apply_update(self, stats, levels, totals, hg):
+    def _apply_update(self, stats: _UpdateStatistics, *, hg: torch.Tensor) -> None:
+        """Sum the statistics over ranks and take one EMA step (with dead-code revival) of every
+        level that ran; if any rank saw non-finite input, nothing changes and this raises."""
         g = self.groups
-        # padding rows were zeroed in _forward, so this sees only real input
-        stats["bad"][0] = (~torch.isfinite(hg.detach())).any().float()
+        levels = stats.counts.shape[0]
+        # padding rows were zeroed in _engine_input, so this sees only real input
+        stats.bad[0] = (~torch.isfinite(hg.detach())).any().float()
         if self._syncs():
-            ddp.all_reduce_sum_(stats["flat"])
-        ok = stats["bad"][0] == 0
-        counts, sums, cands = stats["counts"], stats["sums"], stats["candidates"]
-        has_cands = (totals > 0).unsqueeze(-1).expand(levels, g)
+            ddp.all_reduce_sum_(stats.flat)
+        ok = stats.bad[0] == 0
+        counts, sums, cands = stats.counts, stats.sums, stats.candidates
+        has_cands = (stats.totals > 0).unsqueeze(-1).expand(levels, g)
         if self.shared_codebook:
             revived = self._codebook.ema_update_(
                 self._slots(0),
@@ -527,7 +641,7 @@ class _GroupedResidual(nn.Module):
             ).view(levels, g)
         self._record_telemetry(counts, revived, levels)
         if self.check_finite and not bool(ok):
-            raise ValueError(
+            raise NonFiniteInputError(
                 "non-finite values (NaN or Inf) in the quantizer input during training; "
                 "the codebooks were left unchanged"
             )
@@ -552,7 +666,7 @@ class _GroupedResidual(nn.Module):
         if data.shape[1] == 0:
             return
         if not bool(torch.isfinite(data).all()):
-            raise ValueError(
+            raise NonFiniteInputError(
                 "non-finite values (NaN or Inf) in the quantizer input during training; "
                 "k-means initialisation was not run"
             )
@@ -661,18 +775,15 @@ class GroupedResidualVQ(_GroupedResidual):
         indices = None if indices is None or len(indices) == 0 else _stack_groups(indices)
         result = self._forward(
             x,
-            mask,
-            indices,
-            return_all_codes,
-            sample_codebook_temp,
-            freeze_codebook,
-            rand_quantize_dropout_fixed_seed,
-            num_levels,
+            mask=mask,
+            indices=indices,
+            return_all_codes=return_all_codes,
+            sample_codebook_temp=sample_codebook_temp,
+            freeze_codebook=freeze_codebook,
+            fixed_seed=rand_quantize_dropout_fixed_seed,
+            num_levels=num_levels,
         )
-        if indices is not None:
-            return result
-        out, codes, losses, all_codes = result
-        return (out, codes, losses) if all_codes is None else (out, codes, losses, all_codes)
+        return result.as_seed_tuple()
 
 
 class ResidualVQ(_GroupedResidual):
@@ -713,18 +824,14 @@ class ResidualVQ(_GroupedResidual):
             indices = _as_tensor(indices).unsqueeze(0)
         result = self._forward(
             x,
-            mask,
-            indices,
-            return_all_codes,
-            sample_codebook_temp,
-            freeze_codebook,
-            rand_quantize_dropout_fixed_seed,
+            mask=mask,
+            indices=indices,
+            return_all_codes=return_all_codes,
+            sample_codebook_temp=sample_codebook_temp,
+            freeze_codebook=freeze_codebook,
+            fixed_seed=rand_quantize_dropout_fixed_seed,
         )
-        if indices is not None:
-            return result
-        out, codes, losses, all_codes = result
-        out_tuple = (out, codes[0], losses[0])
-        return out_tuple if all_codes is None else (*out_tuple, all_codes[0])
+        return result.single_group().as_seed_tuple()
 
     def telemetry(self) -> dict[str, torch.Tensor]:
         """As GroupedResidualVQ.telemetry, each of shape (levels,)."""
