@@ -175,7 +175,7 @@ def test_only_stored_parameters_have_cached_layouts():
 
 
 def _seanets(causal, pad_mode, activation, fold=True, **extra):
-    opts = dict(SMALL, causal=causal, pad_mode=pad_mode, activation=activation, **extra)
+    opts = {**SMALL, "causal": causal, "pad_mode": pad_mode, "activation": activation, **extra}
     return _pair(lambda: SEANetEncoder(**opts), fold), _pair(lambda: SEANetDecoder(**opts), fold)
 
 
@@ -190,6 +190,18 @@ def test_converted_seanet_equals_plain(causal, pad_mode, activation):
             z, y = enc(x), dec(enc(x))
             _assert_close(fast_enc(x), z)
             _assert_close(fast_dec(z), y)
+
+
+def test_identity_shortcut_seanet_converts_and_agrees():
+    """true_skip: the residual units' unfused path, also under bf16 autocast."""
+    (enc, fast_enc), (dec, fast_dec) = _seanets(True, "reflect", "elu", true_skip=True)
+    x = torch.randn(1, 1, 16 * 20)
+    with torch.no_grad():
+        z, y = enc(x), dec(enc(x))
+        _assert_close(fast_enc(x), z)
+        _assert_close(fast_dec(z), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert (fast_enc(x).float() - z).abs().max() < 0.1 * z.abs().max()
 
 
 def test_weight_norm_need_not_be_folded():
@@ -271,7 +283,7 @@ def test_conversion_keeps_the_state_dict():
     torch.manual_seed(0)
     enc = fold_weight_norm(SEANetEncoder(**SMALL).eval())
     before = {k: v.clone() for k, v in enc.state_dict().items()}
-    for_cpu_inference(enc.requires_grad_(False))
+    for_cpu_inference(for_cpu_inference(enc.requires_grad_(False)))  # twice: a no-op
     after = enc.state_dict()
     assert list(after) == list(before)
     assert all(torch.equal(after[k], before[k]) for k in before)
