@@ -225,13 +225,22 @@ def progress_bar(items, quiet: bool, desc: str, total: int | None = None):
     return tqdm(items, desc=desc, unit="file", total=total)
 
 
-def _load_model(path: Path | None, device: str):
+def _load_model(path: Path | None, device: str, precision: str = "float32"):
     from codec.models import Codec
     from codec.models.names import resolve_model
+    from codec.nn import cpu_isa, native_bf16
 
     if path is None:
         raise UsageError("no model given: pass -m MODEL_DIR or set CODEC_MODEL")
-    return Codec.from_pretrained(resolve_model(path)).to(_usable_device(device))
+    device = _usable_device(device)
+    if precision == "bfloat16" and device.type == "cpu" and not native_bf16():
+        raise UsageError(
+            f"--precision bfloat16: this CPU ({cpu_isa()}) has no native bf16 arithmetic and "
+            "would run many times slower than float32; use float32"
+        )
+    model = Codec.from_pretrained(resolve_model(path)).to(device)
+    model.precision = precision
+    return model
 
 
 def run_import(args) -> None:
@@ -263,8 +272,7 @@ def run_encode(args, errors: list[str]) -> int:
     from codec.codes_file import write_codes
     from codec.coding import Windowing, codes_header, encode_files
 
-    model = _load_model(args.model, args.device)
-    model.precision = args.precision
+    model = _load_model(args.model, args.device, args.precision)
     levels = model.levels_for(args.bandwidth, args.levels)
     windowing = Windowing.for_model(model, args.chunk_seconds)
     files = collect(args.inputs, AUDIO_SUFFIXES, args.recursive, errors)
@@ -347,9 +355,7 @@ class ModelsByName:
             self.loaded[None] = self._load(args.model)
 
     def _load(self, path):
-        model = _load_model(path, self.args.device)
-        model.precision = self.args.precision
-        return model
+        return _load_model(path, self.args.device, self.args.precision)
 
     def get(self, model_id: str):
         if None in self.loaded:
@@ -370,8 +376,7 @@ def run_tokenize(args, errors: list[str]) -> int:
     from codec.coding import Windowing, encode_files, model_header_fields
     from codec.shards import tokenize
 
-    model = _load_model(args.model, args.device)
-    model.precision = args.precision
+    model = _load_model(args.model, args.device, args.precision)
     levels = model.levels_for(args.bandwidth, args.levels)
     windowing = Windowing.for_model(model, args.chunk_seconds)
     found = collect(args.inputs, AUDIO_SUFFIXES, args.recursive, errors)

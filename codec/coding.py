@@ -244,9 +244,13 @@ def encode_files(
 
 
 def _encode_streaming(model: Codec, signals: list, levels: int, windowing: Windowing) -> list:
+    """Files side by side, zero-padded past their ends; a model that pads by reflection (as
+    EnCodec's) streams each file alone, its last chunk as long as what is left, which its
+    layers pad as the offline pass does."""
     hop, chunk = model.hop_length, windowing.chunk_frames
     device = next(model.parameters()).device
-    per_batch = _per_batch(model, chunk * hop)
+    alone = _pads_by_reflection(model)
+    per_batch = 1 if alone else _per_batch(model, chunk * hop)
     result = []
     for start in range(0, len(signals), per_batch):
         group = signals[start : start + per_batch]
@@ -254,11 +258,20 @@ def _encode_streaming(model: Codec, signals: list, levels: int, windowing: Windo
         codes = torch.empty(len(group), model.groups, levels, max(frames), dtype=torch.long)
         with model.streaming():
             for k in range(0, max(frames), chunk):
-                batch = torch.stack([_window(s, k * hop, chunk * hop) for s in group])
+                size = chunk * hop
+                if alone:
+                    size = min(size, group[0].shape[-1] - k * hop)
+                batch = torch.stack([_window(s, k * hop, size) for s in group])
                 part = model.encode(batch.to(device), levels=levels).cpu()
                 codes[..., k : k + part.shape[-1]] = part[..., : codes.shape[-1] - k]
         result.extend(c[..., :f] for c, f in zip(codes, frames))
     return result
+
+
+def _pads_by_reflection(model: Codec) -> bool:
+    from codec.nn import Conv1d
+
+    return any(isinstance(m, Conv1d) and m.pad_mode == "reflect" for m in model.modules())
 
 
 def model_header_fields(model: Codec, levels: int) -> dict:

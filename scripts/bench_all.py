@@ -48,10 +48,13 @@ def machine() -> list[str]:
         pass
     import torch
 
+    from codec.nn import cpu_isa
+
     malloc = {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "LD_PRELOAD"))}
     return [
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- CPU: {cpu}, {os.cpu_count()} cores; {platform.system()} {platform.machine()}",
+        f"- CPU: {cpu}, {os.cpu_count()} cores; {platform.system()} {platform.machine()}; "
+        f"PyTorch kernels {cpu_isa()}",
         f"- Python {platform.python_version()}, torch {torch.__version__}, "
         f"threads as each benchmark sets them",
         f"- allocator: glibc malloc, {'settings ' + str(malloc) if malloc else 'default settings'}",

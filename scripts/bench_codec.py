@@ -30,12 +30,15 @@ from timing import interleaved
 
 
 def ours_model():
+    """Saved, reloaded for inference and converted for the CPU, as the CLI runs it."""
     from codec.models import Codec, CodecConfig
+    from codec.nn import for_cpu_inference
 
     torch.manual_seed(0)
     model = Codec(CodecConfig(causal=True, model_id="bench-24k"))
-    with tempfile.TemporaryDirectory() as folder:  # the inference path: saved and reloaded
-        return Codec.from_pretrained(model.save_pretrained(folder))
+    with tempfile.TemporaryDirectory() as folder:
+        loaded = Codec.from_pretrained(model.save_pretrained(folder))
+    return for_cpu_inference(loaded.eval().requires_grad_(False))
 
 
 def theirs_model():
@@ -167,9 +170,12 @@ def main() -> None:
     parser.add_argument("--skip-long", action="store_true", help="skip the long-file encodes")
     args = parser.parse_args()
     runs = 3 if args.quick else args.runs
+    from codec.nn import cpu_isa
+
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"1 thread, glibc malloc (default settings); medians of {runs} runs"
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, kernels {cpu_isa()}, "
+        f"torch {torch.__version__}, 1 thread, glibc malloc (default settings); "
+        f"medians of {runs} runs"
     )
     torch.set_num_threads(1)
     print(machine_ceilings())

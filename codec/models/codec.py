@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 
 import torch
 from einops import rearrange
@@ -19,7 +20,7 @@ from torch import nn
 from codec.models.builders import build_part
 from codec.models.config import CodecConfig
 from codec.models.segments import Segmentation, overlap_add, rms_scale
-from codec.nn import streaming
+from codec.nn import cpu_isa, native_bf16, streaming
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -143,11 +144,19 @@ class Codec(nn.Module):
 
     def _autocast(self, device: torch.device):
         """bf16 autocast for encoder and decoder when `precision == "bfloat16"` (the quantizer
-        always runs in fp32). About 2x faster on CPUs with native bf16; codes can differ from
-        fp32 in rare near-ties."""
+        always runs in fp32). About 2x faster on CPUs with native bf16 (AVX512-BF16, AMX);
+        elsewhere bf16 is emulated and 10x+ slower, so fp32 runs instead, with a warning.
+        Codes can differ from fp32 in rare near-ties."""
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be float32 or bfloat16, got {self.precision!r}")
         enabled = self.precision == "bfloat16" and not self.training
+        if enabled and device.type == "cpu" and not native_bf16():
+            warnings.warn(
+                f"bfloat16 is emulated on this CPU ({cpu_isa()}) and runs many times slower "
+                "than float32: running in float32",
+                stacklevel=3,
+            )
+            enabled = False
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def _latents(self, wav: torch.Tensor) -> torch.Tensor:

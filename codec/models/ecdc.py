@@ -151,7 +151,7 @@ def ecdc_as_codes(ecdc: EcdcFile):
     from codec.codes_file import CodesHeader
 
     layout = ecdc.layout
-    codes = torch.cat([segment.codes for segment in ecdc.segments], -1)[0]
+    codes = torch.cat([segment.codes for segment in ecdc.segments], -1)  # (1, levels, frames)
     gains = None
     if layout.normalize:
         gains = [-20.0 * math.log10(segment.scale) for segment in ecdc.segments]

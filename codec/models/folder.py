@@ -18,7 +18,7 @@ from codec.fileio import atomic_write_bytes
 from codec.models.codec import Codec
 from codec.models.config import CodecConfig
 from codec.models.options import ConfigError
-from codec.nn import fold_weight_norm
+from codec.nn import fold_weight_norm, for_cpu_inference
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 STORAGE_DTYPES = (torch.float16, torch.bfloat16)  # allowed in place of a float32 tensor
@@ -125,7 +125,8 @@ _DTYPES = {
 
 def load_model(directory, inference: bool = True) -> Codec:
     """A folder written by `save_model` -> Codec. With `inference`, weight norm is folded
-    away and the model is in eval mode."""
+    away, the model is in eval mode without gradients, and converted for fast CPU inference
+    (codec.nn.inference; a model moved to another device runs its plain path)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -148,7 +149,8 @@ def load_model(directory, inference: bool = True) -> Codec:
     if expected_hash is not None and model.weights_hash() != expected_hash:
         raise ModelFormatError(f"{weights_path}: weights hash does not match config.json")
     model.saved_hash = expected_hash or model.weights_hash()
-    if inference:
-        model.eval()
+    if inference:  # folded weights and, on the CPU, the time-major kernels
+        model.eval().requires_grad_(False)
         fold_weight_norm(model)
+        for_cpu_inference(model)
     return model

@@ -1,14 +1,9 @@
-"""Neural network blocks: streamable convolutions and the SEANet encoder/decoder."""
+"""Neural network blocks: streamable convolutions and the SEANet encoder/decoder, and the
+conversion of a loaded model for fast CPU inference."""
 
 from codec.nn.activations import Snake, make_activation
-from codec.nn.conv import (
-    LSTM,
-    Conv1d,
-    ConvTranspose1d,
-    fold_weight_norm,
-    reset_streaming,
-    streaming,
-)
+from codec.nn.conv import LSTM, Conv1d, ConvTranspose1d, fold_weight_norm, streaming
+from codec.nn.inference import cpu_isa, for_cpu_inference, native_bf16
 from codec.nn.seanet import SEANetDecoder, SEANetEncoder
 
 __all__ = [
@@ -18,8 +13,10 @@ __all__ = [
     "SEANetDecoder",
     "SEANetEncoder",
     "Snake",
+    "cpu_isa",
     "fold_weight_norm",
+    "for_cpu_inference",
     "make_activation",
-    "reset_streaming",
+    "native_bf16",
     "streaming",
 ]

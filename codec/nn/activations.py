@@ -8,17 +8,21 @@ from torch import nn
 ACTIVATIONS = ("elu", "snake")
 
 
+def snake(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """x + sin^2(alpha x) / alpha, alpha broadcast against x."""
+    return x + torch.sin(alpha * x).pow(2) / (alpha + 1e-9)
+
+
 class Snake(nn.Module):
     """x + sin^2(alpha x) / alpha with a learnable alpha per channel (BigVGAN, DAC): a periodic
-    inductive bias for audio. (b, c, t) -> (b, c, t), or time-major (b, c, 1, t)."""
+    inductive bias for audio. (b, c, t) -> (b, c, t)."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        alpha = self.alpha if x.ndim == 3 else self.alpha[..., None]  # time-major (b, c, 1, t)
-        return x + torch.sin(alpha * x).pow(2) / (alpha + 1e-9)
+        return snake(x, self.alpha)
 
 
 def make_activation(name: str, channels: int, inplace: bool = False) -> nn.Module:

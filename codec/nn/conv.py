@@ -1,21 +1,25 @@
-"""Streamable 1-D convolutions.
+"""Streamable 1-D convolutions, (b, c, t) in and out.
 
 Padding follows one rule everywhere: a strided conv of stride s over t samples gives exactly
 ceil(t / s) frames, and a transposed conv of stride s gives exactly frames * s samples.
-Causal layers pad (with zeros) only on the left, so in streaming mode each keeps the last
-`padding` input samples (or the transposed conv's overlapping tail) between calls and feeding a
-signal in chunks gives the offline output.
+Causal layers pad only on the left; non-causal ones split the padding, the larger half left.
+Each conv's `pad_mode` is "reflect" or "zeros" ("constant" is an alias of "zeros"); reflection
+zero-extends an input shorter than the padding first, as EnCodec does.
 
-Inference (no autograd; streaming too) runs "time-major": activations are
-(b, c, 1, t) tensors in channels-last memory, i.e. (b, t, c) rows, so a strided conv of kernel
-2 x stride and a transposed conv of kernel 2 x stride are two plain matrix products on a free
-reshape (polyphase), a 1x1 conv is one, and the other convs take oneDNN's channels-last kernels.
-`time_major` / `from_time_major` convert at the edges; training keeps (b, c, t).
+`norm`: "weight_norm" (a weight-norm parametrization, folded away for inference by
+`fold_weight_norm`), "time_group_norm" (EnCodec 48 kHz: GroupNorm(1, c_out) over channels and
+time after the conv; non-causal only) or "none".
 
 Streaming API: `with streaming(module): y1 = module(x1); y2 = module(x2); ...` turns every
 streamable layer inside `module` stateful for the duration of the block and clears the state
-after it; `reset_streaming(module)` clears it by hand. Chunks must be whole multiples of the
-model's total stride.
+after it. Chunks must be whole multiples of the model's total stride. A causal conv keeps the
+last `padding` input samples between calls; on the first chunk its left padding is zeros or the
+reflection of that chunk, so with reflection a stream equals the offline output exactly once
+the first chunk is longer than the padding at every layer. A causal transposed conv keeps its
+overlapping tail.
+
+The fast CPU inference path (time-major layout, fused kernels) is a separate conversion:
+`codec.nn.inference.for_cpu_inference`.
 """
 
 from __future__ import annotations
@@ -25,11 +29,11 @@ import math
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 from torch.nn.utils import parametrizations, parametrize
 
-NORMS = ("weight_norm", "none")
+NORMS = ("weight_norm", "time_group_norm", "none")
+PAD_MODES = {"reflect": "reflect", "zeros": "zeros", "constant": "zeros"}
 
 
 def _variance_preserving_(conv: nn.Module, fan_in: float) -> nn.Module:
@@ -45,10 +49,28 @@ def _variance_preserving_(conv: nn.Module, fan_in: float) -> nn.Module:
     return conv
 
 
-def _normed(conv: nn.Module, norm: str) -> nn.Module:
+def _check_norm(norm: str, causal: bool) -> None:
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if norm == "time_group_norm" and causal:
+        raise ValueError(
+            "norm time_group_norm normalises over the whole signal: it cannot be causal"
+        )
+
+
+def _weight_normed(conv: nn.Module, norm: str) -> nn.Module:
     return parametrizations.weight_norm(conv) if norm == "weight_norm" else conv
+
+
+def _group_norm(norm: str, channels: int) -> nn.GroupNorm | None:
+    return nn.GroupNorm(1, channels) if norm == "time_group_norm" else None
+
+
+def pad_mode_of(name: str) -> str:
+    """The canonical padding mode, "reflect" or "zeros", of a configured name."""
+    if name not in PAD_MODES:
+        raise ValueError(f"pad_mode must be one of {tuple(PAD_MODES)}, got {name!r}")
+    return PAD_MODES[name]
 
 
 def fold_weight_norm(module: nn.Module) -> nn.Module:
@@ -61,72 +83,20 @@ def fold_weight_norm(module: nn.Module) -> nn.Module:
 
 
 def pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
-    """F.pad of the last axis, (b, c, t) or time-major (b, c, 1, t), that also reflects inputs
-    shorter than the padding (by zero-padding them first)."""
-    extra = (0, 0) if x.ndim == 4 else ()
-    if mode == "reflect":
-        shortfall = max(left, right) - x.shape[-1] + 1
-        if shortfall > 0:
-            x = F.pad(x, (0, shortfall))
-            out = F.pad(x, (left, right, *extra), mode="reflect")
-            return out[..., : out.shape[-1] - shortfall]
-        return F.pad(x, (left, right, *extra), mode="reflect")
-    return F.pad(x, (left, right))
+    """F.pad of the last axis (any leading shape) by reflection or zeros; reflection also works
+    on inputs shorter than the padding (zero-extended first, as EnCodec does)."""
+    if pad_mode_of(mode) == "zeros":
+        return F.pad(x, (left, right))
+    extra = (0, 0) * (x.ndim - 3)  # F.pad reflects as many axes as it is given pairs
+    shortfall = max(left, right) - x.shape[-1] + 1
+    if shortfall > 0:
+        x = F.pad(x, (0, shortfall))
+        out = F.pad(x, (left, right, *extra), mode="reflect")
+        return out[..., : out.shape[-1] - shortfall]
+    return F.pad(x, (left, right, *extra), mode="reflect")
 
 
-def time_major(x: torch.Tensor) -> torch.Tensor:
-    """(b, c, t) -> (b, c, 1, t) in channels-last memory: the same numbers as (b, t, c) rows."""
-    return x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
-
-
-def from_time_major(x: torch.Tensor) -> torch.Tensor:
-    """(b, c, 1, t) -> (b, c, t), a view (strides of (b, t, c) memory)."""
-    return x.squeeze(2)
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype the time-major kernels run in: autocast's when it is on (in-place and out=
-    matrix products are not autocast, so the kernels cast for themselves), else x's."""
-    device = x.device.type
-    if torch.is_autocast_enabled(device):
-        return torch.get_autocast_dtype(device)
-    return x.dtype
-
-
-def _time_major_out(y: torch.Tensor) -> torch.Tensor:
-    return y if y.is_contiguous(memory_format=torch.channels_last) else time_major(y.squeeze(2))
-
-
-def _channels_last(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A conv weight (o, i, k) as (o, i, 1, k) in channels-last memory."""
-    return weight.to(dtype).unsqueeze(2).contiguous(memory_format=torch.channels_last)
-
-
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    """Time-major (b, c, 1, t) -> contiguous (b, t, c)."""
-    return x.squeeze(2).transpose(1, 2).contiguous()
-
-
-def _from_rows(rows: torch.Tensor) -> torch.Tensor:
-    """Contiguous (b, t, c) -> time-major (b, c, 1, t), a view."""
-    return rows.transpose(1, 2).unsqueeze(2)
-
-
-def _linear(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """(b, n, i) rows times weight (o, i)^T plus bias -> contiguous (b, n, o)."""
-    b, n, i = rows.shape
-    flat = rows.reshape(b * n, i)
-    out = torch.mm(flat, weight.t()) if bias is None else torch.addmm(bias, flat, weight.t())
-    return out.view(b, n, -1)
-
-
-def _polyphase_weights(weight: torch.Tensor, stride: int, transposed: bool):
-    """A kernel of 2 x stride taps split into its two halves as matrices over (tap, channel)
-    rows: conv weight (o, i, 2s) -> two (s*i, o); transposed weight (i, o, 2s) -> two (i, s*o)."""
-    halves = weight[..., :stride], weight[..., stride:]
-    if transposed:
-        return [rearrange(h, "i o s -> i (s o)").contiguous() for h in halves]
-    return [rearrange(h, "o i s -> (s i) o").contiguous() for h in halves]
+ENDED = "ended"  # the streaming state of a conv whose stream ended on a partial chunk
 
 
 class StreamingModule(nn.Module):
@@ -136,22 +106,6 @@ class StreamingModule(nn.Module):
         super().__init__()
         self._streaming = False
         self._state = None
-        self._derived: dict = {}
-
-    def reset_state(self) -> None:
-        self._state = None
-
-    def derived(self, name: str, weight: torch.Tensor, make):
-        """make(weight), cached until the weight changes (new storage or an in-place write).
-        Only stored parameters are cached: a weight computed per access (weight norm not yet
-        folded) is a new tensor each time, whose address the allocator may hand out again."""
-        if not isinstance(weight, nn.Parameter):
-            return make(weight.detach())
-        key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
-        hit = self._derived.get(name)
-        if hit is None or hit[0] != key:
-            hit = self._derived[name] = (key, make(weight.detach()))
-        return hit[1]
 
 
 @contextlib.contextmanager
@@ -164,12 +118,6 @@ def streaming(module: nn.Module):
     finally:
         for layer in layers:
             layer._streaming, layer._state = False, None
-
-
-def reset_streaming(module: nn.Module) -> None:
-    for layer in module.modules():
-        if isinstance(layer, StreamingModule):
-            layer.reset_state()
 
 
 class Conv1d(StreamingModule):
@@ -189,6 +137,7 @@ class Conv1d(StreamingModule):
         pad_mode: str = "reflect",
     ):
         super().__init__()
+        _check_norm(norm, causal)
         conv = nn.Conv1d(
             in_channels,
             out_channels,
@@ -199,10 +148,10 @@ class Conv1d(StreamingModule):
             bias=bias,
         )
         _variance_preserving_(conv, in_channels // groups * kernel_size)
-        self.conv = _normed(conv, norm)
-        self.causal, self.stride = causal, stride
-        self.pad_mode = "constant" if causal else pad_mode
-        self.shape = (kernel_size, dilation, groups)
+        self.conv = _weight_normed(conv, norm)
+        self.norm = _group_norm(norm, out_channels)
+        self.causal, self.stride, self.pad_mode = causal, stride, pad_mode_of(pad_mode)
+        self.kernel_size, self.dilation, self.groups = kernel_size, dilation, groups
         self.effective_kernel = (kernel_size - 1) * dilation + 1
         self.padding = self.effective_kernel - stride
 
@@ -214,140 +163,62 @@ class Conv1d(StreamingModule):
             return self.padding, extra
         return self.padding - self.padding // 2, self.padding // 2 + extra
 
-    SMALL_FAN_IN = 16  # in_channels x kernel_size up to which im2col beats oneDNN
-    FEW_FRAMES = 64  # output frames up to which im2col beats oneDNN's per-call set-up
+    def _stream_layout(self, length: int) -> tuple[bool, int, int]:
+        """Streaming, a chunk of `length` samples: (join the kept history before it?, left and
+        right padding). The first chunk pads its own left side; a chunk that is not a multiple
+        of the stride is the stream's last and is padded on the right as the offline signal's
+        end is, so a stream ending on a partial chunk still gives the offline frames."""
+        if self._state is ENDED:
+            raise ValueError(
+                "this stream has ended: its last chunk was not a multiple of the stride "
+                f"{self.stride}"
+            )
+        if self._state is None:
+            return False, *self._padding_for(length)
+        frames = math.ceil(length / self.stride)
+        needed = (frames - 1) * self.stride + self.effective_kernel
+        return True, 0, needed - self.padding - length
 
-    def _time_major(self, x: torch.Tensor) -> torch.Tensor:
-        """Time-major (b, c_in, 1, t) -> (b, c_out, 1, ceil(t / stride)), no autograd."""
-        if self._streaming and self.causal and self.padding:
-            return self._time_major_conv(self._with_history(x), 0, 0)
-        return self._time_major_conv(x, *self._padding_for(x.shape[-1]))
+    def _keep_history(self, joined: torch.Tensor, length: int) -> None:
+        ended = length % self.stride
+        self._state = ENDED if ended else joined[..., joined.shape[-1] - self.padding :]
 
     def _with_history(self, x: torch.Tensor) -> torch.Tensor:
-        """Streaming: the kept last `padding` samples, then x; keeps the new last ones."""
-        if x.shape[-1] % self.stride:
-            raise ValueError(
-                f"streaming chunk of {x.shape[-1]} samples is not a multiple "
-                f"of the stride {self.stride}"
-            )
-        state = self._state
-        if state is None:
-            state = x.new_zeros(*x.shape[:-1], self.padding)
-        if x.ndim == 4:  # join the (b, t, c) rows so the result stays time-major
-            full = _from_rows(torch.cat([_rows(state.to(x.dtype)), _rows(x)], 1))
-        else:
-            full = torch.cat([state, x], -1)
-        self._state = full[..., full.shape[-1] - self.padding :]
-        return full
-
-    def _time_major_conv(self, x: torch.Tensor, left: int, right: int) -> torch.Tensor:
-        """x padded by `left` / `right` (zeros or reflection), then the conv."""
-        conv, s, (k, d, groups) = self.conv, self.stride, self.shape
-        frames = (x.shape[-1] + left + right - self.effective_kernel) // s + 1
-        dtype = _compute_dtype(x)
-        x, weight, bias = x.to(dtype), conv.weight, conv.bias
-        if bias is not None and bias.dtype != dtype:
-            bias = bias.to(dtype)
-        if self.pointwise:
-            return _from_rows(pointwise_rows(self, x))
-        if groups == 1 and d == 1 and s > 1 and k == 2 * s:
-            # polyphase: after padding, frame f reads rows f and f + 1 of the (t/s, s*c) reshape
-            lo, hi = self.derived(
-                f"polyphase-{dtype}", weight, lambda w: _polyphase_weights(w.to(dtype), s, False)
-            )
-            if left == s and right == 0:  # causal, whole frames: the padding is one zero row
-                blocks = _rows(x).reshape(x.shape[0], frames, -1)
-                out = _linear(blocks, hi.t(), bias)
-                for item, inputs in zip(out, blocks):
-                    item[1:].addmm_(inputs[:-1], lo)
-                return _from_rows(out)
-            rows = _rows(pad1d(x, left, right, self.pad_mode))
-            blocks = rows.reshape(rows.shape[0], frames + 1, -1)
-            out = _linear(blocks[:, 1:], hi.t(), bias)
-            for item, lower in zip(out, blocks[:, :-1]):
-                item.addmm_(lower, lo)
-            return _from_rows(out)
-        if groups == 1 and s == 1 and weight.shape[0] * k <= weight.shape[1] and frames > 512:
-            # few outputs per tap (the decoder's last layer): one product per tap on the
-            # unpadded rows, then each output sums its taps' products along a diagonal (3.4x
-            # faster than oneDNN at 240k frames, slower below ~1000: streaming chunks)
-            return self._tap_products(x, left, right, dtype, bias)
-        if groups == 1 and (weight.shape[1] * k <= self.SMALL_FAN_IN or frames <= self.FEW_FRAMES):
-            # a narrow input (the first layer) or a few frames (streaming): oneDNN is slow
-            # here, im2col + one matrix product is not
-            w = self.derived(f"matrix-{dtype}", weight, lambda w: w.reshape(len(w), -1).to(dtype))
-            rows = _rows(pad1d(x, left, right, self.pad_mode))
-            cols = rows.unfold(1, self.effective_kernel, s)[..., ::d]  # (b, f, i, k)
-            return _from_rows(_linear(cols.reshape(*cols.shape[:2], -1), w, bias))
-        w4 = self.derived(f"channels_last-{dtype}", weight, lambda w: _channels_last(w, dtype))
-        if self.pad_mode == "constant" and right <= left:
-            y = F.conv2d(x, w4, bias, (1, s), (0, left), (1, d), groups)[..., :frames]
-        else:
-            y = F.conv2d(pad1d(x, left, right, self.pad_mode), w4, bias, (1, s), 0, (1, d), groups)
-        return _time_major_out(y)
-
-    @property
-    def pointwise(self) -> bool:
-        """A 1x1 conv (kernel 1, stride 1, one group): one matrix product per sample."""
-        return self.shape == (1, 1, 1) and self.stride == 1
-
-    def _matrix(self, dtype: torch.dtype) -> torch.Tensor:
-        """A pointwise conv's weight as an (o, i) matrix."""
-        return self.derived(f"matrix-{dtype}", self.conv.weight, lambda w: w[..., 0].to(dtype))
-
-    def _tap_products(self, x, left: int, right: int, dtype, bias) -> torch.Tensor:
-        """Stride 1: z = (k * o, i) taps @ x, padded like x (padding commutes with a
-        per-sample product, reflection included), then y[o, t] = sum_j z[j, o, t + j * d]."""
-        (k, d, _), o = self.shape, self.conv.weight.shape[0]
-        taps = self.derived(
-            f"taps-{dtype}", self.conv.weight, lambda w: rearrange(w.to(dtype), "o i k -> (k o) i")
-        )
-        # (k o, i) @ (b, i, t): MKL runs this thin product several times faster than (t, i) @
-        # (i, k o), and its (b, k * o, t) result is the layout the diagonal sum wants
-        z = torch.matmul(taps, _rows(x).transpose(1, 2))
-        z = pad1d(z, left, right, self.pad_mode).contiguous()  # (b, k * o, t + padding)
-        b, _, length = z.shape
-        frames = length - self.effective_kernel + 1
-        diagonals = z.as_strided((b, o, frames, k), (k * o * length, length, 1, o * length + d))
-        y = diagonals.sum(-1)  # (b, o, frames)
-        if bias is not None:
-            y += bias[:, None]
-        return time_major(y)
+        """Streaming: x after the kept last `padding` samples (on the first chunk, after its
+        causal padding), plus the right padding of a stream's last partial chunk; keeps the
+        new last samples."""
+        if not self.padding and not x.shape[-1] % self.stride:
+            return x
+        join, left, right = self._stream_layout(x.shape[-1])
+        joined = torch.cat([self._state, x], -1) if join else pad1d(x, left, 0, self.pad_mode)
+        self._keep_history(joined, x.shape[-1])
+        if not join and right:  # the whole stream in one partial chunk: exactly offline
+            return pad1d(x, left, right, self.pad_mode)
+        return pad1d(joined, 0, right, self.pad_mode) if right else joined
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 4:
-            return self._time_major(x)
         if self._streaming and self.causal:
-            return self.conv(self._with_history(x))
-        left, right = self._padding_for(x.shape[-1])
-        if self.pad_mode == "constant" and right <= left:
-            # zero padding inside the conv (symmetric, surplus outputs dropped) saves copying x
-            conv = self.conv
-            y = F.conv1d(x, conv.weight, conv.bias, conv.stride, left, conv.dilation, conv.groups)
-            return y[..., : math.ceil(x.shape[-1] / self.stride)]
-        return self.conv(pad1d(x, left, right, self.pad_mode))
-
-
-def pointwise_rows(conv: Conv1d, x: torch.Tensor, extra_bias=None) -> torch.Tensor:
-    """A pointwise conv of time-major x, plus `extra_bias`, as contiguous (b, t, o) rows."""
-    dtype = _compute_dtype(x)
-    biases = [b for b in (conv.conv.bias, extra_bias) if b is not None]
-    bias = sum(biases[1:], biases[0]).to(dtype) if biases else None
-    return _linear(_rows(x.to(dtype)), conv._matrix(dtype), bias)
-
-
-def add_pointwise_(out: torch.Tensor, conv: Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """out (b, t, o) rows += the pointwise conv of time-major x without its bias, in place;
-    returns out time-major. With `pointwise_rows` this sums two pointwise convs with no second
-    output, no add pass and one bias copy: for the thin outer layers those passes over memory
-    cost about as much as the products."""
-    rows = _rows(x.to(out.dtype))
-    out.view(-1, out.shape[-1]).addmm_(rows.view(-1, rows.shape[-1]), conv._matrix(out.dtype).t())
-    return _from_rows(out)
+            y = self.conv(self._with_history(x))
+        else:
+            left, right = self._padding_for(x.shape[-1])
+            if self.pad_mode == "zeros" and right <= left:
+                # zero padding inside the conv (symmetric, surplus outputs dropped) saves
+                # copying x
+                conv = self.conv
+                y = F.conv1d(
+                    x, conv.weight, conv.bias, conv.stride, left, conv.dilation, conv.groups
+                )
+                y = y[..., : math.ceil(x.shape[-1] / self.stride)]
+            else:
+                y = self.conv(pad1d(x, left, right, self.pad_mode))
+        return y if self.norm is None else self.norm(y)
 
 
 class ConvTranspose1d(StreamingModule):
-    """(b, c_in, f) -> (b, c_out, f * stride); causal layers trim all overlap on the right."""
+    """(b, c_in, f) -> (b, c_out, f * stride); causal layers trim all overlap on the right.
+
+    The bias is a parameter of its own, added once after trimming (or, with time_group_norm,
+    before the norm, which EnCodec computes over the untrimmed output)."""
 
     def __init__(
         self,
@@ -359,64 +230,27 @@ class ConvTranspose1d(StreamingModule):
         norm: str = "weight_norm",
     ):
         super().__init__()
+        _check_norm(norm, causal)
         conv = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride, bias=False)
         _variance_preserving_(conv, in_channels * kernel_size / stride)  # taps per output sample
-        self.convtr = _normed(conv, norm)
+        self.convtr = _weight_normed(conv, norm)
         self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.norm = _group_norm(norm, out_channels)
         self.causal, self.stride = causal, stride
         self.overlap = kernel_size - stride
 
-    def _time_major(self, x: torch.Tensor) -> torch.Tensor:
-        """Time-major (b, c_in, 1, f) -> (b, c_out, 1, f * stride), no autograd."""
-        dtype = _compute_dtype(x)
-        rows = self._transposed_rows(_rows(x.to(dtype)))  # (b, (f - 1) * s + k, c_out)
-        n = x.shape[-1] * self.stride
-        if self._streaming and self.causal:
-            if self._state is not None:
-                rows[:, : self.overlap] += self._state
-            self._state = rows[:, n:]
-            rows = rows[:, :n]
-        else:
-            left = 0 if self.causal else self.overlap - self.overlap // 2
-            rows = rows[:, left : left + n]
-        bias = self.bias.to(dtype)
-        # rows are this call's own product: add the bias in place unless a copy is due anyway
-        rows = rows.add_(bias) if rows.is_contiguous() else rows + bias
-        return _time_major_out(_from_rows(rows))
-
-    def _transposed_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        """(b, f, c_in) -> (b, (f - 1) * s + k, c_out), no bias."""
-        weight, s = self.convtr.weight, self.stride
-        dtype, frames = rows.dtype, rows.shape[1]
-        if s > 1 and weight.shape[-1] == 2 * s:
-            # polyphase: output block j (s samples) = x[j] @ lo + x[j - 1] @ hi
-            lo, hi = self.derived(
-                f"polyphase-{dtype}", weight, lambda w: _polyphase_weights(w.to(dtype), s, True)
-            )
-            y = rows.new_empty(rows.shape[0], frames + 1, lo.shape[1])
-            for item, inputs in zip(y, rows):
-                torch.mm(inputs, lo, out=item[:frames])
-                item[frames:].zero_()
-                item[1:].addmm_(inputs, hi)
-            return y.view(y.shape[0], (frames + 1) * s, -1)
-        w4 = self.derived(f"channels_last-{dtype}", weight, lambda w: _channels_last(w, dtype))
-        return _rows(F.conv_transpose2d(_from_rows(rows), w4, None, (1, s)))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 4:
-            return self._time_major(x)
-        y = self.convtr(x)  # (b, c, (f - 1) * s + k), bias added once, below
-        bias = self.bias[:, None]
+        y = self.convtr(x)  # (b, c, (f - 1) * s + k)
         n = x.shape[-1] * self.stride
+        left = 0 if self.causal else self.overlap - self.overlap // 2
+        if self.norm is not None:
+            return self.norm(y + self.bias[:, None])[..., left : left + n]
+        bias = self.bias[:, None]
         if self._streaming and self.causal:
             if self._state is not None:
                 tail = self._state
                 y = torch.cat([y[..., : tail.shape[-1]] + tail, y[..., tail.shape[-1] :]], -1)
             self._state = y[..., n:]
-            return y[..., :n] + bias
-        if self.causal:
-            return y[..., :n] + bias
-        left = self.overlap - self.overlap // 2
         return y[..., left : left + n] + bias
 
 
@@ -424,66 +258,14 @@ class LSTM(StreamingModule):
     """Bottleneck LSTM with a skip connection: (b, c, t) -> (b, c, t); carries (h, c) while
     streaming."""
 
-    # up to this many steps per call the step loop beats the oneDNN kernel, whose per-call
-    # weight re-layout (~4 ms for 2 x 512 units) dominates short streaming chunks
-    STEP_LIMIT = 16
-
     def __init__(self, channels: int, layers: int = 2):
         super().__init__()
         self.lstm = nn.LSTM(channels, channels, layers, batch_first=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 4:  # time-major: the (b, t, c) rows are the sequence
-            seq = _rows(x)
-            return _from_rows(self._run(seq).add_(seq))
         seq = x.transpose(1, 2)
-        return (self._run(seq) + seq).transpose(1, 2)
-
-    def _run(self, seq: torch.Tensor) -> torch.Tensor:
-        """(b, t, c) -> LSTM outputs (b, t, c); carries (h, c) while streaming."""
-        if not self._streaming:
-            return self.lstm(seq)[0]
-        if seq.shape[1] <= self.STEP_LIMIT and not torch.is_grad_enabled():
-            out, self._state = self._steps(seq, self._state)
-        else:
+        if self._streaming:
             out, self._state = self.lstm(seq, self._state)
-        return out
-
-    def _steps(self, seq: torch.Tensor, state):
-        """The LSTM recurrence without autograd, layer by layer: the input products for all
-        steps in one matrix product, then one matrix-vector product per step. seq (b, t, c)
-        -> (b, t, c), (h, c) each (layers, b, c)."""
-        lstm, (b, t, _) = self.lstm, seq.shape
-        hidden = lstm.hidden_size
-        if state is None:
-            zeros = seq.new_zeros(lstm.num_layers, b, hidden)
-            state = (zeros, zeros)
-        hs, cs = [], []
-        inputs = seq
-        for layer in range(lstm.num_layers):
-            # transposed copies: (in, 4 * hidden) rows stream faster through a matrix-vector
-            w_ih, w_hh = (
-                self.derived(
-                    f"{name}{layer}-{seq.dtype}",
-                    getattr(lstm, f"{name}_l{layer}"),
-                    lambda w: w.t().to(seq.dtype).contiguous(),
-                )
-                for name in ("weight_ih", "weight_hh")
-            )
-            bias = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
-            projected = torch.addmm(bias.to(seq.dtype), inputs.reshape(b * t, -1), w_ih)
-            projected = projected.view(b, t, 4 * hidden)
-            h, c = state[0][layer].to(seq.dtype), state[1][layer].to(seq.dtype)
-            outputs = seq.new_empty(b, t, hidden)
-            for step in range(t):
-                gates = torch.addmm(projected[:, step], h, w_hh)
-                act = gates.sigmoid()  # gate order i, f, g, o; g takes tanh instead
-                i, f, o = act[:, :hidden], act[:, hidden : 2 * hidden], act[:, 3 * hidden :]
-                g = gates[:, 2 * hidden : 3 * hidden].tanh()
-                c = torch.addcmul(f * c, i, g)
-                h = o * c.tanh()
-                outputs[:, step] = h
-            hs.append(h)
-            cs.append(c)
-            inputs = outputs
-        return inputs, (torch.stack(hs), torch.stack(cs))
+        else:
+            out = self.lstm(seq)[0]
+        return (out + seq).transpose(1, 2)

@@ -3,6 +3,8 @@
 Encoder: (b, channels, t) -> (b, dimension, ceil(t / hop)); decoder: (b, dimension, f) ->
 (b, channels, f * hop), hop = prod(ratios). The encoder downsamples by the ratios in reverse
 order ([8, 5, 4, 2] -> 2, 4, 5, 8), doubling the filters at each step; the decoder mirrors it.
+The layer list and state-dict keys follow EnCodec's SEANet (`model.N...`). Fast CPU inference:
+`codec.nn.inference.for_cpu_inference`.
 """
 
 from __future__ import annotations
@@ -10,19 +12,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from codec.nn.activations import make_activation
-from codec.nn.conv import (
-    LSTM,
-    Conv1d,
-    ConvTranspose1d,
-    add_pointwise_,
-    from_time_major,
-    pointwise_rows,
-    time_major,
-)
+from codec.nn.conv import LSTM, Conv1d, ConvTranspose1d
 
 
 class ResidualUnit(nn.Module):
@@ -49,25 +42,13 @@ class ResidualUnit(nn.Module):
         self.shortcut = nn.Identity() if true_skip else Conv1d(dim, dim, 1, **conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(b, dim, t) -> (b, dim, t). Time-major (inference) with a 1x1 shortcut, x is
-        overwritten: inside a SEANet it is the previous layer's fresh output."""
-        if x.ndim == 4:
-            if isinstance(self.shortcut, Conv1d) and self.shortcut.pointwise:
-                # the shortcut's product first (with the block's last bias); then the block's
-                # first ELU may overwrite x, and its last product adds into the shortcut's
-                first, conv, second, last = self.block
-                out = pointwise_rows(self.shortcut, x, extra_bias=last.conv.bias)
-                h = F.elu(x, first.alpha, inplace=True) if isinstance(first, nn.ELU) else first(x)
-                return add_pointwise_(out, last, second(conv(h)))
-            return self.block(x).add_(self.shortcut(x))  # the block's output is fresh
+        """(b, dim, t) -> (b, dim, t)."""
         return self.shortcut(x) + self.block(x)
 
 
-def _options(kw: dict) -> dict:
-    return dict(causal=kw["causal"], norm=kw["norm"])
+class SEANet(nn.Module):
+    """What the encoder and decoder share: options, residual units, `model` (the layers)."""
 
-
-class _SEANet(nn.Module):
     def __init__(
         self,
         channels: int = 1,
@@ -108,18 +89,13 @@ class _SEANet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Without autograd (inference, streaming included) and outside torch.compile the
-        layers run time-major (see codec.nn.conv); the output is then a (b, c, t) view of
-        (b, t, c) memory."""
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return self.model(x)
-        return from_time_major(self.model(time_major(x)))
+        return self.model(x)
 
     def _units(self, dim: int) -> list[nn.Module]:
         return [ResidualUnit(dim, dilation=d, **self._unit) for d in self._residual]
 
 
-class SEANetEncoder(_SEANet):
+class SEANetEncoder(SEANet):
     """(b, channels, t) -> (b, dimension, ceil(t / hop_length))."""
 
     def __init__(self, **kw):
@@ -143,7 +119,7 @@ class SEANetEncoder(_SEANet):
         self.model = nn.Sequential(*layers)
 
 
-class SEANetDecoder(_SEANet):
+class SEANetDecoder(SEANet):
     """(b, dimension, f) -> (b, channels, f * hop_length)."""
 
     def __init__(self, **kw):
