@@ -30,10 +30,10 @@ lint: install
 	$(VENV)/bin/ruff format --check codec tests scripts
 
 bench: install
-	$(PY) scripts/bench_all.py
+	$(PY) scripts/bench/bench_all.py
 
 bench-quick: install
-	$(PY) scripts/bench_all.py --quick --output BENCHMARKS-quick.md
+	$(PY) scripts/bench/bench_all.py --quick --output BENCHMARKS-quick.md
 
 demo: install
 	bash recipes/demo/run.sh

@@ -36,7 +36,7 @@ CORPORA = {
     ),
 }
 # Fish Fillets NG's Czech and Dutch dialogue (the speech16k corpus) is gathered by
-# scripts/prepare_fillets.py: its sound folder also holds English speech and sound effects.
+# recipes/speech16k/prepare_fillets.py: its sound folder also holds English speech and sound effects.
 
 
 def has_audio(folder: Path) -> bool:

@@ -1,7 +1,7 @@
 """Codec benchmarks: ours against the `encodec` package at the same architecture, streaming,
 and encoding long files.
 
-    python scripts/bench_codec.py [--runs 7] [--quick] [--skip-long]
+    python scripts/bench/bench_codec.py [--runs 7] [--quick] [--skip-long]
 
 1. EnCodec's 24 kHz architecture (causal SEANet, 32 filters, ratios [8, 5, 4, 2], 2-layer LSTM,
    RVQ 32 x 1024) with random weights on both sides, 10 s of audio at 6 kbps,

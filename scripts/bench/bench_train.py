@@ -1,6 +1,6 @@
 """Training throughput on this machine: audio seconds trained per wall-clock second.
 
-    python scripts/bench_train.py [--steps N] [--threads T]
+    python scripts/bench/bench_train.py [--steps N] [--threads T]
 
 Trains the demo's small 16 kHz codec and the speech16k CPU configuration for a few steps each on
 the generated demo corpus (in a temp folder), with and without the MS-STFT discriminator, and
