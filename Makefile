@@ -26,8 +26,8 @@ fuzz: install   # 20x the fuzz examples CI runs, drawn afresh (a few minutes)
 	FUZZ_SCALE=$${FUZZ_SCALE:-20} $(PY) -m pytest -q tests/test_tokens.py tests/test_model_loading.py -k fuzz
 
 lint: install
-	$(VENV)/bin/ruff check codec tests scripts
-	$(VENV)/bin/ruff format --check codec tests scripts
+	$(VENV)/bin/ruff check codec tests scripts recipes
+	$(VENV)/bin/ruff format --check codec tests scripts recipes
 
 bench: install
 	$(PY) scripts/bench/bench_all.py

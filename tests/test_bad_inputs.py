@@ -10,10 +10,10 @@ from badinputs import CASES, make_corpus
 
 from codec.audio import read_audio
 from codec.cli import main
-from codec.data import SegmentDataset, build_manifest
 from codec.evaluate import read_results
 from codec.model import Codec
 from codec.tokens import read_codes
+from codec.train.data import SegmentDataset, build_manifest
 
 BAD = {name: outcome for name, (_, outcome) in CASES.items() if outcome != "ok"}
 GOOD = [name for name in CASES if name not in BAD]

@@ -28,7 +28,10 @@ def benchmarks(quick: bool, python: str) -> list[tuple[str, list[str]]]:
     flag = ["--quick"] if quick else []
     steps = ["--steps", "6" if quick else "12"]
     return [
-        ("Quantizer vs vector-quantize-pytorch", [python, "scripts/bench/bench_quantize.py", *flag]),
+        (
+            "Quantizer vs vector-quantize-pytorch",
+            [python, "scripts/bench/bench_quantize.py", *flag],
+        ),
         (
             "Codec vs the encodec package (encode, decode, streaming, long files)",
             [python, "scripts/bench/bench_codec.py", *flag, *(["--skip-long"] if quick else [])],
