@@ -41,10 +41,10 @@ class LineFit:
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
-        return {"loss": float(loss)}
+        return {"loss": float(loss.detach())}
 
     def step_telemetry(self):
-        return {"slope": float(self.line.weight)}
+        return {"slope": float(self.line.weight.detach())}
 
     def validate(self, step, board):
         x = torch.linspace(0, 1, 8)[:, None]
@@ -107,7 +107,7 @@ def test_the_loop_trains_checkpoints_and_resumes_any_solver(tmp_path):
     assert loop.step == 10 and load_checkpoint(list_checkpoints(run)[-1])["step"] == 10
     steps = [r["step"] for r in logged(run) if "loss" in r]
     assert steps == list(range(1, 11))  # resumed at 6: no step trained twice
-    assert abs(float(resumed.line.weight) - 3) < abs(0.0 - 3)  # it learned toward the line
+    assert abs(float(resumed.line.weight.detach()) - 3) < abs(0.0 - 3)  # it learned toward the line
 
 
 def test_non_finite_steps_are_skipped_then_the_last_checkpoint_restored(tmp_path):

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from codec.audio import AudioError, read_for
+from codec.fileio import atomic_write_bytes
 from codec.losses import (
     Balancer,
     MelLoss,
@@ -134,8 +135,6 @@ class CompressionSolver:
     # -- what the loop asks for ----------------------------------------------------------------
 
     def write_run_files(self, run_dir: Path) -> None:
-        from codec.fileio import atomic_write_bytes
-
         held_out = "".join(f"{record.path}\n" for record in self.valid_records)
         atomic_write_bytes(run_dir / HELD_OUT_FILE, held_out.encode())
         for problem in self.skipped_files:
