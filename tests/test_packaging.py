@@ -15,9 +15,13 @@ import pytest
 from codec.model import Codec
 
 REPO = Path(__file__).resolve().parent.parent
-SKIP = shutil.ignore_patterns(
-    ".git", ".venv", "runs", "data", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"
-)
+TOP_LEVEL_SKIPPED = {".git", ".venv", "runs", "data", "build", "dist", ".pytest_cache"}
+
+
+def skipped(folder: str, names: list[str]) -> set[str]:
+    """What copying the source tree leaves out: work folders at its top, caches anywhere."""
+    top = TOP_LEVEL_SKIPPED if Path(folder) == REPO else set()
+    return {n for n in names if n in top or n == "__pycache__" or n.endswith(".egg-info")}
 
 
 def _setuptools_version() -> tuple[int, ...]:
@@ -30,22 +34,21 @@ def _setuptools_version() -> tuple[int, ...]:
 
 
 def fresh_venv(folder: Path) -> Path:
-    """A venv whose python also sees this interpreter's site-packages (after its own), so
-    --no-deps installs find torch, hydra, ... The venv module's --system-site-packages would
-    show the base interpreter's instead when this one is itself a venv."""
+    """A new venv's python (the venv module's --system-site-packages shows the base
+    interpreter's packages, not those of the venv running these tests)."""
     subprocess.run(
         [sys.executable, "-m", "venv", "--system-site-packages", str(folder)], check=True
     )
-    python = folder / "bin" / "python"
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    parents = [*site.getsitepackages(), sysconfig.get_paths()["purelib"]]
-    (Path(purelib) / "_parent_env.pth").write_text("\n".join(dict.fromkeys(parents)) + "\n")
-    return python
+    return folder / "bin" / "python"
+
+
+def lend_packages(python: Path) -> None:
+    """Let the venv import torch, hydra, ... from the environment running these tests, after its
+    own packages: done once the codec is installed, so that pip saw no other codec."""
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    done = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True)
+    parents = dict.fromkeys([*site.getsitepackages(), sysconfig.get_paths()["purelib"]])
+    (Path(done.stdout.strip()) / "zz_lent_packages.pth").write_text("\n".join(parents) + "\n")
 
 
 def run(cmd, cwd, env=None) -> subprocess.CompletedProcess:
@@ -61,22 +64,26 @@ def run(cmd, cwd, env=None) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("mode", ["wheel", "editable"])
 def test_an_installed_package_trains_from_any_folder(tmp_path, fsdd_root, mode):
     source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info beside it
-    shutil.copytree(REPO, source, symlinks=True, ignore=SKIP)
+    shutil.copytree(REPO, source, symlinks=True, ignore=skipped)
     python = fresh_venv(tmp_path / "venv")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     pip = [str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q"]
     if mode == "wheel":
         wheels = tmp_path / "wheels"
         build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
         run([*build, "-q", "-w", str(wheels), str(source)], cwd=tmp_path)
         (wheel,) = wheels.glob("codec-*.whl")
-        run([*pip, str(wheel)], cwd=tmp_path)
+        run([*pip, str(wheel)], cwd=tmp_path, env=env)
         shutil.rmtree(source)  # the installed package must not need the source tree
-    else:
-        run([*pip, "-e", str(source)], cwd=tmp_path)
+    else:  # the venv's own setuptools may be too old to build: lend it the one found here
+        import setuptools
 
+        tools = {"PYTHONPATH": str(Path(setuptools.__file__).parent.parent)}
+        run([*pip, "-e", str(source)], cwd=tmp_path, env=env | tools)
+
+    lend_packages(python)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     located = run([str(python), "-c", "import codec; print(codec.__file__)"], elsewhere, env)
     expected = tmp_path / ("venv" if mode == "wheel" else "source")
     assert Path(located.stdout.strip()).is_relative_to(expected)
