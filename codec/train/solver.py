@@ -44,7 +44,7 @@ def build_model(cfg: DictConfig) -> Codec:
     """The `model` group's architecture, or with init_from=DIR the saved model in DIR, with its
     own architecture and weights (an imported EnCodec fine-tunes as itself)."""
     if cfg.init_from:
-        model = Codec.from_pretrained(cfg.init_from, inference=False)
+        model = Codec.from_pretrained(cfg.init_from, inference=False).train()
         print(
             f"init_from: the model is {cfg.init_from} with its own architecture "
             f"({model.sample_rate} Hz, {model.groups} x {model.levels} x {model.codebook_size} "
