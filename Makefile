@@ -26,14 +26,14 @@ fuzz: install   # 20x the fuzz examples CI runs, drawn afresh (a few minutes)
 	FUZZ_SCALE=$${FUZZ_SCALE:-20} $(PY) -m pytest -q tests/test_codes_file.py tests/test_model_loading.py -k fuzz
 
 lint: install
-	$(VENV)/bin/ruff check codec tests scripts
-	$(VENV)/bin/ruff format --check codec tests scripts
+	$(VENV)/bin/ruff check codec tests scripts recipes
+	$(VENV)/bin/ruff format --check codec tests scripts recipes
 
 bench: install
-	$(PY) scripts/bench_all.py
+	$(PY) scripts/bench/bench_all.py
 
 bench-quick: install
-	$(PY) scripts/bench_all.py --quick --output BENCHMARKS-quick.md
+	$(PY) scripts/bench/bench_all.py --quick --output BENCHMARKS-quick.md
 
 demo: install
 	bash recipes/demo/run.sh

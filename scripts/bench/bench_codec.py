@@ -1,7 +1,7 @@
 """Codec benchmarks: ours against the `encodec` package at the same architecture, streaming,
 and encoding long files.
 
-    python scripts/bench_codec.py [--runs 7] [--quick] [--skip-long]
+    python scripts/bench/bench_codec.py [--runs 7] [--quick] [--skip-long]
 
 1. The `encodec` package's 24 kHz model with every tensor random, and the same weights
    imported (`codec import`) and loaded as the CLI loads them; 10 s of audio at 6 kbps,
