@@ -56,3 +56,35 @@ def test_init_from_trains_the_saved_models_own_architecture(tmp_path, capsys):
     )
     valid = next(r for r in records(run) if r.get("event") == "valid")
     assert f"valid_mel@{tuned.bitrate(4) / 1000:g}kbps" in valid
+
+
+def test_an_imported_encodec_model_fine_tunes_with_its_codebooks_and_without_dead_code_revival(
+    tmp_path,
+):
+    """A randomised EnCodec checkpoint, imported, trains a few steps as itself: its codebooks
+    continue from EnCodec's statistics (no k-means rerun: they move by EMA steps only) and
+    init_changes switches dead-code revival off."""
+    from encodec_reference import random_encodec, save_th
+
+    from codec.models.encodec import import_encodec
+
+    reference = random_encodec(24000, small=True, seed=7)
+    folder = import_encodec(save_th(reference, tmp_path / "encodec_24khz-t.th")).save_pretrained(
+        tmp_path / "imported"
+    )
+    source = Codec.from_pretrained(folder, inference=False)
+    run = tmp_path / "run"
+    steps = ["trainer.steps=3", "trainer.valid_every=3", "trainer.checkpoint_every=3"]
+    changes = "+init_changes.quantizer.threshold_ema_dead_code=0"
+    main([*TINY, *steps, f"init_from={folder}", changes, f"run_dir={run}"])
+
+    tuned = Codec.from_pretrained(run / "model", inference=False)
+    assert tuned.config.quantizer_options.threshold_ema_dead_code == 0
+    assert tuned.config.part("encoder") == source.config.part("encoder")
+    before = source.quantizer._codebook.cluster_size
+    weights = load_checkpoint(list_checkpoints(run)[-1])["model"]
+    after = weights["quantizer._codebook.cluster_size"]
+    # EnCodec's statistics continued: three EMA steps at decay 0.99 keep at least 0.99^3 of
+    # every count (a k-means restart would have replaced them with this batch's counts)
+    assert (after >= 0.99**3 * before - 1e-6).all() and not torch.equal(after, before)
+    assert bool(weights["quantizer._codebook.initted"])

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from codec.audio import AudioError, read_for
+from codec.errors import first_line
 from codec.fileio import atomic_write_bytes
 from codec.losses import (
     Balancer,
@@ -45,16 +46,34 @@ def build_model(cfg: DictConfig) -> Codec:
     """The `model` group's architecture, or with init_from=DIR the saved model in DIR, with its
     own architecture and weights (an imported EnCodec fine-tunes as itself)."""
     if cfg.init_from:
-        model = Codec.from_pretrained(cfg.init_from, inference=False).train()
+        model = Codec.from_pretrained(cfg.init_from, inference=False)
+        changes = cfg.get("init_changes")
+        changes = OmegaConf.to_container(changes, resolve=True) if changes else {}
+        if changes:
+            model = with_changes(model, changes, cfg.init_from)
         print(
             f"init_from: the model is {cfg.init_from} with its own architecture "
             f"({model.sample_rate} Hz, {model.groups} x {model.levels} x {model.codebook_size} "
-            "codes); the model= settings are not used",
+            f"codes){'; init_changes: ' + str(changes) if changes else ''}; the model= "
+            "settings are not used",
             file=sys.stderr,
         )
-        return model
+        return model.train()
     fields = OmegaConf.to_container(cfg.model, resolve=True)
     return Codec(CodecConfig.from_dict(fields))
+
+
+def with_changes(model: Codec, changes: dict, source) -> Codec:
+    """`model` rebuilt from its config with `changes` merged in (training settings such as
+    quantizer.threshold_ema_dead_code), its weights and codebook statistics kept."""
+    changed = Codec(model.config.replace(**changes))
+    try:
+        changed.load_state_dict(model.state_dict())
+    except RuntimeError as err:
+        raise ValueError(
+            f"init_changes {changes} change the architecture of {source} ({first_line(err)})"
+        ) from None
+    return changed
 
 
 def build_discriminator(cfg: DictConfig, channels: int):
