@@ -23,7 +23,7 @@ test-all: install
 	$(PY) -m pytest -q
 
 fuzz: install   # 20x the fuzz examples CI runs, drawn afresh (a few minutes)
-	FUZZ_SCALE=$${FUZZ_SCALE:-20} $(PY) -m pytest -q tests/test_codes_file.py tests/test_model_loading.py -k fuzz
+	FUZZ_SCALE=$${FUZZ_SCALE:-20} $(PY) -m pytest -q tests/test_codes_file.py tests/models/test_model_loading.py -k fuzz
 
 lint: install
 	$(VENV)/bin/ruff check codec tests scripts recipes
