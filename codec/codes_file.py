@@ -36,9 +36,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
 import re
-import stat
 import struct
 import zlib
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -47,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec.fileio import atomic_write_bytes
+from codec.fileio import atomic_write_bytes, read_regular_file
 from codec.limits import (
     MAX_CHANNELS,
     MAX_CODEBOOK_SIZE,
@@ -481,24 +479,12 @@ def read_codes(source) -> tuple[torch.Tensor, CodesHeader]:
         return decode_codes_bytes(source)
     path = Path(source)
     try:
-        data = _read_regular_file(path)
+        data = read_regular_file(path, MAX_FILE_BYTES, CodesFormatError)
         return decode_codes_bytes(data)
     except CodesFormatError as err:
         raise CodesFormatError(f"{path}: {err}") from None
     except OSError as err:
         raise CodesFormatError(f"{path}: cannot read ({err.strerror or err})") from None
-
-
-def _read_regular_file(path: Path) -> bytes:
-    # O_NONBLOCK: opening a FIFO must not wait for a writer; only regular files are read.
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise CodesFormatError("not a regular file")
-        if info.st_size > MAX_FILE_BYTES:
-            raise CodesFormatError(f"{info.st_size} bytes, over the limit of {MAX_FILE_BYTES}")
-        return handle.read(info.st_size)
 
 
 def check_model(header: CodesHeader, model_id: str, weights_hash: str) -> None:

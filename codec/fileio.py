@@ -1,10 +1,12 @@
 """Atomic file writing: a temp file in the target's folder, fsync, then rename over the target,
-so a reader sees the old file or the new one, never half of one."""
+so a reader sees the old file or the new one, never half of one. Bounded reading of regular
+files from strangers."""
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -49,3 +51,16 @@ def _umask() -> int:
 
 def atomic_write_bytes(path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def read_regular_file(path, max_bytes: int, error: type[Exception] = ValueError) -> bytes:
+    """The bytes of `path` if it is a regular file of at most `max_bytes`; else `error` saying
+    why. Opening a FIFO does not wait for a writer (O_NONBLOCK)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise error("not a regular file")
+        if info.st_size > max_bytes:
+            raise error(f"{info.st_size} bytes, over the limit of {max_bytes}")
+        return handle.read(info.st_size)

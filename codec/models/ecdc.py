@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,8 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+
+from codec.fileio import read_regular_file
 
 MAGIC = b"ECDC"
 VERSION = 0
@@ -180,7 +180,7 @@ def read_ecdc(source) -> EcdcFile:
         return decode_ecdc_bytes(source)
     path = Path(source)
     try:
-        return decode_ecdc_bytes(_read_regular_file(path))
+        return decode_ecdc_bytes(read_regular_file(path, MAX_FILE_BYTES, EcdcFormatError))
     except EcdcFormatError as err:
         raise EcdcFormatError(f"{path}: {err}") from None
     except OSError as err:
@@ -323,15 +323,3 @@ def _short(value) -> str:
 
 def _reject_constant(name):
     raise ValueError(f"non-standard constant {name}")
-
-
-def _read_regular_file(path: Path) -> bytes:
-    # O_NONBLOCK: opening a FIFO must not wait for a writer; only regular files are read.
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise EcdcFormatError("not a regular file")
-        if info.st_size > MAX_FILE_BYTES:
-            raise EcdcFormatError(f"{info.st_size} bytes, over the limit of {MAX_FILE_BYTES}")
-        return handle.read(info.st_size)

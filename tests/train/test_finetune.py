@@ -4,36 +4,23 @@ whatever the model= group says."""
 import soundfile as sf
 import torch
 
-from codec.models import Codec, CodecConfig
+from codec.models import Codec
 from codec.train import main
 from codec.train.checkpoint import list_checkpoints, load_checkpoint
 
 
-def saved_8khz_model(folder):
-    """A tiny model whose architecture differs from TINY's model= settings in every way that
-    matters: rate, groups, levels, codebook size, LSTM."""
-    torch.manual_seed(0)
-    config = CodecConfig.from_dict(
-        dict(
-            sample_rate=8000,
-            n_filters=4,
-            dimension=16,
-            ratios=[4, 4, 4],
-            lstm=1,
-            groups=2,
-            levels=4,
-            codebook_size=32,
-            model_id="imported",
-            quantizer={"decay": 0.9, "quantize_dropout": True},
-        )
+def saved_8khz_model(tiny_codec, folder):
+    """A tiny model whose architecture differs from the train overrides' model= settings in
+    every way that matters: rate, groups, levels, codebook size, LSTM."""
+    return tiny_codec(sample_rate=8000, codebook_size=32, model_id="imported").save_pretrained(
+        folder
     )
-    return Codec(config).save_pretrained(folder)
 
 
 def test_init_from_trains_the_saved_models_own_architecture(
-    tmp_path, capsys, metrics_records, tiny_train_overrides
+    tmp_path, capsys, metrics_records, tiny_train_overrides, tiny_codec
 ):
-    source_dir = saved_8khz_model(tmp_path / "imported")
+    source_dir = saved_8khz_model(tiny_codec, tmp_path / "imported")
     source = Codec.from_pretrained(source_dir, inference=False)
     run = tmp_path / "run"
     steps = ["trainer.steps=2", "trainer.valid_every=2", "trainer.checkpoint_every=2"]
