@@ -3,8 +3,12 @@
     import_checkpoint("encodec_24khz-d7cc33bc.th")   # the original EnCodec file
     import_checkpoint("path/to/hf-encodec-folder")    # transformers' EncodecModel folder
     import_checkpoint("encodec_24khz")                # a known name: downloaded when online
+    import_checkpoint("weights_16khz.pth")            # a DAC file ({"state_dict", "metadata"})
+    import_checkpoint("dac_16khz")                    # dac_16khz, dac_24khz, dac_44khz
 
-The format is detected from the files (`fmt` overrides); nothing is written unless the whole
+The format is detected from the files (`fmt` overrides): a folder is Hugging Face EnCodec; a
+PyTorch file named dac_* or encodec_* is that, any other is read once to look at its contents
+(DAC's {"state_dict", "metadata"} or a plain state dict). Nothing is written unless the whole
 import succeeded, and the folder appears by one rename.
 """
 
@@ -17,7 +21,8 @@ from pathlib import Path
 from codec.models.checkpoints import CheckpointError
 from codec.models.codec import Codec
 
-FORMATS = ("encodec", "encodec-hf")
+FORMATS = ("encodec", "encodec-hf", "dac")
+TORCH_SUFFIXES = (".th", ".pt", ".pth", ".ckpt", ".bin")
 
 
 def detect_format(path: Path) -> str:
@@ -25,23 +30,35 @@ def detect_format(path: Path) -> str:
         if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
             return "encodec-hf"
         raise CheckpointError(f"{path}: a folder without config.json and model.safetensors")
-    if path.suffix in (".th", ".pt", ".pth", ".ckpt", ".bin"):
-        return "encodec"
+    if path.suffix in TORCH_SUFFIXES:
+        if path.name.startswith("dac"):
+            return "dac"
+        if path.name.startswith("encodec"):
+            return "encodec"
+        return format_of_contents(path)
     raise CheckpointError(
         f"{path}: cannot tell its format from the name; pass --from ({', '.join(FORMATS)})"
     )
 
 
+def format_of_contents(path: Path) -> str:
+    """ "dac" for a file holding DAC's {"state_dict", "metadata"}, else "encodec"."""
+    from codec.models.checkpoints import read_torch_file
+    from codec.models.dac import is_dac_checkpoint
+
+    return "dac" if is_dac_checkpoint(read_torch_file(path)) else "encodec"
+
+
 def import_checkpoint(source, fmt: str | None = None, kind: str | None = None) -> Codec:
     """A checkpoint file, folder or known name -> Codec with its own architecture."""
     from codec.models import download
+    from codec.models.dac import import_dac
     from codec.models.encodec import import_encodec
 
     path = Path(source)
     if not path.exists() and download.is_known_name(str(source)):
-        if not str(source).startswith("encodec"):
-            raise CheckpointError(f"{source}: importing this model family is not supported yet")
         kind = kind or str(source)
+        fmt = fmt or ("dac" if kind.startswith("dac") else "encodec")
         try:
             path = download.fetch_checkpoint(str(source))
         except download.DownloadError as err:
@@ -54,6 +71,8 @@ def import_checkpoint(source, fmt: str | None = None, kind: str | None = None) -
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
         raise CheckpointError(f"--from must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "dac":
+        return import_dac(path, kind=kind)
     return import_encodec(path, kind=kind)
 
 
