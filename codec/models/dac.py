@@ -182,6 +182,13 @@ def _our_conv_name(key: str, ours: dict) -> str | None:
     return None
 
 
+def _dac_name(name: str) -> str:
+    """Our name -> DAC's: X.conv.parametrizations.weight.original0 -> X.weight_g, ..."""
+    for leaf, ours in _WEIGHT_NORM.items():
+        name = name.replace(f".{ours}", f".{leaf}")
+    return name.replace(".conv.", ".").replace(".convtr.", ".")
+
+
 def _quantizer_tensors(state: dict, model: Codec, path: Path) -> dict[str, torch.Tensor]:
     """DAC's per-level projections and codebooks -> our stacked ones (one group)."""
     ours = model.state_dict()
@@ -238,7 +245,7 @@ def dac_state(state: dict, model: Codec, path: Path) -> dict[str, torch.Tensor]:
             if name.endswith("_extra_state") or name == "quantizer._codebook.cluster_size":
                 out[name] = tensor
                 continue
-            raise CheckpointError(f"{path}: missing the DAC tensor for {name}")
+            raise CheckpointError(f"{path}: missing DAC tensor {_dac_name(name)}")
     return out
 
 
