@@ -201,3 +201,36 @@ def test_a_torch_package_archive_and_an_unknown_kind_are_refused(tmp_path, saved
     torch.save(saved, tmp_path / "weights.pth")
     with pytest.raises(CheckpointError, match="unknown DAC kind 'dac_8khz'"):
         import_dac(tmp_path / "weights.pth", kind="dac_8khz")
+
+
+@pytest.mark.slow
+def test_full_size_dac_16khz_through_the_cli_gives_dacs_codes_and_audio(tmp_path):
+    """DAC 16 kHz at full size (encoder_dim 64, rates 2, 4, 5, 8, latent 1024, decoder_dim
+    1536, 12 codebooks of 1024): `codec import`, then codes equal DAC's at 1 and 12 levels and
+    audio within 1e-4 over DAC's 320 f - 8 samples, zeros after."""
+    config = {
+        "encoder_dim": 64,
+        "encoder_rates": [2, 4, 5, 8],
+        "latent_dim": 1024,
+        "decoder_dim": 1536,
+        "decoder_rates": [8, 5, 4, 2],
+        "n_codebooks": 12,
+        "codebook_size": 1024,
+        "codebook_dim": 8,
+        "sample_rate": 16000,
+    }
+    reference = random_dac(config, seed=11, gain=0.85)  # at 1, DAC's own fp32 error is 2e-4
+    path = save_pth(reference, tmp_path / "dac_16khz.pth")
+    folder = tmp_path / "model"
+    assert main(["import", str(path), "-o", str(folder)]) == 0
+    model = Codec.from_pretrained(folder, inference=False).eval()
+    wav = torch.randn(1, 1, 16000 + 123, generator=torch.Generator().manual_seed(0)) * 0.3
+    for levels in (1, 12):
+        expected = reference_encode(reference, wav, levels)
+        codes = model.encode(wav, levels=levels)
+        assert torch.equal(codes[:, 0], expected), levels
+        audio = reference_decode(reference, expected)
+        assert audio.shape[-1] == 320 * codes.shape[-1] - 8 and audio.std() > 0.05
+        decoded = model.decode(codes)
+        torch.testing.assert_close(decoded[..., : audio.shape[-1]], audio, atol=1e-4, rtol=0)
+        assert not decoded[..., audio.shape[-1] :].any()
