@@ -172,6 +172,10 @@ def test_bad_dac_files_are_one_line_naming_the_problem(tmp_path, saved, capsys):
             {**saved, "state_dict": state | {"encoder.block.0.extra": torch.ones(1)}},
             "unknown DAC tensor encoder.block.0.extra",
         ),
+        "unknown-level": (
+            {**saved, "state_dict": state | {"quantizer.quantizers.1.scale": torch.ones(1)}},
+            "unknown DAC tensor quantizer.quantizers.1.scale",
+        ),
         "kwargs": (
             {**saved, "metadata": {"kwargs": kwargs | {"encoder_rates": [2, 8]}}},
             "encoder_rates=[2, 8] disagrees",

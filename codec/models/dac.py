@@ -229,8 +229,15 @@ def dac_state(state: dict, model: Codec, path: Path) -> dict[str, torch.Tensor]:
     named."""
     ours = model.state_dict()
     out = _quantizer_tensors(state, model, path)
+    level_keys = re.compile(
+        r"^quantizer\.quantizers\.(\d+)\.(?:(?:in|out)_proj\.(?:weight_g|weight_v|bias)"
+        r"|codebook\.weight)$"
+    )
     for key, tensor in state.items():
-        if key.startswith("quantizer.quantizers."):
+        if key.startswith("quantizer."):
+            match = level_keys.match(key)
+            if match is None or int(match.group(1)) >= model.levels:
+                raise CheckpointError(f"{path}: unknown DAC tensor {key}")
             continue
         name = _our_conv_name(key, ours)
         if name is None:

@@ -7,8 +7,8 @@
     import_checkpoint("dac_16khz")                    # dac_16khz, dac_24khz, dac_44khz
 
 The format is detected from the files (`fmt` overrides): a folder is Hugging Face EnCodec; a
-PyTorch file named dac_* or encodec_* is that, any other is read once to look at its contents
-(DAC's {"state_dict", "metadata"} or a plain state dict). Nothing is written unless the whole
+PyTorch file named dac* or encodec* is that, any other is told by its contents (DAC's
+{"state_dict", "metadata"} or a plain state dict). Nothing is written unless the whole
 import succeeded, and the folder appears by one rename.
 """
 
@@ -42,11 +42,18 @@ def detect_format(path: Path) -> str:
 
 
 def format_of_contents(path: Path) -> str:
-    """ "dac" for a file holding DAC's {"state_dict", "metadata"}, else "encodec"."""
+    """The format of a PyTorch file by what it holds: DAC's {"state_dict", "metadata"} is
+    "dac", anything else "encodec"."""
+    return _sniff(path)[0]
+
+
+def _sniff(path: Path):
+    """(format, the file's contents) of a PyTorch file, read once."""
     from codec.models.checkpoints import read_torch_file
     from codec.models.dac import is_dac_checkpoint
 
-    return "dac" if is_dac_checkpoint(read_torch_file(path)) else "encodec"
+    data = read_torch_file(path)
+    return ("dac" if is_dac_checkpoint(data) else "encodec"), data
 
 
 def import_checkpoint(source, fmt: str | None = None, kind: str | None = None) -> Codec:
@@ -68,12 +75,21 @@ def import_checkpoint(source, fmt: str | None = None, kind: str | None = None) -
             f"{source}: no such file or folder, and not a known model name "
             f"({', '.join(download.KNOWN_CHECKPOINTS)})"
         )
-    fmt = fmt or detect_format(path)
+    data = None
+    if fmt is None:
+        fmt = detect_format(path) if path.is_dir() or _named(path) else None
+    if fmt is None:  # an unnamed PyTorch file: its contents say which (a DAC file is read once)
+        fmt, data = _sniff(path)
     if fmt not in FORMATS:
         raise CheckpointError(f"--from must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "dac":
-        return import_dac(path, kind=kind)
+        return import_dac(path, kind=kind, data=data)
     return import_encodec(path, kind=kind)
+
+
+def _named(path: Path) -> bool:
+    """Whether detect_format can tell `path`'s format without reading it."""
+    return path.suffix not in TORCH_SUFFIXES or path.name.startswith(("dac", "encodec"))
 
 
 def save_new_folder(model: Codec, output: Path, force: bool = False) -> Path:
