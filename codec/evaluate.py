@@ -1,7 +1,8 @@
 """`codec eval`: quality against bitrate, per file and on average, for the model and for Opus.
 
     files -> reference audio at the model rate
-          -> codec at each bandwidth (encode, decode)   -> metrics, code statistics
+          -> codec: encode once, decode at each bandwidth -> metrics, code statistics
+             (codec.quality.quality_by_level)
           -> opusenc --bitrate K / opusdec, if compared -> metrics
     -> results.csv (a row per file, codec and bandwidth), summary.json, report.md,
        rate_distortion.png, spectrograms/*.png
@@ -30,10 +31,11 @@ import torch.nn.functional as F
 
 from codec.audio import AudioError, read_audio, read_for, resample, write_audio
 from codec.codes_file import encode_codes_bytes
-from codec.coding import Windowing, codes_header, decode_codes, encode_batch, prepare_audio
+from codec.coding import Windowing, codes_header
 from codec.losses import MultiResolutionSTFTLoss
 from codec.metrics import MelDistance, code_statistics, si_sdr
 from codec.models import Codec
+from codec.quality import quality_by_level
 
 METRICS = ("mel", "stft", "si_sdr", "pesq", "stoi")
 
@@ -227,20 +229,16 @@ def _evaluate_file(model, path, reference, levels_for, compare_opus, quality, wi
     """One file at every bandwidth -> (rows, codes by kbps, decoded signals by (codec, kbps))."""
     rate = model.sample_rate
     seconds = reference.shape[-1] / rate
-    prepared = prepare_audio(model, reference, rate, windowing, path)
+    (clip,) = quality_by_level(model, [reference], levels_for.values(), quality, windowing)
     rows, codes_by_kbps, decoded_by = [], {}, {}
-    with torch.inference_mode():  # once: the codes at n levels are the first n of the most
-        (all_codes,) = encode_batch(model, [prepared.wav], max(levels_for.values()), windowing)
     for kbps, levels in levels_for.items():
-        codes = all_codes[:, :levels].contiguous()
-        with torch.inference_mode():
-            decoded = decode_codes(model, codes, prepared.length, windowing, prepared.gains_db)
+        codes = clip.codes[:, :levels].contiguous()
         codes_by_kbps[kbps] = codes
-        stored = encode_codes_bytes(codes, codes_header(model, prepared, codes, windowing))
+        stored = encode_codes_bytes(codes, codes_header(model, clip.prepared, codes, windowing))
         row = {"file": str(path), "codec": "codec", "target_kbps": kbps, "levels": levels}
         row["file_kbps"] = len(stored) * 8 / seconds / 1000
-        rows.append(row | quality(decoded, reference))
-        decoded_by[("codec", kbps)] = decoded
+        rows.append(row | clip.scores[levels])
+        decoded_by[("codec", kbps)] = clip.decoded[levels]
         if compare_opus:
             opus, opus_kbps = opus_roundtrip(reference, rate, kbps, workdir)
             row = {"file": str(path), "codec": "opus", "target_kbps": kbps, "file_kbps": opus_kbps}

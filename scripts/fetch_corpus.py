@@ -18,7 +18,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from codec.data import find_audio
+from codec.train.data import find_audio
 
 CORPORA = {
     # name: (what it is, where it comes from: an archive URL or a folder installed by Debian)
@@ -36,7 +36,8 @@ CORPORA = {
     ),
 }
 # Fish Fillets NG's Czech and Dutch dialogue (the speech16k corpus) is gathered by
-# scripts/prepare_fillets.py: its sound folder also holds English speech and sound effects.
+# recipes/speech16k/prepare_fillets.py: its sound folder also holds English speech and sound
+# effects.
 
 
 def has_audio(folder: Path) -> bool:

@@ -12,8 +12,8 @@ from conftest import csv_rows
 from codec.audio import read_audio
 from codec.cli import main
 from codec.codes_file import read_codes
-from codec.data import SegmentDataset, build_manifest
 from codec.models import Codec
+from codec.train.data import SegmentDataset, build_manifest
 
 BAD = {name: outcome for name, (_, outcome) in CASES.items() if outcome != "ok"}
 GOOD = [name for name in CASES if name not in BAD]

@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from codec.data import (
+from codec.train.data import (
     SegmentDataset,
     build_manifest,
     make_demo_clip,

@@ -15,9 +15,9 @@ import pytest
 import torch
 from conftest import file_size_limit
 
-from codec.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from codec.models import Codec
 from codec.train import held_out_paths, main
+from codec.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 
 SEANET = ["n_filters=4", "ratios=[4,4,4]", "lstm=0"]
 TINY = [
@@ -196,7 +196,7 @@ def test_a_full_disk_ends_the_run_with_one_line_and_the_last_checkpoint_intact(
 ):
     import errno
 
-    from codec import checkpoint
+    from codec.train import checkpoint
 
     run = tmp_path / "run"
     real_save, calls = torch.save, {"n": 0}
@@ -251,7 +251,7 @@ def test_bad_step_counts_are_one_line_before_anything_runs(tmp_path, override, m
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor():
-    from codec.train import lr_factor
+    from codec.train.optim import lr_factor
 
     cosine = [lr_factor(s, 10, 110, "cosine", 0.1) for s in (0, 9, 10, 60, 110, 500)]
     assert cosine[0] == pytest.approx(0.1) and cosine[1] == cosine[2] == pytest.approx(1.0)

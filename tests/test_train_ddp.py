@@ -8,7 +8,7 @@ import torch
 import torch.multiprocessing as mp
 from test_train import TINY
 
-from codec.checkpoint import list_checkpoints, load_checkpoint
+from codec.train.checkpoint import list_checkpoints, load_checkpoint
 
 
 def free_port() -> int:

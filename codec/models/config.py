@@ -150,6 +150,19 @@ _FLAT_SEANET = (
 _FLAT_TOP = ("sample_rate", "channels", "dimension", "loudness_lufs", "model_id")
 
 
+def _engine_defaults() -> dict:
+    """The quantizer engine's own defaults for the settings GRVQOptions names: what a flat
+    config's partial `quantizer` object left unsaid meant."""
+    import inspect
+
+    from codec.models.builders import GRVQOptions
+    from codec.quantize.residual import _GroupedResidual
+
+    names = set(GRVQOptions.__dataclass_fields__)
+    parameters = inspect.signature(_GroupedResidual.__init__).parameters.values()
+    return {p.name: p.default for p in parameters if p.name in names and p.default is not p.empty}
+
+
 def upgrade_flat(data: dict) -> dict:
     """A flat config (folders written before parts had names) -> the nested form, behaviour
     kept: the flat defaults where a field is absent, and zero padding for causal models (the
@@ -173,7 +186,7 @@ def upgrade_flat(data: dict) -> dict:
         codebook |= {"threshold_ema_dead_code": 2, "quantize_dropout": True}
     if not isinstance(codebook, dict):
         raise ConfigError("quantizer must be an object")
-    quantizer |= codebook
+    quantizer = _engine_defaults() | quantizer | codebook
     nested = {key: data.pop(key) for key in _FLAT_TOP if key in data}
     if data:
         raise ConfigError(f"unknown config fields: {', '.join(sorted(data))}")

@@ -18,6 +18,8 @@ Where each kernel wins depends on sizes; the switch points are the constants bel
 
 from __future__ import annotations
 
+import os
+import platform
 import re
 from pathlib import Path
 
@@ -486,9 +488,19 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     return set(match.group(1).split()) if match else set()
 
 
+# oneDNN ISA limits (ONEDNN_MAX_CPU_ISA) under which it has no native bf16 kernels
+_ONEDNN_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
 def native_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices natively (else bf16 is emulated, and slower
-    than fp32)."""
+    than fp32). Kernels held to an older ISA (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2,
+    as `make bench ISA=avx2` does) count as the CPU they pretend to be."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _ONEDNN_WITHOUT_BF16:
+        return False
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    if x86 and torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "AVX2"):
+        return False
     return bool(cpu_flags() & NATIVE_BF16_FLAGS)
 
 

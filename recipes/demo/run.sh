@@ -28,4 +28,4 @@ if [ "$STAGE" -le 2 ]; then
 fi
 
 echo "== stage 3: report"
-$PY scripts/demo_report.py "$RUN" "$OUT/original.wav" "$OUT/clip.codes" "$OUT/decoded.wav"
+$PY recipes/demo/report.py "$RUN" "$OUT/original.wav" "$OUT/clip.codes" "$OUT/decoded.wav"

@@ -34,8 +34,8 @@ fi
 
 if [ "$STAGE" -le 2 ]; then
   echo "== stage 2: evaluate 100 held-out files at 1.5 / 3 / 6 / 12 / 24 kbps, Opus alongside"
-  $PY scripts/heldout.py "$RUN" --limit 100 > "$RUN/heldout.txt"
-  $PY -m codec.cli eval -m "$RUN/model" --files-from "$RUN/heldout.txt" \
+  $PY scripts/heldout.py "$RUN" --limit 100 > "$RUN/eval_files.txt"   # from the trainer's heldout.txt
+  $PY -m codec.cli eval -m "$RUN/model" --files-from "$RUN/eval_files.txt" \
     --bandwidths 1.5 3 6 12 24 --compare opus -o "$RUN/eval" --device cuda --quiet
 fi
 

@@ -18,7 +18,7 @@ EXTRA=("$@")   # more Hydra overrides for stage 1, e.g. trainer.steps=2000
 
 if [ "$STAGE" -le 0 ]; then
   echo "== stage 0: prepare the corpus in $CORPUS"
-  if [ -z "${DATA:-}" ]; then $PY scripts/prepare_fillets.py "$CORPUS"; fi
+  if [ -z "${DATA:-}" ]; then $PY recipes/speech16k/prepare_fillets.py "$CORPUS"; fi
 fi
 
 if [ "$STAGE" -le 1 ]; then

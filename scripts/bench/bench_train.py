@@ -1,6 +1,6 @@
 """Training throughput on this machine: audio seconds trained per wall-clock second.
 
-    python scripts/bench_train.py [--steps N] [--threads T]
+    python scripts/bench/bench_train.py [--steps N] [--threads T]
 
 Trains the demo's small 16 kHz codec and the speech16k CPU configuration for a few steps each on
 the generated demo corpus (in a temp folder), with and without the MS-STFT discriminator, and
@@ -10,6 +10,7 @@ prints the median step time and audio seconds per second over the steps after wa
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from codec.data import make_demo_corpus
 from codec.train import Trainer, compose_config
+from codec.train.data import make_demo_corpus
 
 CASES = {
     "demo model, no discriminator (make demo)": ["experiment=demo"],
@@ -39,14 +40,13 @@ def step_times(overrides: list[str], steps: int, corpus: Path, run_dir: Path):
         ],
         job_name="bench",
     )
-    trainer = Trainer(cfg)
-    batches = trainer.batches()
+    solver = Trainer(cfg).solver
+    batches = (batch for epoch in itertools.count() for batch in solver.epoch_batches(epoch))
     times = []
-    for _ in range(steps):
-        wav, _ = next(batches)
+    for step in range(steps):
+        batch = next(batches)
         start = time.perf_counter()
-        trainer.train_step(wav)
-        trainer.step += 1
+        solver.train_step(batch, step, log=lambda record: None)
         times.append(time.perf_counter() - start)
     return times, cfg.data.batch_size * cfg.data.segment_seconds
 

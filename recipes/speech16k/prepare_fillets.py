@@ -1,7 +1,7 @@
 """Gather the Czech and Dutch dialogue of Fish Fillets NG (Debian packages fillets-ng-data-cs and
 fillets-ng-data-nl: Ogg Vorbis, mostly 22.05 kHz) into one folder of symlinks:
 
-    python scripts/prepare_fillets.py OUT [--root /usr/share/games/fillets-ng]
+    python recipes/speech16k/prepare_fillets.py OUT [--root /usr/share/games/fillets-ng]
 
 OUT/<language>/<level>/<file>.ogg -> the installed file. Nothing is copied or converted; the
 trainer resamples on the fly.

@@ -1,6 +1,6 @@
 """Quantizer benchmark: codec.quantize against vector-quantize-pytorch, side by side in one run.
 
-    python scripts/bench_quantize.py [--threads 2] [--runs 15] [--quick] [--markdown]
+    python scripts/bench/bench_quantize.py [--threads 2] [--runs 15] [--quick] [--markdown]
 
 Same options on both sides: GroupedResidualVQ(dim=256, groups=2, num_quantizers=8,
 codebook_size=1024), EMA decay 0.99, dead codes below 2, straight-through estimator (the

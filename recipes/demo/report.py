@@ -1,6 +1,6 @@
 """The demo recipe's report on one coded clip (the clip comes from scripts/heldout.py):
 
-python scripts/demo_report.py RUN_DIR ORIGINAL.wav CLIP.codes DECODED.wav
+python recipes/demo/report.py RUN_DIR ORIGINAL.wav CLIP.codes DECODED.wav
     -> bitrate, SI-SDR and mel distance at every bandwidth, spectrogram PNG
 """
 
@@ -9,13 +9,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
-
 from codec.audio import read_audio, read_for
 from codec.codes_file import read_codes
-from codec.coding import Windowing, decode_codes, encode_batch
 from codec.metrics import MelDistance, si_sdr
 from codec.models import Codec
+from codec.quality import quality_by_level
 from codec.report import spectrogram_figure
 
 
@@ -38,16 +36,18 @@ def report(run_dir: Path, original_path: Path, codes_path: Path, decoded_path: P
         f"at {header.bitrate / 1000:.2f} kbps: SI-SDR {float(si_sdr(estimate, reference)):.2f} dB, "
         f"mel distance {float(mel(estimate, reference)):.3f}"
     )
-    windowing = Windowing.for_model(model)
-    with torch.inference_mode():
-        for levels in range(1, model.levels + 1):
-            (c,) = encode_batch(model, [wav], levels, windowing)
-            y = decode_codes(model, c, wav.shape[-1], windowing)[None]
-            print(
-                f"  {model.bitrate(levels) / 1000:5.2f} kbps ({levels} levels): "
-                f"SI-SDR {float(si_sdr(y, wav[None])):6.2f} dB, "
-                f"mel distance {float(mel(y, wav[None])):.3f}"
-            )
+
+    def scores(estimate, reference):
+        est, ref = estimate[None], reference[None]
+        return {"si_sdr": float(si_sdr(est, ref)), "mel": float(mel(est, ref))}
+
+    levels = range(1, model.levels + 1)
+    (clip,) = quality_by_level(model, [wav], levels, scores)
+    for count, score in clip.scores.items():
+        print(
+            f"  {model.bitrate(count) / 1000:5.2f} kbps ({count} levels): "
+            f"SI-SDR {score['si_sdr']:6.2f} dB, mel distance {score['mel']:.3f}"
+        )
     png = decoded_path.with_name("spectrograms.png")
     spectrogram_figure(png, wav, {("decoded", header.bitrate / 1000): decoded}, model.sample_rate)
     print(f"wrote {original_path}, {decoded_path} and {png}")

@@ -1,6 +1,6 @@
 """Run every benchmark and write BENCHMARKS.md: the machine, the exact commands, their output.
 
-    python scripts/bench_all.py [--quick] [--output BENCHMARKS.md]
+    python scripts/bench/bench_all.py [--quick] [--output BENCHMARKS.md]
 
 Benchmarks: the quantizer against vector-quantize-pytorch, the codec against the `encodec`
 package (encode, decode, streaming, a 10 and a 60 minute file), training throughput, and the
@@ -28,12 +28,15 @@ def benchmarks(quick: bool, python: str) -> list[tuple[str, list[str]]]:
     flag = ["--quick"] if quick else []
     steps = ["--steps", "6" if quick else "12"]
     return [
-        ("Quantizer vs vector-quantize-pytorch", [python, "scripts/bench_quantize.py", *flag]),
+        (
+            "Quantizer vs vector-quantize-pytorch",
+            [python, "scripts/bench/bench_quantize.py", *flag],
+        ),
         (
             "Codec vs the encodec package (encode, decode, streaming, long files)",
-            [python, "scripts/bench_codec.py", *flag, *(["--skip-long"] if quick else [])],
+            [python, "scripts/bench/bench_codec.py", *flag, *(["--skip-long"] if quick else [])],
         ),
-        ("Training throughput on CPU", [python, "scripts/bench_train.py", *steps]),
+        ("Training throughput on CPU", [python, "scripts/bench/bench_train.py", *steps]),
     ]
 
 
@@ -82,7 +85,7 @@ def main() -> None:
     lines = [
         "# Benchmarks",
         "",
-        f"Written by `{python} scripts/bench_all.py{' --quick' if args.quick else ''}` "
+        f"Written by `{python} scripts/bench/bench_all.py{' --quick' if args.quick else ''}` "
         f"(`make bench{'-quick' if args.quick else ''}`), {mode} mode. Medians; ratios are "
         "the reference's time over ours, both measured in the same run.",
         "",

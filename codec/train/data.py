@@ -16,6 +16,8 @@ Rules that a user can rely on:
 - A file that fails while being read (truncated, NaN samples, ...) is skipped with a warning
   naming it, another segment is drawn, and the item reports how many files newly failed (each
   file is counted once per DataLoader worker, and never read again by it).
+
+`build_loader` and `held_out_paths` apply these to a training run's config (the `data` group).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torchaudio.functional as AF
+from omegaconf import DictConfig, OmegaConf
 
 from codec.audio import (
     AudioError,
@@ -291,3 +295,85 @@ def make_demo_corpus(
             write_audio(path, clip, sample_rate)
     building.rename(root)
     return root
+
+
+# -- a training run's data, from its config -------------------------------------------------------
+
+HELD_OUT_FILE = "heldout.txt"
+
+
+def data_roots(cfg: DictConfig, run_dir: Path) -> list[Path]:
+    """The folders a run trains on (the demo corpus lives in the run folder by default)."""
+    root = cfg.data.root
+    if cfg.data.kind == "demo":
+        return [Path(root) if root else Path(run_dir) / "corpus"]
+    return [Path(r) for r in ([root] if isinstance(root, str) else root)]
+
+
+def build_loader(
+    cfg: DictConfig,
+    sample_rate: int,
+    channels: int,
+    loudness_lufs: float | None,
+    run_dir: Path,
+    rank: int = 0,
+    world: int = 1,
+):
+    """(training DataLoader of segments at `sample_rate` and `channels`, validation records,
+    files skipped as unreadable). The demo corpus is generated (rank 0) when missing."""
+    data = cfg.data
+    roots = data_roots(cfg, run_dir)
+    if data.kind == "demo":
+        root = roots[0]
+        if rank == 0 and not root.is_dir():
+            make_demo_corpus(
+                root, count=data.count, seconds=data.seconds, sample_rate=sample_rate, seed=cfg.seed
+            )
+        if world > 1:
+            dist.barrier()
+    records, problems = build_manifest(roots)
+    if not records:
+        raise SystemExit(f"codec train: no readable audio in {', '.join(map(str, roots))}")
+    train, valid = split_manifest(records, data.valid_fraction, seed=cfg.seed)
+    dataset = SegmentDataset(
+        train,
+        sample_rate,
+        channels,
+        data.segment_seconds,
+        loudness_lufs=loudness_lufs,
+        short=data.short,
+        seed=cfg.seed,
+    )
+    sampler = None
+    if world > 1:
+        sampler = torch.utils.data.DistributedSampler(
+            dataset, world, rank, shuffle=True, seed=cfg.seed, drop_last=True
+        )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=data.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=data.num_workers,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        persistent_workers=data.num_workers > 0,
+    )
+    return loader, valid, problems
+
+
+def held_out_paths(run_dir) -> list[Path]:
+    """The files a run validates on and never trains on: the list it wrote when it started
+    (run_dir/heldout.txt), or for runs older than that list, the split rebuilt from its saved
+    config (the same while the data folders have not changed)."""
+    run_dir = Path(run_dir)
+    listed = run_dir / HELD_OUT_FILE
+    if listed.is_file():
+        return [Path(line) for line in listed.read_text().splitlines() if line]
+    if not (run_dir / "config.yaml").is_file():
+        raise ValueError(f"{run_dir}: not a training run (no {HELD_OUT_FILE} or config.yaml)")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    records, _ = build_manifest(data_roots(cfg, run_dir))
+    return [
+        Path(r.path) for r in split_manifest(records, cfg.data.valid_fraction, seed=cfg.seed)[1]
+    ]

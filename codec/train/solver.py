@@ -1,0 +1,352 @@
+"""The codec's training step: generator and discriminator updates, losses and their weights,
+the weight-EMA copy, and validation by number of levels.
+
+    wav (b, c, t) -> Codec -> audio (b, c, t), commitment
+        discriminator step (from discriminator.start_step): hinge/LS loss on wav vs audio
+        generator step: mel, L1, STFT, adversarial, feature matching (balanced or weighted)
+                        + commitment -> Adam(W) -> EMA of the weights
+
+`CompressionSolver` is what `codec.train.loop.Loop` runs; it knows nothing of checkpoints,
+signals or logs beyond the records it hands back.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from codec.audio import AudioError, read_for
+from codec.errors import first_line
+from codec.fileio import atomic_write_bytes
+from codec.losses import (
+    Balancer,
+    MelLoss,
+    MultiResolutionSTFTLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_loss,
+    waveform_l1,
+)
+from codec.metrics import si_sdr
+from codec.models import Codec, CodecConfig
+from codec.quality import level_ladder, quality_by_level
+from codec.quantize import NonFiniteInputError
+from codec.train.data import HELD_OUT_FILE, build_loader
+from codec.train.display import TensorBoard
+from codec.train.loop import Environment, Log, NonFiniteStep, check_finite
+from codec.train.optim import make_optimizer, make_schedule
+
+
+def build_model(cfg: DictConfig) -> Codec:
+    """The `model` group's architecture, or with init_from=DIR the saved model in DIR, with its
+    own architecture and weights (an imported EnCodec fine-tunes as itself)."""
+    if cfg.init_from:
+        model = Codec.from_pretrained(cfg.init_from, inference=False)
+        changes = cfg.get("init_changes")
+        changes = OmegaConf.to_container(changes, resolve=True) if changes else {}
+        if changes:
+            model = with_changes(model, changes, cfg.init_from)
+        print(
+            f"init_from: the model is {cfg.init_from} with its own architecture "
+            f"({model.sample_rate} Hz, {model.groups} x {model.levels} x {model.codebook_size} "
+            f"codes){'; init_changes: ' + str(changes) if changes else ''}; the model= "
+            "settings are not used",
+            file=sys.stderr,
+        )
+        return model.train()
+    fields = OmegaConf.to_container(cfg.model, resolve=True)
+    return Codec(CodecConfig.from_dict(fields))
+
+
+def with_changes(model: Codec, changes: dict, source) -> Codec:
+    """`model` rebuilt from its config with `changes` merged in (training settings such as
+    quantizer.threshold_ema_dead_code), its weights and codebook statistics kept."""
+    changed = Codec(model.config.replace(**changes))
+    try:
+        changed.load_state_dict(model.state_dict())
+    except RuntimeError as err:
+        raise ValueError(
+            f"init_changes {changes} change the architecture of {source} ({first_line(err)})"
+        ) from None
+    return changed
+
+
+def build_discriminator(cfg: DictConfig, channels: int):
+    names = list(cfg.discriminator.names)
+    if not names:
+        return None
+    from codec.nn.discriminators import make_discriminators
+
+    return make_discriminators(names, channels, filters=cfg.discriminator.filters)
+
+
+class CompressionSolver:
+    """Builds the codec, its discriminators, data, losses and optimisers from `cfg`, and trains
+    them one step at a time (see codec.train.loop.Solver)."""
+
+    progress_keys = ("mel", "l1", "adv", "d_loss")
+    rate_name = "audio_seconds_per_second"
+    rate_label = "audio s/s"
+
+    def __init__(self, cfg: DictConfig, env: Environment, run_dir: Path | None = None):
+        self.cfg, self.env = cfg, env
+        self.device = env.device
+        run_dir = Path(cfg.run_dir if run_dir is None else run_dir)
+        self.model = build_model(cfg).to(self.device)
+        self.ema = copy.deepcopy(self.model).eval() if cfg.optim.ema_decay else None
+        self.disc = build_discriminator(cfg, self.model.channels)
+        if self.disc is not None:
+            self.disc.to(self.device)
+        model = self.model  # the data follow the model built, whatever the model group says
+        self.loader, self.valid_records, self.skipped_files = build_loader(
+            cfg,
+            model.sample_rate,
+            model.channels,
+            model.config.loudness_lufs,
+            run_dir,
+            env.rank,
+            env.world,
+        )
+        self.skipped_reads = 0  # files that failed while reading segments (after the manifest)
+        self.units_per_step = cfg.data.batch_size * cfg.data.segment_seconds * env.world
+        self.mel = MelLoss(model.sample_rate, tuple(cfg.loss.mel_n_ffts), cfg.loss.n_mels)
+        self.mel.to(self.device)
+        self.stft = MultiResolutionSTFTLoss().to(self.device)
+        weights = dict(cfg.loss.weights)
+        if self.disc is None:
+            weights = {k: v for k, v in weights.items() if k not in ("adv", "feat")}
+        self.weights = {k: float(v) for k, v in weights.items() if v}
+        self.balancer = (
+            Balancer(self.weights, cfg.loss.balancer_decay) if cfg.loss.balancer else None
+        )
+
+        if cfg.trainer.compile:
+            # in place, so state_dict keys do not change; the quantizer stays eager (fp32, its
+            # collectives and its host-side dropout draws). Static shapes: training segments
+            # are fixed, and a dynamic-shape compile of these models ran over 20 minutes on a
+            # 2-core CPU (sympy in inductor's code generation) where a static one took 134 s.
+            for module in (self.model.encoder, self.model.decoder, self.disc):
+                if module is not None:
+                    module.compile(dynamic=False)
+        self.g_model = self.model
+        self.d_model = self.disc
+        if env.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.g_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            if self.disc is not None:
+                self.d_model = torch.nn.parallel.DistributedDataParallel(self.disc, device_ids=ids)
+        steps = cfg.trainer.steps
+        self.opt_g = make_optimizer(self.model.parameters(), cfg.optim)
+        self.sched_g = make_schedule(self.opt_g, cfg.optim, steps)
+        self.opt_d = self.sched_d = None
+        if self.disc is not None:
+            self.opt_d = make_optimizer(self.disc.parameters(), cfg.optim)
+            self.sched_d = make_schedule(self.opt_d, cfg.optim, steps)
+
+    @property
+    def best_metric(self) -> str:
+        return f"valid_mel@{self.model.bitrate(self.model.levels) / 1000:g}kbps"
+
+    # -- what the loop asks for ----------------------------------------------------------------
+
+    def write_run_files(self, run_dir: Path) -> None:
+        held_out = "".join(f"{record.path}\n" for record in self.valid_records)
+        atomic_write_bytes(run_dir / HELD_OUT_FILE, held_out.encode())
+        for problem in self.skipped_files:
+            print(f"warning: skipped {problem}", file=sys.stderr)
+
+    def describe(self) -> dict:
+        record = {
+            "skipped_files": len(self.skipped_files),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+        }
+        if self.cfg.init_from:
+            record["init_from"] = str(self.cfg.init_from)
+        return record
+
+    def epoch_batches(self, epoch: int):
+        if hasattr(self.loader.dataset, "set_epoch"):
+            self.loader.dataset.set_epoch(epoch)
+        if hasattr(self.loader.sampler, "set_epoch"):
+            self.loader.sampler.set_epoch(epoch)
+        return self.loader
+
+    def step_telemetry(self) -> dict:
+        telemetry = {
+            k: [round(float(x), 4) for x in v.flatten()]
+            for k, v in self.model.quantizer.telemetry().items()
+        }
+        return {"quantizer": telemetry, "lr": self.sched_g.get_last_lr()[0]}
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+            "disc": self.disc.state_dict() if self.disc is not None else {},
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else {},
+            "sched_g": self.sched_g.state_dict(),
+            "sched_d": self.sched_d.state_dict() if self.sched_d is not None else {},
+            "balancer": self.balancer.state_dict() if self.balancer is not None else {},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None and state["ema"]:
+            self.ema.load_state_dict(state["ema"])
+        if self.disc is not None and state["disc"]:
+            self.disc.load_state_dict(state["disc"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        if self.opt_d is not None and state["opt_d"]:
+            self.opt_d.load_state_dict(state["opt_d"])
+            self.sched_d.load_state_dict(state["sched_d"])
+        if self.balancer is not None and state["balancer"]:
+            self.balancer.load_state_dict(state["balancer"])
+
+    def export(self, folder: Path) -> Path:
+        """The weight-EMA generator (or the raw one) as a model folder `codec encode` reads."""
+        return (self.ema or self.model).save_pretrained(folder)
+
+    # -- one step ------------------------------------------------------------------------------
+
+    def train_step(self, batch, step: int, log: Log) -> dict[str, float]:
+        """batch: (wav (b, c, t), files newly skipped while reading (b,))."""
+        wav, skipped = batch
+        if int(skipped.sum()):
+            self.skipped_reads += int(skipped.sum())
+            log({"event": "skipped_files", "total_skipped_reads": self.skipped_reads})
+        wav = wav.to(self.device, non_blocking=True)
+        try:
+            return self._step(wav, step)
+        except (NonFiniteStep, NonFiniteInputError) as err:
+            self.opt_g.zero_grad(set_to_none=True)
+            raise NonFiniteStep(str(err)) from err
+
+    def _autocast(self):
+        enabled = self.cfg.trainer.precision == "bfloat16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def _step(self, wav: torch.Tensor, step: int) -> dict[str, float]:
+        cfg, logs = self.cfg, {}
+        adversarial = self.disc is not None and step >= cfg.discriminator.start_step
+        with self._autocast():
+            out = self.g_model(wav)
+        audio, commitment = out["audio"].float(), out["commitment"].float()
+
+        if adversarial:
+            with self._autocast():
+                real_logits, _ = self.d_model(wav)
+                fake_logits, _ = self.d_model(audio.detach())
+            d_loss = discriminator_loss(real_logits, fake_logits, cfg.loss.adversarial)
+            check_finite({"discriminator": d_loss}, self.env)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.disc.parameters(), cfg.optim.grad_clip)
+            self.opt_d.step()
+            self.sched_d.step()
+            logs["d_loss"] = float(d_loss.detach())
+
+        losses = {}
+        if "mel" in self.weights:
+            losses["mel"] = self.mel(audio, wav)
+        if "l1" in self.weights:
+            losses["l1"] = waveform_l1(audio, wav)
+        if "stft" in self.weights:
+            losses["stft"] = self.stft(audio, wav)
+        if adversarial:
+            disc = self.disc  # unwrapped: this pass only routes gradient to the audio
+            with self._autocast():
+                fake_logits, fake_feats = disc(audio)
+                with torch.no_grad():
+                    _, real_feats = disc(wav)
+            losses["adv"] = generator_loss([f.float() for f in fake_logits], cfg.loss.adversarial)
+            losses["feat"] = feature_matching_loss(real_feats, fake_feats)
+        check_finite(losses | {"commitment": commitment}, self.env)
+
+        self.opt_g.zero_grad(set_to_none=True)
+        w_commit = torch.full_like(commitment, cfg.loss.commitment)
+        if self.balancer is not None:
+            grad, norms = self.balancer.combine(losses, audio)
+            torch.autograd.backward([audio, commitment], [grad, w_commit])
+            logs.update({f"grad_{k}": v for k, v in norms.items()})
+        else:
+            total = sum(self.weights[k] * v for k, v in losses.items())
+            (total + cfg.loss.commitment * commitment).backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        if not torch.isfinite(grad_norm):
+            raise NonFiniteStep("non-finite generator gradient")
+        self.opt_g.step()
+        self.sched_g.step()
+        self._update_ema()
+        logs.update({k: float(v.detach()) for k, v in losses.items()})
+        logs["commitment"] = float(commitment.detach())
+        return logs
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        decay = self.cfg.optim.ema_decay
+        for e, p in zip(self.ema.parameters(), self.model.parameters()):
+            e.lerp_(p, 1 - decay)
+        for e, b in zip(self.ema.buffers(), self.model.buffers()):
+            e.copy_(b)  # codebooks are EMA-trained already; the copy follows the live ones
+        self.ema.quantizer.set_extra_state(self.model.quantizer.get_extra_state())
+
+    # -- validation ----------------------------------------------------------------------------
+
+    def validate(self, step: int, board: TensorBoard | None) -> dict[str, float]:
+        """Mel distance and SI-SDR on the first validation files (up to valid_seconds each),
+        at 1, 2, 4, ... levels and all levels, with the weight-EMA model."""
+        model = (self.ema or self.model).eval()
+        hop, rate = model.hop_length, model.sample_rate
+        seconds = self.cfg.trainer.valid_seconds
+        clips = []  # (index among the records, wav (c, t))
+        for index, record in enumerate(self.valid_records[: self.cfg.trainer.valid_items]):
+            try:  # only the samples validation uses are read
+                frames = math.ceil(seconds * record.sample_rate)
+                wav = read_for(record.path, rate, model.channels, frames=frames)
+            except AudioError as err:
+                print(f"warning: {err}", file=sys.stderr)
+                continue
+            wav = wav[:, : int(seconds * rate)]
+            clips.append((index, wav[:, : max(hop, wav.shape[-1] // hop * hop)]))
+        levels = level_ladder(model.levels)
+        results = {n: {"mel": [], "si_sdr": []} for n in levels}
+        measured = quality_by_level(model, [wav for _, wav in clips], levels, self._scores)
+        for (index, wav), clip in zip(clips, measured):
+            for n, scores in clip.scores.items():
+                for key, value in scores.items():
+                    results[n][key].append(value)
+            if index < 2 and board is not None:
+                decoded = {("codec", model.bitrate(n) / 1000): y for n, y in clip.decoded.items()}
+                self._show(board, step, f"valid{index}", wav, decoded, rate)
+        self.model.train()
+        out = {}
+        for n, r in results.items():
+            if r["mel"]:
+                kbps = model.bitrate(n) / 1000
+                out[f"valid_mel@{kbps:g}kbps"] = sum(r["mel"]) / len(r["mel"])
+                out[f"valid_si_sdr@{kbps:g}kbps"] = sum(r["si_sdr"]) / len(r["si_sdr"])
+        return out
+
+    def _scores(self, estimate: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+        est, ref = estimate[None].to(self.device), reference[None].to(self.device)
+        return {"mel": float(self.mel(est, ref)), "si_sdr": float(si_sdr(est, ref).mean())}
+
+    @staticmethod
+    def _show(board: TensorBoard, step: int, name: str, reference, decoded: dict, rate: int):
+        """Audio samples and spectrograms of one validation clip in TensorBoard."""
+        from codec.report import spectrogram_plot
+
+        board.writer.add_audio(f"{name}/original", reference.mean(0).clamp(-1, 1), step, rate)
+        for (_, kbps), wav in decoded.items():
+            board.writer.add_audio(f"{name}/{kbps:g}kbps", wav.mean(0).clamp(-1, 1), step, rate)
+        figure = spectrogram_plot(reference, decoded, rate)
+        board.writer.add_figure(f"{name}/spectrograms", figure, step)

@@ -1,0 +1,90 @@
+"""init_from=DIR fine-tunes the saved model in DIR with its own architecture and sample rate,
+whatever the model= group says."""
+
+import soundfile as sf
+import torch
+from test_train import TINY, records
+
+from codec.models import Codec, CodecConfig
+from codec.train import main
+from codec.train.checkpoint import list_checkpoints, load_checkpoint
+
+
+def saved_8khz_model(folder):
+    """A tiny model whose architecture differs from TINY's model= settings in every way that
+    matters: rate, groups, levels, codebook size, LSTM."""
+    torch.manual_seed(0)
+    config = CodecConfig.from_dict(
+        dict(
+            sample_rate=8000,
+            n_filters=4,
+            dimension=16,
+            ratios=[4, 4, 4],
+            lstm=1,
+            groups=2,
+            levels=4,
+            codebook_size=32,
+            model_id="imported",
+            quantizer={"decay": 0.9, "quantize_dropout": True},
+        )
+    )
+    return Codec(config).save_pretrained(folder)
+
+
+def test_init_from_trains_the_saved_models_own_architecture(tmp_path, capsys):
+    source_dir = saved_8khz_model(tmp_path / "imported")
+    source = Codec.from_pretrained(source_dir, inference=False)
+    run = tmp_path / "run"
+    steps = ["trainer.steps=2", "trainer.valid_every=2", "trainer.checkpoint_every=2"]
+    main([*TINY, *steps, f"init_from={source_dir}", f"run_dir={run}"])
+
+    tuned = Codec.from_pretrained(run / "model")
+    shape = (tuned.sample_rate, tuned.groups, tuned.levels, tuned.codebook_size)
+    assert shape == (8000, 2, 4, 32)  # TINY asks for 3 levels of 16 codes: not used
+    assert tuned.config.part("encoder")[1].lstm == 1
+    weights = load_checkpoint(list_checkpoints(run)[-1])["model"]
+    assert weights.keys() == source.state_dict().keys()
+    moved = [k for k, v in source.state_dict().items() if not torch.equal(v, weights[k])]
+    assert any("embed" in k for k in moved)  # trained in train mode: the codebooks moved too
+
+    corpus = sorted((run / "corpus").glob("*.wav"))
+    assert corpus and {sf.info(str(p)).samplerate for p in corpus} == {8000}
+    start = next(r for r in records(run) if r.get("event") == "start")
+    assert start["init_from"] == str(source_dir)
+    assert f"init_from: the model is {source_dir} with its own architecture" in (
+        capsys.readouterr().err
+    )
+    valid = next(r for r in records(run) if r.get("event") == "valid")
+    assert f"valid_mel@{tuned.bitrate(4) / 1000:g}kbps" in valid
+
+
+def test_an_imported_encodec_model_fine_tunes_with_its_codebooks_and_without_dead_code_revival(
+    tmp_path,
+):
+    """A randomised EnCodec checkpoint, imported, trains a few steps as itself: its codebooks
+    continue from EnCodec's statistics (no k-means rerun: they move by EMA steps only) and
+    init_changes switches dead-code revival off."""
+    from encodec_reference import random_encodec, save_th
+
+    from codec.models.encodec import import_encodec
+
+    reference = random_encodec(24000, small=True, seed=7)
+    folder = import_encodec(save_th(reference, tmp_path / "encodec_24khz-t.th")).save_pretrained(
+        tmp_path / "imported"
+    )
+    source = Codec.from_pretrained(folder, inference=False)
+    run = tmp_path / "run"
+    steps = ["trainer.steps=3", "trainer.valid_every=3", "trainer.checkpoint_every=3"]
+    changes = "+init_changes.quantizer.threshold_ema_dead_code=0"
+    main([*TINY, *steps, f"init_from={folder}", changes, f"run_dir={run}"])
+
+    tuned = Codec.from_pretrained(run / "model", inference=False)
+    assert tuned.config.quantizer_options.threshold_ema_dead_code == 0
+    assert tuned.config.part("encoder") == source.config.part("encoder")
+    before = source.quantizer._codebook.cluster_size
+    weights = load_checkpoint(list_checkpoints(run)[-1])["model"]
+    after = weights["quantizer._codebook.cluster_size"]
+    # EnCodec's statistics continued: three EMA steps at decay 0.99 keep at least 0.99^3 of
+    # every count (a k-means restart would have replaced them with this batch's counts)
+    assert (after >= 0.99**3 * before - 1e-6).all() and not torch.equal(after, before)
+    assert bool(weights["quantizer._codebook.initted"])

@@ -1,0 +1,80 @@
+"""quality_by_level: one encode per clip, the codes at n levels are the first n, scores from
+the decoded audio; and the demo recipe's report that uses it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_codec
+
+from codec.audio import read_for, write_audio
+from codec.cli import main as cli
+from codec.coding import Windowing, decode_codes, encode_batch
+from codec.metrics import si_sdr
+from codec.quality import level_ladder, quality_by_level
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def sdr(estimate, reference):
+    return {"si_sdr": float(si_sdr(estimate[None], reference[None]))}
+
+
+def test_one_encode_per_clip_gives_the_codes_and_audio_of_each_level(fsdd_root, monkeypatch):
+    model = tiny_codec().eval()
+    wavs = [read_for(p, 16000, 1) for p in sorted(fsdd_root.glob("*_theo_*.wav"))[:2]]
+    calls = {"encode": 0}
+    encode = model.encode
+
+    def counted(*args, **kwargs):
+        calls["encode"] += 1
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(model, "encode", counted)
+    clips = list(quality_by_level(model, wavs, [1, 2, 4], sdr))
+    assert calls["encode"] == len(wavs)  # each clip is shorter than a window: one pass each
+    windowing = Windowing.for_model(model)
+    for wav, clip in zip(wavs, clips):
+        assert clip.codes.shape[:2] == (model.groups, 4)
+        assert sorted(clip.decoded) == sorted(clip.scores) == [1, 2, 4]
+        for n in (1, 2, 4):
+            with torch.no_grad():
+                (alone,) = encode_batch(model, [wav], n, windowing)
+                expected = decode_codes(model, alone, wav.shape[-1], windowing)
+            assert torch.equal(clip.codes[:, :n], alone)
+            torch.testing.assert_close(clip.decoded[n], expected)
+            assert clip.scores[n] == sdr(expected, wav)
+
+
+@pytest.mark.parametrize("levels", [[0, 1], [5], []])
+def test_levels_outside_the_model_are_refused(levels):
+    model = tiny_codec().eval()
+    with pytest.raises(ValueError, match=r"levels must be within 1\.\.4"):
+        list(quality_by_level(model, [torch.zeros(1, 1600)], levels, sdr))
+
+
+def test_level_ladder_doubles_up_to_the_total():
+    assert level_ladder(1) == [1]
+    assert level_ladder(8) == [1, 2, 4, 8]
+    assert level_ladder(12) == [1, 2, 4, 8, 12]
+
+
+def test_the_demo_report_prints_every_level(fsdd_root, saved_model, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    saved_model.rename(run / "model")
+    original = tmp_path / "original.wav"
+    write_audio(original, read_for(sorted(fsdd_root.glob("*.wav"))[0], 16000, 1), 16000)
+    codes, decoded = tmp_path / "clip.codes", tmp_path / "decoded.wav"
+    model = str(run / "model")
+    assert cli(["encode", str(original), "-m", model, "-o", str(codes), "--quiet"]) == 0
+    assert cli(["decode", str(codes), "-m", model, "-o", str(decoded), "--quiet"]) == 0
+    script = REPO / "recipes" / "demo" / "report.py"
+    args = [sys.executable, str(script), str(run), str(original), str(codes), str(decoded)]
+    done = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if "levels):" in line]
+    assert [line.split("(")[1].split()[0] for line in lines] == ["1", "2", "3", "4"]
+    assert (tmp_path / "spectrograms.png").is_file()
