@@ -13,8 +13,8 @@ def snake(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     its order of operations, so results match it bit for bit).
 
     Without autograd the whole expression runs in one output buffer (alpha * x, then sin,
-    square, scale and add in place): no temporary per operation, about 1.7x faster on CPU than
-    the plain expression or DAC's torch.jit.script of it (scripts/bench_snake.py). With
+    square, scale and add in place): no temporary per operation, 1.5-1.8x faster on CPU than
+    the plain expression or DAC's torch.jit.script of it (scripts/bench/bench_snake.py). With
     autograd the plain expression runs: the in-place steps would overwrite what the backward
     pass needs."""
     scale = (alpha + 1e-9).reciprocal()

@@ -1,7 +1,7 @@
 """Snake micro-benchmark: codec.nn.activations.snake (in place, without autograd) against the
 plain expression and DAC's torch.jit.script of it, side by side in one run.
 
-    python scripts/bench_snake.py [--threads 2] [--runs 30] [--shape 1 64 88200]
+    python scripts/bench/bench_snake.py [--threads 2] [--runs 30] [--shape 1 64 88200]
 
 The default shape is a DAC 44 kHz encoder's first activation on 2 s of audio (64 channels).
 Prints median milliseconds and each as a multiple of ours. All three give the same values bit
