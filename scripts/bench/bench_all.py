@@ -4,8 +4,8 @@
 
 Benchmarks: the quantizer against vector-quantize-pytorch, the codec against the `encodec`
 package (encode, decode, streaming, a 10 and a 60 minute file), training throughput, the Snake
-activation, and the time `make demo` takes (full mode only). Each runs in its own process, one after another, so
-none slows another; under 15 minutes on 2 cores (--quick: about 3).
+activation, and the time `make demo` takes (full mode only). Each runs in its own process, one
+after another, so none slows another; under 15 minutes on 2 cores (--quick: about 3).
 """
 
 from __future__ import annotations
