@@ -2,19 +2,21 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
-EXTRAS ?= dev,bench,plot,eval,tensorboard
+# make test installs the test, reference and benchmark extras; make demo only what it needs
+TEST_EXTRAS ?= dev,reference,bench,plot,eval,tensorboard
+DEMO_EXTRAS ?= plot
 export FSDD_ROOT ?= $(abspath ../shared/data/fsdd/recordings)
 
-.PHONY: install test test-all fuzz lint bench bench-quick demo clean
+.PHONY: install install-demo test test-all fuzz lint bench bench-quick demo clean
 
-install: $(STAMP)
+install: $(VENV)/.installed-test
+install-demo: $(VENV)/.installed-demo
 
-$(STAMP): pyproject.toml
+$(VENV)/.installed-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
-	touch $(STAMP)
+	$(PY) -m pip install -q -e ".[$(if $(filter test,$*),$(TEST_EXTRAS),$(DEMO_EXTRAS))]"
+	touch $@
 
 test: install
 	$(PY) -m pytest -q -m "not slow"
@@ -40,7 +42,7 @@ bench: install
 bench-quick: install
 	$(ISA_ENV) $(PY) scripts/bench/bench_all.py --quick --output BENCHMARKS-quick.md
 
-demo: install
+demo: install-demo
 	bash recipes/demo/run.sh
 
 clean:

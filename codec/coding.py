@@ -5,7 +5,7 @@ chunks of `chunk_frames` frames, each seen with `context_frames` of real audio (
 file's ends) on either side, the last chunk zero-padded. Windows of equal size from any number
 of files are stacked into one batch, so a file gets the same codes alone or inside a batch.
 Codes near chunk edges can differ from a one-pass encode of the whole file (measured in
-tests/test_codec.py); away from the edges they are the same.
+tests/models/test_codec.py); away from the edges they are the same.
 
 A causal model streams each file chunk by chunk with its layers' state carried over (files of a
 batch side by side, zero-padded past their ends, which a causal model never looks back at), so

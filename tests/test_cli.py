@@ -7,7 +7,6 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import file_size_limit
 
 from codec import __version__
 from codec.cli import main
@@ -138,10 +137,8 @@ def test_folders_are_mirrored_and_outputs_never_overwritten(
 
 
 def test_decode_refuses_codes_from_another_model(
-    fsdd_root, saved_model, tmp_path, capsys, monkeypatch
+    fsdd_root, saved_model, tmp_path, capsys, monkeypatch, tiny_codec
 ):
-    from conftest import tiny_codec
-
     (source,) = speech(fsdd_root, tmp_path / "in", 1)
     codes_path = tmp_path / "a.codes"
     main(["encode", str(source), "-m", str(saved_model), "-o", str(codes_path)])
@@ -179,7 +176,7 @@ def test_codes_files_are_byte_identical_across_runs_and_batch_sizes(
 
 
 def test_a_real_write_failure_is_one_line_and_the_other_files_still_decode(
-    fsdd_root, saved_model, tmp_path
+    fsdd_root, saved_model, tmp_path, file_size_limit
 ):
     """Fault injection without mocks: a file-size limit (RLIMIT_FSIZE) between the sizes of
     two outputs fails the larger one with the OS's reason, in one line, and leaves no temp file

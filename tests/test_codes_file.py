@@ -10,7 +10,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
-from conftest import fuzz
+from fuzzing import fuzz
 from hypothesis import given
 from hypothesis import strategies as st
 

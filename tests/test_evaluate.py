@@ -6,7 +6,6 @@ import shutil
 
 import pytest
 import torch
-from conftest import csv_rows
 
 from codec.audio import read_audio
 from codec.cli import main
@@ -46,7 +45,7 @@ def test_metrics_rank_clean_above_noisy_on_real_speech(fsdd_root):
         assert same["pesq"] > 4.0 and heavy["pesq"] < 2.5
 
 
-def test_eval_writes_reports_and_reports_bad_files(speech, saved_model, tmp_path, capsys):
+def test_eval_writes_reports_and_reports_bad_files(speech, saved_model, tmp_path, capsys, csv_rows):
     (speech / "broken.wav").write_bytes(b"RIFF0000WAVEfmt ")
     out = tmp_path / "report"
     compare = ["--compare", "opus"] if HAS_OPUS else []

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_codec
 
 from codec.audio import read_for, write_audio
 from codec.cli import main as cli
@@ -22,7 +21,9 @@ def sdr(estimate, reference):
     return {"si_sdr": float(si_sdr(estimate[None], reference[None]))}
 
 
-def test_one_encode_per_clip_gives_the_codes_and_audio_of_each_level(fsdd_root, monkeypatch):
+def test_one_encode_per_clip_gives_the_codes_and_audio_of_each_level(
+    fsdd_root, monkeypatch, tiny_codec
+):
     model = tiny_codec().eval()
     wavs = [read_for(p, 16000, 1) for p in sorted(fsdd_root.glob("*_theo_*.wav"))[:2]]
     calls = {"encode": 0}
@@ -49,7 +50,7 @@ def test_one_encode_per_clip_gives_the_codes_and_audio_of_each_level(fsdd_root, 
 
 
 @pytest.mark.parametrize("levels", [[0, 1], [5], []])
-def test_levels_outside_the_model_are_refused(levels):
+def test_levels_outside_the_model_are_refused(levels, tiny_codec):
     model = tiny_codec().eval()
     with pytest.raises(ValueError, match=r"levels must be within 1\.\.4"):
         list(quality_by_level(model, [torch.zeros(1, 1600)], levels, sdr))

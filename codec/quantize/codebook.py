@@ -37,7 +37,7 @@ def nearest_codes(
     softmax(-distance / temperature) (Gumbel-max) instead of taking the nearest.
     `precision="bfloat16"` shortlists `candidates` codes per vector from bf16 scores and re-ranks
     them exactly in fp32: faster where bf16 matmuls are, and nearly always the exact answer
-    (scripts/bench_quantize.py measures how often).
+    (scripts/bench/bench_quantize.py measures how often).
     """
     k, n, d = x.shape
     c = codebook.shape[1]

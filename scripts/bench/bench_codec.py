@@ -30,12 +30,12 @@ from timing import interleaved
 
 
 def theirs_model():
-    """The `encodec` package's 24 kHz model with every tensor random (tests/encodec_reference.py),
-    at 6 kbps."""
+    """The `encodec` package's 24 kHz model with every tensor random
+    (tests/models/encodec_reference.py), at 6 kbps."""
     import warnings
 
     root = next(p for p in Path(__file__).resolve().parents if (p / "tests").is_dir())
-    sys.path.insert(0, str(root / "tests"))
+    sys.path.insert(0, str(root / "tests" / "models"))
     from encodec_reference import random_encodec
 
     warnings.filterwarnings("ignore", category=FutureWarning)

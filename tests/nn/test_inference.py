@@ -336,10 +336,26 @@ def test_modules_off_the_cpu_are_left_as_they_are():
 )
 def test_native_bf16_reads_the_cpu_flags(monkeypatch, flags, native):
     monkeypatch.setattr(inference, "cpu_flags", lambda: flags)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert inference.native_bf16() is native
     isa = inference.cpu_isa()
     assert isa.startswith(torch.backends.cpu.get_cpu_capability())
     assert isa.endswith("(bf16: native)" if native else "(bf16: emulated)")
+
+
+@pytest.mark.parametrize(
+    "capability, onednn",
+    [("AVX2", ""), ("DEFAULT", ""), ("AVX512", "AVX2"), ("AVX512", "avx512_core")],
+)
+def test_kernels_held_to_an_older_isa_count_as_emulated_bf16(monkeypatch, capability, onednn):
+    """make bench ISA=avx2 holds PyTorch's and oneDNN's kernels to AVX2 on an AVX-512 core: bf16
+    is then emulated whatever the CPU's flags say."""
+    monkeypatch.setattr(inference, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr(inference.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", onednn)
+    assert not inference.native_bf16()
 
 
 def test_cpu_flags_parse_cpuinfo(tmp_path):

@@ -3,7 +3,6 @@ whatever the model= group says."""
 
 import soundfile as sf
 import torch
-from test_train import TINY, records
 
 from codec.models import Codec, CodecConfig
 from codec.train import main
@@ -31,12 +30,14 @@ def saved_8khz_model(folder):
     return Codec(config).save_pretrained(folder)
 
 
-def test_init_from_trains_the_saved_models_own_architecture(tmp_path, capsys):
+def test_init_from_trains_the_saved_models_own_architecture(
+    tmp_path, capsys, metrics_records, tiny_train_overrides
+):
     source_dir = saved_8khz_model(tmp_path / "imported")
     source = Codec.from_pretrained(source_dir, inference=False)
     run = tmp_path / "run"
     steps = ["trainer.steps=2", "trainer.valid_every=2", "trainer.checkpoint_every=2"]
-    main([*TINY, *steps, f"init_from={source_dir}", f"run_dir={run}"])
+    main([*tiny_train_overrides, *steps, f"init_from={source_dir}", f"run_dir={run}"])
 
     tuned = Codec.from_pretrained(run / "model")
     shape = (tuned.sample_rate, tuned.groups, tuned.levels, tuned.codebook_size)
@@ -49,34 +50,34 @@ def test_init_from_trains_the_saved_models_own_architecture(tmp_path, capsys):
 
     corpus = sorted((run / "corpus").glob("*.wav"))
     assert corpus and {sf.info(str(p)).samplerate for p in corpus} == {8000}
-    start = next(r for r in records(run) if r.get("event") == "start")
+    start = next(r for r in metrics_records(run) if r.get("event") == "start")
     assert start["init_from"] == str(source_dir)
     assert f"init_from: the model is {source_dir} with its own architecture" in (
         capsys.readouterr().err
     )
-    valid = next(r for r in records(run) if r.get("event") == "valid")
+    valid = next(r for r in metrics_records(run) if r.get("event") == "valid")
     assert f"valid_mel@{tuned.bitrate(4) / 1000:g}kbps" in valid
 
 
 def test_an_imported_encodec_model_fine_tunes_with_its_codebooks_and_without_dead_code_revival(
     tmp_path,
+    encodec_reference,
+    tiny_train_overrides,
 ):
     """A randomised EnCodec checkpoint, imported, trains a few steps as itself: its codebooks
     continue from EnCodec's statistics (no k-means rerun: they move by EMA steps only) and
     init_changes switches dead-code revival off."""
-    from encodec_reference import random_encodec, save_th
-
     from codec.models.encodec import import_encodec
 
-    reference = random_encodec(24000, small=True, seed=7)
-    folder = import_encodec(save_th(reference, tmp_path / "encodec_24khz-t.th")).save_pretrained(
-        tmp_path / "imported"
-    )
+    reference = encodec_reference.random_encodec(24000, small=True, seed=7)
+    folder = import_encodec(
+        encodec_reference.save_th(reference, tmp_path / "encodec_24khz-t.th")
+    ).save_pretrained(tmp_path / "imported")
     source = Codec.from_pretrained(folder, inference=False)
     run = tmp_path / "run"
     steps = ["trainer.steps=3", "trainer.valid_every=3", "trainer.checkpoint_every=3"]
     changes = "+init_changes.quantizer.threshold_ema_dead_code=0"
-    main([*TINY, *steps, f"init_from={folder}", changes, f"run_dir={run}"])
+    main([*tiny_train_overrides, *steps, f"init_from={folder}", changes, f"run_dir={run}"])
 
     tuned = Codec.from_pretrained(run / "model", inference=False)
     assert tuned.config.quantizer_options.threshold_ema_dead_code == 0

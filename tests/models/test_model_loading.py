@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import file_size_limit, fuzz, tiny_codec
+from fuzzing import fuzz
 from hypothesis import given
 from hypothesis import strategies as st
 
 from codec.models import Codec, CodecConfig, ModelFormatError
 from codec.models.builders import GRVQOptions, SEANetOptions
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TOP = ["sample_rate", "channels", "dimension", "segment", "loudness_lufs", "model_id"]
 FIELDS = (
     TOP
@@ -36,7 +36,7 @@ JSON_VALUES = st.recursive(
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
+def saved(tmp_path_factory, tiny_codec):
     return tiny_codec().save_pretrained(tmp_path_factory.mktemp("model") / "m")
 
 
@@ -173,7 +173,9 @@ def test_the_meta_device_guard_accepts_every_real_model(changes, tmp_path):
     assert loaded.config.to_dict() == config.to_dict()
 
 
-def test_a_failed_model_write_raises_the_os_reason_and_leaves_the_old_model(saved, tmp_path):
+def test_a_failed_model_write_raises_the_os_reason_and_leaves_the_old_model(
+    saved, tmp_path, file_size_limit
+):
     """Fault injection: a file-size limit below the weights' size (RLIMIT_FSIZE, in a child)."""
     import subprocess
     import sys

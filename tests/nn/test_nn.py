@@ -72,10 +72,20 @@ def test_streaming_in_uneven_chunks_equals_offline(pad_mode):
     torch.testing.assert_close(torch.cat(ys, -1), y, atol=1e-4, rtol=1e-4)
 
 
-def test_streaming_rejects_chunks_off_the_stride():
-    enc = SEANetEncoder(causal=True, **SMALL)
-    with streaming(enc), pytest.raises(ValueError, match="multiple"):
-        enc(torch.randn(1, 1, 17))
+@pytest.mark.parametrize("pad_mode", ["zeros", "reflect"])
+def test_a_stream_may_end_on_a_partial_chunk_and_then_refuses_more(pad_mode):
+    """A chunk that is not a multiple of the hop is the stream's last: padded on the right as
+    the offline signal's end is, so the stream still gives the offline frames."""
+    enc = SEANetEncoder(causal=True, pad_mode=pad_mode, **SMALL).eval()
+    x = torch.randn(1, 1, enc.hop_length * 20 + 17)
+    with torch.no_grad():
+        offline = enc(x)
+        with streaming(enc):
+            first = enc(x[..., : enc.hop_length * 12])
+            last = enc(x[..., enc.hop_length * 12 :])
+            with pytest.raises(ValueError, match="ended"):
+                enc(torch.randn(1, 1, enc.hop_length))
+    torch.testing.assert_close(torch.cat([first, last], -1), offline, atol=1e-5, rtol=1e-4)
 
 
 def test_weight_norm_folds_away_without_changing_outputs():

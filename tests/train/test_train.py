@@ -2,7 +2,6 @@
 kill -9 and restart."""
 
 import importlib.util
-import json
 import os
 import pickle
 import signal
@@ -13,44 +12,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import file_size_limit
 
 from codec.models import Codec
 from codec.train import held_out_paths, main
 from codec.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 
-SEANET = ["n_filters=4", "ratios=[4,4,4]", "lstm=0"]
-TINY = [
-    "model.dimension=16",
-    *(f"model.{part}.{key}" for part in ("encoder", "decoder") for key in SEANET),
-    "model.quantizer.levels=3",
-    "model.quantizer.codebook_size=16",
-    "model.quantizer.kmeans_iters=2",
-    "data.count=8",
-    "data.seconds=1.0",
-    "data.segment_seconds=0.25",
-    "data.batch_size=2",
-    "discriminator.filters=4",
-    "loss.mel_n_ffts=[64,128,256]",
-    "loss.n_mels=16",
-    "trainer.valid_items=2",
-    "trainer.valid_seconds=0.5",
-    "trainer.progress=false",
-    "trainer.threads=1",
-]
 
-
-def records(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def test_train_exports_a_model_and_resumes(tmp_path):
+def test_train_exports_a_model_and_resumes(tmp_path, metrics_records, tiny_train_overrides):
     run = tmp_path / "run"
     steps = ["trainer.steps=4", "trainer.valid_every=2", "trainer.checkpoint_every=2"]
-    main([*TINY, *steps, f"run_dir={run}"])
+    main([*tiny_train_overrides, *steps, f"run_dir={run}"])
     model = Codec.from_pretrained(run / "model")
     assert model.levels == 3 and (run / "config.yaml").exists()
-    logged = records(run)
+    logged = metrics_records(run)
     lowest = f"valid_mel@{model.bitrate(1) / 1000:g}kbps"
     assert any(r.get("event") == "valid" and lowest in r for r in logged)
     assert any("quantizer" in r and "audio_seconds_per_second" in r for r in logged)
@@ -66,7 +40,7 @@ def test_train_exports_a_model_and_resumes(tmp_path):
 
     main(
         [
-            *TINY,
+            *tiny_train_overrides,
             "trainer.steps=6",
             "trainer.valid_every=2",
             "trainer.checkpoint_every=2",
@@ -75,17 +49,19 @@ def test_train_exports_a_model_and_resumes(tmp_path):
     )
     state = load_checkpoint(list_checkpoints(run)[-1])
     assert state["step"] == 6
-    steps_logged = [r["step"] for r in records(run) if "mel" in r]
+    steps_logged = [r["step"] for r in metrics_records(run) if "mel" in r]
     assert steps_logged == sorted(set(steps_logged))  # resumed at 4, no step trained twice
 
 
-def test_non_finite_steps_are_skipped_then_the_last_checkpoint_restored(tmp_path, monkeypatch):
+def test_non_finite_steps_are_skipped_then_the_last_checkpoint_restored(
+    tmp_path, monkeypatch, metrics_records, tiny_train_overrides
+):
     from codec import losses
 
     run = tmp_path / "run"
     main(
         [
-            *TINY,
+            *tiny_train_overrides,
             "trainer.steps=2",
             "trainer.checkpoint_every=2",
             "trainer.valid_every=100",
@@ -103,7 +79,7 @@ def test_non_finite_steps_are_skipped_then_the_last_checkpoint_restored(tmp_path
     monkeypatch.setattr(losses.MelLoss, "forward", sometimes_nan)
     main(
         [
-            *TINY,
+            *tiny_train_overrides,
             "trainer.steps=4",
             "trainer.max_bad_steps=3",
             "trainer.checkpoint_every=2",
@@ -111,7 +87,7 @@ def test_non_finite_steps_are_skipped_then_the_last_checkpoint_restored(tmp_path
             f"run_dir={run}",
         ]
     )
-    logged = records(run)
+    logged = metrics_records(run)
     assert sum(r.get("event") == "skipped_step" for r in logged) == 3
     assert load_checkpoint(list_checkpoints(run)[-1])["step"] == 4
     for key, value in load_checkpoint(list_checkpoints(run)[-1])["model"].items():
@@ -132,12 +108,14 @@ def test_a_checkpoint_with_pickled_code_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.4, 1.1])
-def test_kill_9_then_the_same_command_resumes(tmp_path, delay):
+def test_kill_9_then_the_same_command_resumes(
+    tmp_path, delay, metrics_records, tiny_train_overrides
+):
     """Killed at several points after the first checkpoint (mid-step, mid-write, ...): the newest
     checkpoint loads, at most one checkpoint interval is lost, and the run finishes."""
     run = tmp_path / "run"
     args = [
-        *TINY,
+        *tiny_train_overrides,
         "trainer.steps=40",
         "trainer.checkpoint_every=5",
         "trainer.valid_every=1000",
@@ -155,7 +133,7 @@ def test_kill_9_then_the_same_command_resumes(tmp_path, delay):
     assert list_checkpoints(run), "no checkpoint before the kill"
     killed_at = load_checkpoint(list_checkpoints(run)[-1])["step"]
     assert killed_at < 40
-    trained = max(r["step"] for r in records(run))
+    trained = max(r["step"] for r in metrics_records(run))
     assert trained - killed_at <= 5  # checkpoint_every: the most a kill can cost
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert load_checkpoint(list_checkpoints(run)[-1])["step"] == 40
@@ -163,22 +141,29 @@ def test_kill_9_then_the_same_command_resumes(tmp_path, delay):
 
 
 @pytest.mark.slow
-def test_compiled_training_matches_the_eager_checkpoint_format(tmp_path):
+def test_compiled_training_matches_the_eager_checkpoint_format(tmp_path, tiny_train_overrides):
     steps = ["trainer.steps=2", "trainer.valid_every=100", "trainer.checkpoint_every=2"]
-    main([*TINY, *steps, "trainer.compile=true", f"run_dir={tmp_path / 'run'}"])
+    main([*tiny_train_overrides, *steps, "trainer.compile=true", f"run_dir={tmp_path / 'run'}"])
     state = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])
     assert state["step"] == 2 and not any("_orig_mod" in k for k in state["model"])
     Codec.from_pretrained(tmp_path / "run" / "model")
 
 
-def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(
+    tmp_path, metrics_records, tiny_train_overrides
+):
     run = tmp_path / "run"
-    args = [*TINY, "trainer.steps=400", "trainer.checkpoint_every=1000", "trainer.log_every=1"]
+    args = [
+        *tiny_train_overrides,
+        "trainer.steps=400",
+        "trainer.checkpoint_every=1000",
+        "trainer.log_every=1",
+    ]
     cmd = [sys.executable, "-m", "codec.train", *args, "trainer.valid_every=1000", f"run_dir={run}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:
-        if (run / "metrics.jsonl").exists() and len(records(run)) >= 4:
+        if (run / "metrics.jsonl").exists() and len(metrics_records(run)) >= 4:
             break
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
@@ -187,12 +172,12 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     assert "stopped by SIGTERM" in err
     state = load_checkpoint(list_checkpoints(run)[-1])
     assert 3 <= state["step"] < 400  # no checkpoint was due: this one came from the signal
-    assert any(r.get("event") == "stopped" for r in records(run))
+    assert any(r.get("event") == "stopped" for r in metrics_records(run))
     Codec.from_pretrained(run / "model")
 
 
 def test_a_full_disk_ends_the_run_with_one_line_and_the_last_checkpoint_intact(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, tiny_train_overrides
 ):
     import errno
 
@@ -211,7 +196,7 @@ def test_a_full_disk_ends_the_run_with_one_line_and_the_last_checkpoint_intact(
     monkeypatch.setattr(checkpoint.torch, "save", full_after_first)
     steps = ["trainer.steps=4", "trainer.checkpoint_every=2", "trainer.valid_every=1000"]
     with pytest.raises(SystemExit) as stop:
-        main([*TINY, *steps, f"run_dir={run}"])
+        main([*tiny_train_overrides, *steps, f"run_dir={run}"])
     message = str(stop.value)
     assert "step 4 checkpoint" in message and "No space left on device" in message
     assert "step_00000002.ckpt is intact" in message
@@ -221,12 +206,14 @@ def test_a_full_disk_ends_the_run_with_one_line_and_the_last_checkpoint_intact(
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file-size limits")
-def test_a_real_write_failure_ends_the_run_with_the_os_reason(tmp_path):
+def test_a_real_write_failure_ends_the_run_with_the_os_reason(
+    tmp_path, file_size_limit, tiny_train_overrides
+):
     """Fault injection without mocks: a 200 kB file-size limit (RLIMIT_FSIZE) lets the run
     write its corpus and logs but not a checkpoint (~700 kB)."""
     run = tmp_path / "run"
     steps = ["trainer.steps=4", "trainer.checkpoint_every=2", "trainer.valid_every=1000"]
-    cmd = [sys.executable, "-m", "codec.train", *TINY, *steps, f"run_dir={run}"]
+    cmd = [sys.executable, "-m", "codec.train", *tiny_train_overrides, *steps, f"run_dir={run}"]
     done = subprocess.run(cmd, preexec_fn=file_size_limit(200_000), capture_output=True, text=True)
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [
@@ -244,9 +231,11 @@ def test_a_real_write_failure_ends_the_run_with_the_os_reason(tmp_path):
         ("trainer.steps=-5", "trainer.steps must be a whole number >= 0, got -5"),
     ],
 )
-def test_bad_step_counts_are_one_line_before_anything_runs(tmp_path, override, message):
+def test_bad_step_counts_are_one_line_before_anything_runs(
+    tmp_path, override, message, tiny_train_overrides
+):
     with pytest.raises(SystemExit) as stop:
-        main([*TINY, override, f"run_dir={tmp_path / 'run'}"])
+        main([*tiny_train_overrides, override, f"run_dir={tmp_path / 'run'}"])
     assert message in str(stop.value) and not (tmp_path / "run").exists()
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from encodec_reference import random_encodec, reference_decode, reference_encode, save_th
 
 from codec.cli import main
 from codec.models import Codec
@@ -20,16 +19,18 @@ SMALL_LENGTHS = {24000: [32 * 40, 32 * 40 + 11, 150, 5], 48000: [48000 * 2 + 400
 
 
 @pytest.fixture(scope="module", params=[24000, 48000])
-def pair(request, tmp_path_factory):
+def pair(request, tmp_path_factory, encodec_reference):
     """(reference EncodecModel, our imported Codec), small configuration."""
     rate = request.param
-    reference = random_encodec(rate, small=True, seed=rate)
-    path = save_th(reference, tmp_path_factory.mktemp("th") / f"encodec_{rate // 1000}khz-x.th")
+    reference = encodec_reference.random_encodec(rate, small=True, seed=rate)
+    path = encodec_reference.save_th(
+        reference, tmp_path_factory.mktemp("th") / f"encodec_{rate // 1000}khz-x.th"
+    )
     return reference, import_encodec(path).eval()
 
 
-def compare(reference, model, wav, bandwidth):
-    frames = reference_encode(reference, wav, bandwidth)
+def compare(encodec_reference, reference, model, wav, bandwidth):
+    frames = encodec_reference.reference_encode(reference, wav, bandwidth)
     expected = torch.cat([codes for codes, _ in frames], -1)
     codes = model.encode(wav, bandwidth=bandwidth)
     assert torch.equal(codes[:, 0], expected)
@@ -37,18 +38,18 @@ def compare(reference, model, wav, bandwidth):
     if frames[0][1] is not None:
         scales = torch.cat([scale for _, scale in frames], 1)
         torch.testing.assert_close(model.segment_scales(wav), scales, rtol=0, atol=0)
-    audio = reference_decode(reference, frames, wav.shape[-1])
+    audio = encodec_reference.reference_decode(reference, frames, wav.shape[-1])
     decoded = model.decode(codes, wav.shape[-1], scales=scales)
     torch.testing.assert_close(decoded, audio, atol=1e-4, rtol=0)
 
 
-def test_imported_models_give_the_reference_codes_and_audio(pair):
+def test_imported_models_give_the_reference_codes_and_audio(pair, encodec_reference):
     reference, model = pair
     generator = torch.Generator().manual_seed(1)
     for length in SMALL_LENGTHS[model.sample_rate]:
         wav = torch.randn(2, model.channels, length, generator=generator) * 0.3
         for bandwidth in reference.target_bandwidths:
-            compare(reference, model, wav, bandwidth)
+            compare(encodec_reference, reference, model, wav, bandwidth)
 
 
 def test_imported_codebooks_count_as_initialised_with_encodec_statistics(pair):
@@ -110,15 +111,17 @@ def test_hugging_face_folders_import_like_the_original(pair, tmp_path, spelling)
         assert torch.equal(tensor, ours[key]), key
 
 
-def test_cli_import_then_encode_decode_match_the_reference_at_every_bandwidth(tmp_path):
+def test_cli_import_then_encode_decode_match_the_reference_at_every_bandwidth(
+    tmp_path, encodec_reference
+):
     """Full-size EnCodec 24 kHz through the command line: codes exactly EnCodec's at 1.5, 6
     and 24 kbps for three lengths, audio within 1e-4."""
     import soundfile as sf
 
     from codec.codes_file import read_codes
 
-    reference = random_encodec(24000, small=False, seed=3)
-    th = save_th(reference, tmp_path / "encodec_24khz-0123abcd.th")
+    reference = encodec_reference.random_encodec(24000, small=False, seed=3)
+    th = encodec_reference.save_th(reference, tmp_path / "encodec_24khz-0123abcd.th")
     folder = tmp_path / "imported"
     assert main(["import", str(th), "-o", str(folder)]) == 0
     generator = torch.Generator().manual_seed(2)
@@ -145,7 +148,7 @@ def test_cli_import_then_encode_decode_match_the_reference_at_every_bandwidth(tm
                 == 0
             )
             codes, header = read_codes(out)
-            frames = reference_encode(reference, wav, kbps)
+            frames = encodec_reference.reference_encode(reference, wav, kbps)
             assert torch.equal(codes, frames[0][0]), (length, kbps)
             decoded_path = tmp_path / f"{length}-{kbps}.wav"
             assert (
@@ -153,7 +156,9 @@ def test_cli_import_then_encode_decode_match_the_reference_at_every_bandwidth(tm
                 == 0
             )
             decoded = torch.from_numpy(sf.read(decoded_path, dtype="float32")[0])
-            expected = reference_decode(reference, frames, length)[0, 0].clamp(-1, 1)  # as written
+            expected = encodec_reference.reference_decode(reference, frames, length)[0, 0].clamp(
+                -1, 1
+            )  # as written
             torch.testing.assert_close(decoded, expected, atol=1e-4, rtol=0)
 
 
@@ -195,8 +200,8 @@ def test_a_torch_package_archive_is_refused(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def small_state():
-    return random_encodec(24000, small=True, seed=5).state_dict()
+def small_state(encodec_reference):
+    return encodec_reference.random_encodec(24000, small=True, seed=5).state_dict()
 
 
 def test_damaged_checkpoints_are_one_line_naming_the_problem(tmp_path, small_state, capsys):
@@ -282,7 +287,9 @@ def test_zip_without_package_markers_is_read_as_a_checkpoint(tmp_path, small_sta
     assert import_encodec(path).levels == 8
 
 
-def test_ecdc_files_decode_and_describe_with_the_imported_model(tmp_path, monkeypatch, capsys):
+def test_ecdc_files_decode_and_describe_with_the_imported_model(
+    tmp_path, monkeypatch, capsys, encodec_reference
+):
     """`codec decode X.ecdc` against the bytes encodec.compress(use_lm=False) writes, with -m
     and, without it, with the imported model of the name the file gives."""
     import soundfile as sf
@@ -290,8 +297,8 @@ def test_ecdc_files_decode_and_describe_with_the_imported_model(tmp_path, monkey
 
     monkeypatch.setenv("CODEC_CACHE", str(tmp_path / "cache"))
     for rate, length in ((24000, 7001), (48000, 48000 + 20000)):
-        reference = random_encodec(rate, small=False, seed=11)
-        th = save_th(reference, tmp_path / f"encodec_{rate // 1000}khz-0.th")
+        reference = encodec_reference.random_encodec(rate, small=False, seed=11)
+        th = encodec_reference.save_th(reference, tmp_path / f"encodec_{rate // 1000}khz-0.th")
         assert main(["import", str(th)]) == 0
         wav = torch.randn(reference.channels, length, generator=torch.Generator().manual_seed(4))
         wav = (wav * 0.2).clamp(-1, 1)
@@ -303,17 +310,23 @@ def test_ecdc_files_decode_and_describe_with_the_imported_model(tmp_path, monkey
         assert main(["decode", str(path), "-o", str(out), "--quiet"]) == 0
         decoded = torch.from_numpy(sf.read(out, dtype="float32")[0]).T.reshape(wav.shape)
         with torch.no_grad():
-            expected = reference_decode(reference, reference_encode(reference, wav), length)[0]
+            expected = encodec_reference.reference_decode(
+                reference, encodec_reference.reference_encode(reference, wav), length
+            )[0]
         torch.testing.assert_close(decoded, expected.clamp(-1, 1), atol=1e-4, rtol=0)
 
 
-def test_streaming_an_imported_model_equals_offline_once_the_first_chunk_covers_the_padding():
+def test_streaming_an_imported_model_equals_offline_once_the_first_chunk_covers_the_padding(
+    encodec_reference,
+):
     """EnCodec pads causal convs by reflection, which needs samples a stream has not seen:
     the bottleneck's last conv pads 6 frames, so a first chunk of at least 7 frames gives the
     offline codes and audio exactly; chunks of one frame from the start give other codes for
     the first 7 frames only (measured here; the LSTM carries the difference, below a code)."""
-    reference = random_encodec(24000, small=True, seed=3)
-    model = import_encodec(save_th(reference, Path(tempfile.mkdtemp()) / "encodec_24khz-s.th"))
+    reference = encodec_reference.random_encodec(24000, small=True, seed=3)
+    model = import_encodec(
+        encodec_reference.save_th(reference, Path(tempfile.mkdtemp()) / "encodec_24khz-s.th")
+    )
     model = model.eval()
     hop = model.hop_length
     wav = torch.randn(1, 1, hop * 60, generator=torch.Generator().manual_seed(0)) * 0.2

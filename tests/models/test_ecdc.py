@@ -7,7 +7,6 @@ import struct
 
 import pytest
 import torch
-from encodec_reference import random_encodec
 
 from codec.models.ecdc import (
     ENCODEC_MODELS,
@@ -21,13 +20,13 @@ encodec = pytest.importorskip("encodec")
 
 
 @pytest.fixture(scope="module")
-def model_24k():
-    return random_encodec(24000, small=False, seed=0)
+def model_24k(encodec_reference):
+    return encodec_reference.random_encodec(24000, small=False, seed=0)
 
 
 @pytest.fixture(scope="module")
-def model_48k():
-    return random_encodec(48000, small=False, seed=1)
+def model_48k(encodec_reference):
+    return encodec_reference.random_encodec(48000, small=False, seed=1)
 
 
 def compress(model, wav, bandwidth=None) -> bytes:

@@ -6,7 +6,6 @@ import socket
 
 import torch
 import torch.multiprocessing as mp
-from test_train import TINY
 
 from codec.train.checkpoint import list_checkpoints, load_checkpoint
 
@@ -17,7 +16,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def worker(rank, world, port, run_dir, steps, out):
+def worker(rank, world, port, run_dir, steps, out, tiny_overrides):
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -28,7 +27,7 @@ def worker(rank, world, port, run_dir, steps, out):
     from codec.train import Trainer, compose_config
 
     overrides = [
-        *TINY,
+        *tiny_overrides,
         f"trainer.steps={steps}",
         "trainer.checkpoint_every=3",
         "trainer.valid_every=1000",
@@ -43,8 +42,9 @@ def worker(rank, world, port, run_dir, steps, out):
     torch.distributed.destroy_process_group()
 
 
-def run(run_dir, steps, out):
-    mp.spawn(worker, args=(2, free_port(), str(run_dir), steps, str(out)), nprocs=2, join=True)
+def run(run_dir, steps, out, tiny_overrides):
+    args = (2, free_port(), str(run_dir), steps, str(out), list(tiny_overrides))
+    mp.spawn(worker, args=args, nprocs=2, join=True)
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert ranks[0]["step"] == ranks[1]["step"] == steps
     for key, value in ranks[0]["model"].items():
@@ -52,11 +52,11 @@ def run(run_dir, steps, out):
     return ranks[0]
 
 
-def test_two_ranks_train_identically_and_resume(tmp_path):
+def test_two_ranks_train_identically_and_resume(tmp_path, tiny_train_overrides):
     run_dir = tmp_path / "run"
-    first = run(run_dir, 3, tmp_path)
+    first = run(run_dir, 3, tmp_path, tiny_train_overrides)
     assert load_checkpoint(list_checkpoints(run_dir)[-1])["step"] == 3
-    second = run(run_dir, 5, tmp_path)
+    second = run(run_dir, 5, tmp_path, tiny_train_overrides)
     assert load_checkpoint(list_checkpoints(run_dir)[-1])["step"] == 5
     key = "quantizer._codebook.embed"
     assert not torch.equal(first["model"][key], second["model"][key])  # it kept training

@@ -5,7 +5,6 @@ import json
 import pytest
 import soundfile as sf
 import torch
-from conftest import tiny_codec
 
 from codec.audio import AudioError, convert_channels, loudness_gain_db, read_audio
 from codec.coding import (
@@ -22,7 +21,7 @@ from codec.models import Codec, ModelFormatError
 from codec.nn import for_cpu_inference
 
 
-def test_encode_decode_shapes_and_bitrates():
+def test_encode_decode_shapes_and_bitrates(tiny_codec):
     model = tiny_codec().eval()
     assert model.frame_rate == 250 and model.bandwidths == [3.0, 6.0, 9.0, 12.0]
     assert model.levels_for(bandwidth=7) == 2 and model.levels_for() == 4
@@ -36,7 +35,7 @@ def test_encode_decode_shapes_and_bitrates():
         model.encode(torch.randn(1, 2, 100))
 
 
-def test_the_python_api_names_bad_audio_and_codes():
+def test_the_python_api_names_bad_audio_and_codes(tiny_codec):
     model = tiny_codec().eval()
     wav = torch.randn(1, 1, 1000) * 0.1
     with pytest.raises(ValueError, match="floating-point audio.*int16"):
@@ -50,7 +49,7 @@ def test_the_python_api_names_bad_audio_and_codes():
         model.decode(torch.full((1, 2, 4, 3), 64))
 
 
-def test_training_forward_gives_losses_and_gradients():
+def test_training_forward_gives_losses_and_gradients(tiny_codec):
     model = tiny_codec().train()
     out = model(torch.randn(2, 1, 640) * 0.1)
     assert out["audio"].shape == (2, 1, 640) and out["codes"].shape == (2, 2, 4, 10)
@@ -58,7 +57,7 @@ def test_training_forward_gives_losses_and_gradients():
     assert model.encoder.model[0].conv.parametrizations.weight.original1.grad is not None
 
 
-def test_save_and_load_round_trip(tmp_path):
+def test_save_and_load_round_trip(tmp_path, tiny_codec):
     model = tiny_codec().eval()
     wav = torch.randn(1, 1, 2000) * 0.1
     folder = model.save_pretrained(tmp_path / "m")
@@ -72,7 +71,7 @@ def test_save_and_load_round_trip(tmp_path):
     assert torch.equal(resaved.encode(wav), model.encode(wav))
 
 
-def test_damaged_model_folders_are_refused(tmp_path):
+def test_damaged_model_folders_are_refused(tmp_path, tiny_codec):
     folder = tiny_codec().save_pretrained(tmp_path / "m")
     config = json.loads((folder / "config.json").read_text())
     config["weights_hash"] = "0" * 16
@@ -87,7 +86,7 @@ def test_damaged_model_folders_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_a_file_gets_the_same_codes_alone_and_in_a_padded_batch(causal):
+def test_a_file_gets_the_same_codes_alone_and_in_a_padded_batch(causal, tiny_codec):
     model = tiny_codec(causal=causal).eval()
     windowing = Windowing(chunk_frames=40, context_frames=8, quantum_frames=10)
     g = torch.Generator().manual_seed(3)
@@ -99,7 +98,7 @@ def test_a_file_gets_the_same_codes_alone_and_in_a_padded_batch(causal):
         assert torch.equal(alone, codes)
 
 
-def test_causal_chunked_coding_equals_one_pass():
+def test_causal_chunked_coding_equals_one_pass(tiny_codec):
     model = tiny_codec(causal=True).eval()
     wav = torch.randn(1, 64 * 130) * 0.1
     windowing = Windowing(chunk_frames=32, context_frames=0, quantum_frames=8)
@@ -109,7 +108,7 @@ def test_causal_chunked_coding_equals_one_pass():
     torch.testing.assert_close(decoded, model.decode(chunked[None])[0, :, : wav.shape[-1]])
 
 
-def test_non_causal_chunked_coding_stays_close_to_one_pass():
+def test_non_causal_chunked_coding_stays_close_to_one_pass(tiny_codec):
     """What holds for a non-causal model: with 25 frames of context, nearly every frame's codes
     (all of them away from chunk edges) match a one-pass encode."""
     model = tiny_codec().eval()
@@ -123,7 +122,7 @@ def test_non_causal_chunked_coding_stays_close_to_one_pass():
 
 
 @pytest.mark.parametrize("converted", [False, True])
-def test_streaming_decode_frame_by_frame_equals_offline(converted):
+def test_streaming_decode_frame_by_frame_equals_offline(converted, tiny_codec):
     """Zero padding: a first chunk of one frame is shorter than the decoder's reflect padding."""
     model = tiny_codec(causal=True, pad_mode="zeros").eval()
     if converted:
@@ -138,7 +137,7 @@ def test_streaming_decode_frame_by_frame_equals_offline(converted):
         tiny_codec().streaming()
 
 
-def test_loudness_is_normalised_and_restored():
+def test_loudness_is_normalised_and_restored(tiny_codec):
     model = tiny_codec(loudness_lufs=-16.0).eval()
     t = torch.arange(16000 * 2) / 16000
     quiet = (0.01 * torch.sin(2 * torch.pi * 220 * t))[None]
@@ -153,7 +152,7 @@ def test_loudness_is_normalised_and_restored():
     assert abs(20 * torch.log10(ratio).item() - prepared.gains_db[0]) < 0.5
 
 
-def test_channel_rule_and_resampling():
+def test_channel_rule_and_resampling(tiny_codec):
     stereo = torch.stack([torch.ones(100), -torch.ones(100)])
     assert torch.equal(convert_channels(stereo, 1), torch.zeros(1, 100))
     assert convert_channels(torch.ones(1, 10), 2).shape == (2, 10)
@@ -164,7 +163,7 @@ def test_channel_rule_and_resampling():
     assert prepared.wav.shape == (1, 16000) and prepared.source_channels == 2
 
 
-def test_real_speech_through_a_model(fsdd_root, tmp_path):
+def test_real_speech_through_a_model(fsdd_root, tmp_path, tiny_codec):
     model = tiny_codec().eval()
     path = sorted(fsdd_root.glob("*.wav"))[0]
     wav, rate = read_audio(path)
@@ -179,7 +178,7 @@ def test_real_speech_through_a_model(fsdd_root, tmp_path):
         read_audio(tmp_path / "nan.wav")
 
 
-def test_files_at_the_model_rate_are_read_from_disk_with_the_same_codes(tmp_path):
+def test_files_at_the_model_rate_are_read_from_disk_with_the_same_codes(tmp_path, tiny_codec):
     for causal in (False, True):
         model = tiny_codec(causal=causal).eval()
         windowing = Windowing(chunk_frames=30, context_frames=6, quantum_frames=10)
@@ -193,7 +192,7 @@ def test_files_at_the_model_rate_are_read_from_disk_with_the_same_codes(tmp_path
         assert len(pieces) == 4 and sum(p.shape[-1] for p in pieces) == wav.shape[-1]
 
 
-def test_encode_files_yields_codes_or_the_error_for_each_file_in_order(tmp_path):
+def test_encode_files_yields_codes_or_the_error_for_each_file_in_order(tmp_path, tiny_codec):
     model = tiny_codec().eval()
     windowing = Windowing.for_model(model)
     torch.manual_seed(1)
@@ -215,7 +214,7 @@ def test_encode_files_yields_codes_or_the_error_for_each_file_in_order(tmp_path)
             assert audio is None and isinstance(codes, AudioError) and path.name in str(codes)
 
 
-def test_stereo_model_and_the_channel_rule_for_inputs():
+def test_stereo_model_and_the_channel_rule_for_inputs(tiny_codec):
     model = tiny_codec(channels=2).eval()
     stereo = torch.randn(1, 2, 1000) * 0.1
     assert model.decode(model.encode(stereo), length=1000).shape == (1, 2, 1000)
