@@ -1,10 +1,10 @@
-"""DAC checkpoints imported number for number: a reference DAC (descript-audio-codec 1.0.0, see
-dac_reference.py for how it is loaded without audiotools) with every tensor randomised, saved
-as DAC saves its .pth files, imported, and compared code for code and sample for sample."""
+"""DAC checkpoints imported number for number: a reference DAC (descript-audio-codec 1.0.0; the
+`dac_reference` fixture, tests/models/dac_reference.py, says how it is loaded without
+audiotools) with every tensor randomised, saved as DAC saves its .pth files, imported, and
+compared code for code and sample for sample."""
 
 import pytest
 import torch
-from dac_reference import ODD, SMALL, random_dac, reference_decode, reference_encode, save_pth
 
 from codec.cli import main
 from codec.models import Codec
@@ -14,27 +14,27 @@ from codec.models.importing import detect_format, import_checkpoint
 
 
 @pytest.fixture(scope="module", params=["even", "odd"])
-def pair(request, tmp_path_factory):
+def pair(request, tmp_path_factory, dac_reference):
     """(reference DAC, our imported Codec): rates 2, 4 (hop 8) or 2, 5 (hop 10, where DAC's
     decoder gives 10 f - 2 samples)."""
-    config = SMALL if request.param == "even" else ODD
-    reference = random_dac(config, seed=len(request.param))
-    path = save_pth(reference, tmp_path_factory.mktemp("pth") / "weights.pth")
+    config = dac_reference.SMALL if request.param == "even" else dac_reference.ODD
+    reference = dac_reference.random_dac(config, seed=len(request.param))
+    path = dac_reference.save_pth(reference, tmp_path_factory.mktemp("pth") / "weights.pth")
     return reference, import_dac(path).eval()
 
 
-def test_codes_equal_dacs_and_audio_is_within_1e4_at_every_depth(pair):
+def test_codes_equal_dacs_and_audio_is_within_1e4_at_every_depth(pair, dac_reference):
     reference, model = pair
     hop = model.hop_length
     generator = torch.Generator().manual_seed(1)
     for length in (hop * 12, hop * 12 + 3, hop - 1, 1):
         wav = torch.randn(2, 1, length, generator=generator) * 0.3
         for levels in (1, 2, model.levels):
-            expected = reference_encode(reference, wav, levels)
+            expected = dac_reference.reference_encode(reference, wav, levels)
             codes = model.encode(wav, levels=levels)
             assert codes.shape == (2, 1, levels, -(-length // hop))
             assert torch.equal(codes[:, 0], expected), (length, levels)
-            audio = reference_decode(reference, expected)
+            audio = dac_reference.reference_decode(reference, expected)
             decoded = model.decode(codes)
             assert decoded.shape[-1] == codes.shape[-1] * hop
             n = audio.shape[-1]
@@ -43,11 +43,13 @@ def test_codes_equal_dacs_and_audio_is_within_1e4_at_every_depth(pair):
             assert not decoded[..., n:].any()  # the tail DAC's decoder does not give: zeros
 
 
-def test_the_reference_audio_is_not_saturated(pair):
+def test_the_reference_audio_is_not_saturated(pair, dac_reference):
     """A comparison of tanh outputs at +-1 would prove little."""
     reference, model = pair
     wav = torch.randn(1, 1, model.hop_length * 20, generator=torch.Generator().manual_seed(0))
-    audio = reference_decode(reference, reference_encode(reference, wav * 0.3))
+    audio = dac_reference.reference_decode(
+        reference, dac_reference.reference_encode(reference, wav * 0.3)
+    )
     assert (audio.abs() < 0.9).float().mean() > 0.5 and audio.std() > 0.05
 
 
@@ -89,10 +91,10 @@ def test_saved_and_loaded_for_inference_the_model_codes_the_same(pair, tmp_path)
     torch.testing.assert_close(loaded.decode(codes), model.decode(codes), atol=1e-5, rtol=0)
 
 
-def test_the_format_is_detected_by_name_or_contents(tmp_path):
-    reference = random_dac(SMALL, seed=9)
-    plain = save_pth(reference, tmp_path / "weights.pth")
-    named = save_pth(reference, tmp_path / "dac_24khz.pth")
+def test_the_format_is_detected_by_name_or_contents(tmp_path, dac_reference):
+    reference = dac_reference.random_dac(dac_reference.SMALL, seed=9)
+    plain = dac_reference.save_pth(reference, tmp_path / "weights.pth")
+    named = dac_reference.save_pth(reference, tmp_path / "dac_24khz.pth")
     assert detect_format(plain) == detect_format(named) == "dac"
     assert import_checkpoint(plain).model_id == "dac"
     model = import_checkpoint(named)
@@ -101,14 +103,14 @@ def test_the_format_is_detected_by_name_or_contents(tmp_path):
     assert detect_format(tmp_path / "state.pth") == "encodec"
 
 
-def test_known_dac_names_are_accepted(tmp_path, monkeypatch):
+def test_known_dac_names_are_accepted(tmp_path, monkeypatch, dac_reference):
     """`codec import dac_16khz` fetches the file (here: from a stand-in) and imports it as DAC;
     without sample_rate in the kwargs the name gives it."""
     from codec.models import download
 
-    reference = random_dac(ODD, seed=2)
+    reference = dac_reference.random_dac(dac_reference.ODD, seed=2)
     reference.kwargs.pop("sample_rate")
-    path = save_pth(reference, tmp_path / "dac_16khz.pth")
+    path = dac_reference.save_pth(reference, tmp_path / "dac_16khz.pth")
     fetched = []
     monkeypatch.setattr(download, "fetch_checkpoint", lambda name: fetched.append(name) or path)
     model = import_checkpoint("dac_16khz")
@@ -116,9 +118,9 @@ def test_known_dac_names_are_accepted(tmp_path, monkeypatch):
     assert model.model_id == "dac_16khz" and model.sample_rate == 16000 and model.hop_length == 10
 
 
-def test_cli_import_writes_a_model_folder(tmp_path, capsys):
-    reference = random_dac(SMALL, seed=4)
-    path = save_pth(reference, tmp_path / "weights.pth")
+def test_cli_import_writes_a_model_folder(tmp_path, capsys, dac_reference):
+    reference = dac_reference.random_dac(dac_reference.SMALL, seed=4)
+    path = dac_reference.save_pth(reference, tmp_path / "weights.pth")
     out = tmp_path / "model"
     assert main(["import", str(path), "-o", str(out)]) == 0
     assert Codec.from_pretrained(out).config.part("encoder")[0] == "dac"
@@ -140,8 +142,8 @@ class Payload:
 
 
 @pytest.fixture(scope="module")
-def saved():
-    reference = random_dac(SMALL, seed=7)
+def saved(dac_reference):
+    reference = dac_reference.random_dac(dac_reference.SMALL, seed=7)
     return {"state_dict": reference.state_dict(), "metadata": {"kwargs": reference.kwargs}}
 
 
@@ -208,7 +210,7 @@ def test_a_torch_package_archive_and_an_unknown_kind_are_refused(tmp_path, saved
 
 
 @pytest.mark.slow
-def test_full_size_dac_16khz_through_the_cli_gives_dacs_codes_and_audio(tmp_path):
+def test_full_size_dac_16khz_through_the_cli_gives_dacs_codes_and_audio(tmp_path, dac_reference):
     """DAC 16 kHz at full size (encoder_dim 64, rates 2, 4, 5, 8, latent 1024, decoder_dim
     1536, 12 codebooks of 1024): `codec import`, then codes equal DAC's at 1 and 12 levels and
     audio within 1e-4 over DAC's 320 f - 8 samples, zeros after."""
@@ -223,17 +225,19 @@ def test_full_size_dac_16khz_through_the_cli_gives_dacs_codes_and_audio(tmp_path
         "codebook_dim": 8,
         "sample_rate": 16000,
     }
-    reference = random_dac(config, seed=11, gain=0.85)  # at 1, DAC's own fp32 error is 2e-4
-    path = save_pth(reference, tmp_path / "dac_16khz.pth")
+    reference = dac_reference.random_dac(
+        config, seed=11, gain=0.85
+    )  # at 1, DAC's own fp32 error is 2e-4
+    path = dac_reference.save_pth(reference, tmp_path / "dac_16khz.pth")
     folder = tmp_path / "model"
     assert main(["import", str(path), "-o", str(folder)]) == 0
     model = Codec.from_pretrained(folder, inference=False).eval()
     wav = torch.randn(1, 1, 16000 + 123, generator=torch.Generator().manual_seed(0)) * 0.3
     for levels in (1, 12):
-        expected = reference_encode(reference, wav, levels)
+        expected = dac_reference.reference_encode(reference, wav, levels)
         codes = model.encode(wav, levels=levels)
         assert torch.equal(codes[:, 0], expected), levels
-        audio = reference_decode(reference, expected)
+        audio = dac_reference.reference_decode(reference, expected)
         assert audio.shape[-1] == 320 * codes.shape[-1] - 8 and audio.std() > 0.05
         decoded = model.decode(codes)
         torch.testing.assert_close(decoded[..., : audio.shape[-1]], audio, atol=1e-4, rtol=0)

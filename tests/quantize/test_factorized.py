@@ -1,8 +1,8 @@
 """Factorized residual VQ (DAC's quantizer) as an option of the GRVQ engine: per level a
 projection to a small space with bias, search by L2-normalised distance, the raw code projected
 back, residuals in the full dimension; against DAC's own ResidualVectorQuantize where the
-reference is installed (see dac_reference.py), and on its own for training, dropout and
-telemetry."""
+reference is installed (see tests/models/dac_reference.py), and on its own for training,
+dropout and telemetry."""
 
 import pytest
 import torch
@@ -45,12 +45,10 @@ def randomize_(quantizer):
 
 
 @pytest.fixture(scope="module")
-def dac_quantizers():
+def dac_quantizers(dac_reference):
     """Two DAC ResidualVectorQuantize (16 dims, 4 levels, 32 codes of 8 dims), random, one per
     group of ours, and our two-group quantizer holding the same numbers."""
-    from dac_reference import load_dac
-
-    load_dac()
+    dac_reference.load_dac()
     from dac.nn.quantize import ResidualVectorQuantize
 
     torch.manual_seed(2)

@@ -15,7 +15,7 @@ from codec.nn import DACDecoder, DACEncoder
 from codec.nn.activations import snake
 from codec.nn.dac import DACResidualUnit
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "model"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
 
 
 def small_codec(rates=(2, 5), output_padding=False, quantizer=None) -> Codec:
