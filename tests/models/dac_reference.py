@@ -1,15 +1,15 @@
 """DAC reference models with random weights, for tests of the DAC importer.
 
-The reference is descript-audio-codec 1.0.0 (`pip install --no-deps descript-audio-codec==1.0.0
-argbind`). Its `dac` package imports descript-audiotools at import time, and that package's
-dependency tree pins protobuf < 3.20 (and brings librosa, numba, ipython, tensorboard, ...),
-which would break this environment; so audiotools is NOT installed. `load_dac` instead imports
-only the modules the model needs (dac.nn.layers, dac.nn.quantize, dac.model.base, dac.model.dac)
-under stand-ins for the `dac`, `dac.model` and `dac.nn` packages (whose __init__ files pull in
-the rest: losses, discriminators, the CLI)
-and for `audiotools`, whose AudioSignal is used only by DAC's file compression (not by
-encode/decode) and whose BaseModel (save/load) is replaced by torch.nn.Module. The model code
-that runs is DAC's own. Tests using it are skipped where the package is not installed.
+The reference is descript-audio-codec 1.0.0 (`make test` runs `pip install --no-deps
+descript-audio-codec==1.0.0`). Its `dac` package imports descript-audiotools at import time,
+and that package's dependency tree pins protobuf < 3.20 (and brings librosa, numba, ipython,
+tensorboard, ...), which would break this environment; so audiotools is NOT installed.
+`load_dac` instead imports only the modules the model needs (dac.nn.layers, dac.nn.quantize,
+dac.model.base, dac.model.dac) under stand-ins for the `dac`, `dac.model` and `dac.nn`
+packages (whose __init__ files pull in the rest: losses, discriminators, the CLI) and for
+`audiotools`, whose AudioSignal is used only by DAC's file compression (not by encode/decode)
+and whose BaseModel (save/load) is replaced by torch.nn.Module. The model code that runs is
+DAC's own. Tests using it are skipped where the package is not installed.
 
 `random_dac` overwrites every tensor with seeded random values (weight-norm magnitudes apart
 from their directions' norms, biases, Snake alphas, codebooks); `save_pth` writes it as DAC
@@ -56,7 +56,7 @@ def load_dac():
         return sys.modules["dac.model.dac"].DAC
     spec = importlib.util.find_spec("dac")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("descript-audio-codec is not installed")
+        pytest.skip("no DAC reference: pip install --no-deps descript-audio-codec==1.0.0")
     root = Path(spec.submodule_search_locations[0])
     if not (root / "model" / "dac.py").is_file():
         pytest.skip("the installed `dac` package is not descript-audio-codec")
