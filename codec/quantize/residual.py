@@ -603,8 +603,7 @@ class _GroupedResidual(nn.Module):
             quantized = quantized + out
             if level + 1 < levels:
                 residual = residual - out.detach()
-        if not track_grad:
-            quantized = quantized.detach()
+        # not detached even when hg needs no gradient: the projections still learn from it
         return quantized, rearrange(codes, "q g n -> g n q"), torch.stack(losses, dim=-1)
 
     def _factorized_loss(self, z_e, code, *, weight) -> torch.Tensor:
