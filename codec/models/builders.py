@@ -95,7 +95,8 @@ class GRVQOptions(Options):
     quantize_dropout_per_item: bool = False
     quantize_dropout_prob: float = bounded(1.0, range=(0.0, 1.0))
     search_precision: str = bounded("float32", choices=("float32", "bfloat16"))
-    factorized: bool = False
+    factorized: bool = False  # DAC's codes (codec/quantize/factorized.py); needs codebook_dim
+    # factorized with a learnable codebook: the weight of mse(sg(z_e), code) (DAC: 1)
     codebook_weight: float = bounded(1.0, range=(0.0, 1e6))
 
     def validate(self, where: str) -> None:
