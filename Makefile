@@ -12,10 +12,13 @@ export FSDD_ROOT ?= $(abspath ../shared/data/fsdd/recordings)
 install: $(VENV)/.installed-test
 install-demo: $(VENV)/.installed-demo
 
+# test also installs DAC's reference model for the DAC import tests, without its dependency
+# tree (audiotools would downgrade protobuf to 3.19 and bring ~50 packages; the model needs none)
 $(VENV)/.installed-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[$(if $(filter test,$*),$(TEST_EXTRAS),$(DEMO_EXTRAS))]"
+	$(if $(filter test,$*),$(PY) -m pip install -q --no-deps descript-audio-codec==1.0.0)
 	touch $@
 
 test: install

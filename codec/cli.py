@@ -3,7 +3,7 @@
     codec encode IN... -m MODEL [-o OUT] [-b KBPS | -q LEVELS] [--batch-size N] [-r] [--force]
     codec decode IN.codes... [-m MODEL] [-o OUT] [--sr RATE] [--format wav|flac] [--force]
     codec info FILE.codes | MODEL_DIR
-    codec import SRC [-o MODEL_DIR] [--from FORMAT]   (EnCodec .th, HF folder, or a known name)
+    codec import SRC [-o MODEL_DIR] [--from FORMAT]   (EnCodec .th or HF folder, DAC .pth, a name)
     codec tokenize DATA... -m MODEL -o OUT [-b KBPS | -q LEVELS] [--shard-size N]
     codec eval DATA... -m MODEL [--bandwidths KBPS...] [--compare opus] [-o REPORT_DIR]
     codec train [KEY=VALUE ...]      (Hydra overrides; see configs/)
@@ -132,8 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "-o", "--output", type=Path, help="model folder (default: the cache, by model name)"
     )
-    imp.add_argument("--from", dest="format", choices=["encodec", "encodec-hf"])
-    imp.add_argument("--kind", choices=["encodec_24khz", "encodec_48khz"], help="model kind")
+    imp.add_argument("--from", dest="format", choices=["encodec", "encodec-hf", "dac"])
+    imp.add_argument(
+        "--kind",
+        choices=["encodec_24khz", "encodec_48khz", "dac_16khz", "dac_24khz", "dac_44khz"],
+        help="model kind",
+    )
     imp.add_argument("--force", action="store_true", help="replace an existing model folder")
 
     info = sub.add_parser("info", help="describe a .codes file or a saved model")

@@ -4,7 +4,8 @@ train/, and the top-level modules here).
 Helpers reach tests as fixtures, never by importing a test module or this file:
 `tiny_codec` and `file_size_limit` are factories, `csv_rows` and `metrics_records` read a run's
 outputs, `tiny_train_overrides` is the Hydra overrides of a seconds-long training run, and
-`encodec_reference` is the module tests/models/encodec_reference.py (loaded from its file).
+`encodec_reference` and `dac_reference` are the modules tests/models/encodec_reference.py and
+tests/models/dac_reference.py (loaded from their files).
 
 The one exception is `fuzz` (tests/fuzzing.py), imported as `from fuzzing import fuzz`: it
 returns a Hypothesis `settings` object applied as a decorator, at import time, before any
@@ -148,8 +149,19 @@ def saved_model(tmp_path):
 def encodec_reference():
     """The module tests/models/encodec_reference.py: random_encodec, save_th, reference_encode,
     reference_decode and the rest (see its docstring)."""
-    path = HERE / "models" / "encodec_reference.py"
-    spec = importlib.util.spec_from_file_location("encodec_reference", path)
+    return _load_helper("encodec_reference")
+
+
+@pytest.fixture(scope="session")
+def dac_reference():
+    """The module tests/models/dac_reference.py: random_dac, save_pth, reference_encode,
+    reference_decode, load_dac, the SMALL and ODD configurations (see its docstring)."""
+    return _load_helper("dac_reference")
+
+
+def _load_helper(name: str):
+    """The module tests/models/NAME.py, loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, HERE / "models" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

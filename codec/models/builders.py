@@ -6,7 +6,8 @@ here and one file in configs/model/{encoder,decoder,quantizer}/.
 
 Every encoder maps (b, channels, t) -> (b, dimension, ceil(t / hop_length)) and exposes
 `hop_length` and `causal`; every decoder maps (b, dimension, f) -> (b, channels, f * hop_length)
-and exposes `causal`; every quantizer has the GroupedResidualVQ interface.
+(or fewer samples, DAC 1.0's, reported by its `output_length(f)`; the Codec pads the rest with
+zeros) and exposes `hop_length` and `causal`; every quantizer has the GroupedResidualVQ interface.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 
 from codec import limits
 from codec.models.options import ConfigError, Options, bounded
-from codec.nn import SEANetDecoder, SEANetEncoder
+from codec.nn import DACDecoder, DACEncoder, SEANetDecoder, SEANetEncoder
 from codec.quantize import GroupedResidualVQ
 
 
@@ -48,6 +49,28 @@ class SEANetOptions(Options):
 
 
 @dataclass
+class DACEncoderOptions(Options):
+    """DAC's encoder (codec/nn/dac.py). Defaults: DAC 44 kHz (encoder_dim 64)."""
+
+    n_filters: int = bounded(64, range=(1, 4096))
+    rates: list[int] = bounded([2, 4, 8, 8], range=(1, 64), length=(1, 8))
+
+
+@dataclass
+class DACDecoderOptions(Options):
+    """DAC's decoder (codec/nn/dac.py). Defaults: DAC 44 kHz (decoder_dim 1536). Without
+    `output_padding` (DAC 1.0) each odd rate loses one sample, which the Codec pads back."""
+
+    n_filters: int = bounded(1536, range=(1, 8192))
+    rates: list[int] = bounded([8, 8, 4, 2], range=(1, 64), length=(1, 8))
+    output_padding: bool = False
+
+    def validate(self, where: str) -> None:
+        if self.n_filters % 2 ** len(self.rates):
+            raise ConfigError(f"{where}.n_filters must be a multiple of 2 ** len(rates)")
+
+
+@dataclass
 class GRVQOptions(Options):
     """Grouped residual VQ (codec.quantize.GroupedResidualVQ) and its codebook options."""
 
@@ -72,10 +95,21 @@ class GRVQOptions(Options):
     quantize_dropout_per_item: bool = False
     quantize_dropout_prob: float = bounded(1.0, range=(0.0, 1.0))
     search_precision: str = bounded("float32", choices=("float32", "bfloat16"))
+    factorized: bool = False  # DAC's codes (codec/quantize/factorized.py); needs codebook_dim
+    # factorized with a learnable codebook: the weight of mse(sg(z_e), code) (DAC: 1)
+    codebook_weight: float = bounded(1.0, range=(0.0, 1e6))
 
     def validate(self, where: str) -> None:
         if self.quantize_dropout_cutoff_index >= self.levels:
             raise ConfigError(f"{where}.quantize_dropout_cutoff_index must be below levels")
+        if self.factorized:
+            if self.codebook_dim is None:
+                raise ConfigError(f"{where}.factorized needs codebook_dim (DAC: 8)")
+            if self.use_cosine_sim or self.rotation_trick:
+                raise ConfigError(
+                    f"{where}.factorized searches L2-normalised codes itself: "
+                    "use_cosine_sim and rotation_trick must be false"
+                )
 
 
 @dataclass(frozen=True)
@@ -85,7 +119,9 @@ class Part:
 
 
 def _seanet(cls):
-    def build(options: SEANetOptions, config) -> nn.Module:
+    """A builder of an encoder or decoder class taking channels, dimension and its options."""
+
+    def build(options: Options, config) -> nn.Module:
         settings = options.to_dict()
         return cls(channels=config.channels, dimension=config.dimension, **settings)
 
@@ -100,8 +136,14 @@ def _grvq(options: GRVQOptions, config) -> nn.Module:
     return GroupedResidualVQ(dim=config.dimension, num_quantizers=levels, **settings)
 
 
-ENCODERS: dict[str, Part] = {"seanet": Part(SEANetOptions, _seanet(SEANetEncoder))}
-DECODERS: dict[str, Part] = {"seanet": Part(SEANetOptions, _seanet(SEANetDecoder))}
+ENCODERS: dict[str, Part] = {
+    "seanet": Part(SEANetOptions, _seanet(SEANetEncoder)),
+    "dac": Part(DACEncoderOptions, _seanet(DACEncoder)),
+}
+DECODERS: dict[str, Part] = {
+    "seanet": Part(SEANetOptions, _seanet(SEANetDecoder)),
+    "dac": Part(DACDecoderOptions, _seanet(DACDecoder)),
+}
 QUANTIZERS: dict[str, Part] = {"grvq": Part(GRVQOptions, _grvq)}
 REGISTRIES = {"encoder": ENCODERS, "decoder": DECODERS, "quantizer": QUANTIZERS}
 

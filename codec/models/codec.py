@@ -14,6 +14,7 @@ import math
 import warnings
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -169,9 +170,12 @@ class Codec(nn.Module):
         return out, rearrange(codes, "g b f q -> b g q f"), losses
 
     def _decode_latents(self, quantized: torch.Tensor) -> torch.Tensor:
+        """quantized (b, f, d) -> wav (b, c, f * hop); a decoder that gives fewer samples (DAC
+        1.0's, with odd rates) is padded with zeros to that length."""
         with self._autocast(quantized.device):
             wav = self.decoder(rearrange(quantized, "b f d -> b d f"))
-        return wav.float()
+        missing = quantized.shape[1] * self.hop_length - wav.shape[-1]
+        return F.pad(wav.float(), (0, missing)) if missing > 0 else wav.float()
 
     def _encode_frames(self, wav: torch.Tensor, levels: int) -> torch.Tensor:
         _, codes, _ = self._quantize(self._latents(wav), num_levels=levels)
@@ -216,7 +220,11 @@ class Codec(nn.Module):
     ) -> torch.Tensor:
         """codes (b, g, levels, f), levels <= the model's (missing levels count as zero)
         -> wav (b, c, f * hop), or the first `length` samples. A segmented model decodes each
-        segment, multiplies it by its scale (b, segments) when given, and overlap-adds them."""
+        segment, multiplies it by its scale (b, segments) when given, and overlap-adds them.
+
+        A decoder that gives fewer than f * hop samples (DAC 1.0's 16 and 24 kHz models give
+        320 f - 8) has its missing tail filled with zeros, so samples past
+        `decoder.output_length(f)` are silence, also within `length`."""
         if codes.ndim != 4 or codes.shape[1] != self.groups:
             raise ValueError(
                 f"expected codes of shape (batch, {self.groups}, levels, frames), "

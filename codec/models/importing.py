@@ -3,8 +3,12 @@
     import_checkpoint("encodec_24khz-d7cc33bc.th")   # the original EnCodec file
     import_checkpoint("path/to/hf-encodec-folder")    # transformers' EncodecModel folder
     import_checkpoint("encodec_24khz")                # a known name: downloaded when online
+    import_checkpoint("weights_16khz.pth")            # a DAC file ({"state_dict", "metadata"})
+    import_checkpoint("dac_16khz")                    # dac_16khz, dac_24khz, dac_44khz
 
-The format is detected from the files (`fmt` overrides); nothing is written unless the whole
+The format is detected from the files (`fmt` overrides): a folder is Hugging Face EnCodec; a
+PyTorch file named dac* or encodec* is that, any other is told by its contents (DAC's
+{"state_dict", "metadata"} or a plain state dict). Nothing is written unless the whole
 import succeeded, and the folder appears by one rename.
 """
 
@@ -17,7 +21,8 @@ from pathlib import Path
 from codec.models.checkpoints import CheckpointError
 from codec.models.codec import Codec
 
-FORMATS = ("encodec", "encodec-hf")
+FORMATS = ("encodec", "encodec-hf", "dac")
+TORCH_SUFFIXES = (".th", ".pt", ".pth", ".ckpt", ".bin")
 
 
 def detect_format(path: Path) -> str:
@@ -25,23 +30,42 @@ def detect_format(path: Path) -> str:
         if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
             return "encodec-hf"
         raise CheckpointError(f"{path}: a folder without config.json and model.safetensors")
-    if path.suffix in (".th", ".pt", ".pth", ".ckpt", ".bin"):
-        return "encodec"
+    if path.suffix in TORCH_SUFFIXES:
+        if path.name.startswith("dac"):
+            return "dac"
+        if path.name.startswith("encodec"):
+            return "encodec"
+        return format_of_contents(path)
     raise CheckpointError(
         f"{path}: cannot tell its format from the name; pass --from ({', '.join(FORMATS)})"
     )
 
 
+def format_of_contents(path: Path) -> str:
+    """The format of a PyTorch file by what it holds: DAC's {"state_dict", "metadata"} is
+    "dac", anything else "encodec"."""
+    return _sniff(path)[0]
+
+
+def _sniff(path: Path):
+    """(format, the file's contents) of a PyTorch file, read once."""
+    from codec.models.checkpoints import read_torch_file
+    from codec.models.dac import is_dac_checkpoint
+
+    data = read_torch_file(path)
+    return ("dac" if is_dac_checkpoint(data) else "encodec"), data
+
+
 def import_checkpoint(source, fmt: str | None = None, kind: str | None = None) -> Codec:
     """A checkpoint file, folder or known name -> Codec with its own architecture."""
     from codec.models import download
+    from codec.models.dac import import_dac
     from codec.models.encodec import import_encodec
 
     path = Path(source)
     if not path.exists() and download.is_known_name(str(source)):
-        if not str(source).startswith("encodec"):
-            raise CheckpointError(f"{source}: importing this model family is not supported yet")
         kind = kind or str(source)
+        fmt = fmt or ("dac" if kind.startswith("dac") else "encodec")
         try:
             path = download.fetch_checkpoint(str(source))
         except download.DownloadError as err:
@@ -51,10 +75,21 @@ def import_checkpoint(source, fmt: str | None = None, kind: str | None = None) -
             f"{source}: no such file or folder, and not a known model name "
             f"({', '.join(download.KNOWN_CHECKPOINTS)})"
         )
-    fmt = fmt or detect_format(path)
+    data = None
+    if fmt is None:
+        fmt = detect_format(path) if path.is_dir() or _named(path) else None
+    if fmt is None:  # an unnamed PyTorch file: its contents say which (a DAC file is read once)
+        fmt, data = _sniff(path)
     if fmt not in FORMATS:
         raise CheckpointError(f"--from must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "dac":
+        return import_dac(path, kind=kind, data=data)
     return import_encodec(path, kind=kind)
+
+
+def _named(path: Path) -> bool:
+    """Whether detect_format can tell `path`'s format without reading it."""
+    return path.suffix not in TORCH_SUFFIXES or path.name.startswith(("dac", "encodec"))
 
 
 def save_new_folder(model: Codec, output: Path, force: bool = False) -> Path:

@@ -1,13 +1,16 @@
-"""Neural network blocks: streamable convolutions and the SEANet encoder/decoder, and the
+"""Neural network blocks: streamable convolutions, the SEANet and DAC encoders/decoders, and the
 conversion of a loaded model for fast CPU inference."""
 
 from codec.nn.activations import Snake, make_activation
 from codec.nn.conv import LSTM, Conv1d, ConvTranspose1d, fold_weight_norm, streaming
+from codec.nn.dac import DACDecoder, DACEncoder
 from codec.nn.inference import cpu_isa, for_cpu_inference, native_bf16
 from codec.nn.seanet import SEANetDecoder, SEANetEncoder
 
 __all__ = [
     "LSTM",
+    "DACDecoder",
+    "DACEncoder",
     "Conv1d",
     "ConvTranspose1d",
     "SEANetDecoder",

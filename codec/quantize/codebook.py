@@ -134,7 +134,8 @@ class Codebook(nn.Module):
     cluster_size. Codes whose EMA cluster size falls below `threshold_ema_dead_code` are
     replaced by vectors of the current batch. `kmeans_init` only starts the codes at zero with
     initted False; the residual quantizer runs k-means (level by level, on residuals) and owns
-    its iteration count.
+    its iteration count. `normalized_search` (factorized codes, DAC) compares L2-normalised
+    vectors but keeps and returns the raw codes.
     """
 
     def __init__(
@@ -153,6 +154,7 @@ class Codebook(nn.Module):
         search_precision: str = "float32",
         search_candidates: int = 3,
         max_search_elements: int = 1 << 20,
+        normalized_search: bool = False,
     ):
         super().__init__()
         if codebook_size < 2:
@@ -171,8 +173,11 @@ class Codebook(nn.Module):
         self.search_candidates = search_candidates
         self.max_search_elements = max_search_elements
 
+        self.normalized_search = normalized_search
         if kmeans_init:
             embed = torch.zeros(num_codebooks, codebook_size, dim)
+        elif normalized_search:  # DAC's nn.Embedding: the raw codes are what a level outputs
+            embed = torch.randn(num_codebooks, codebook_size, dim)
         else:
             embed = torch.empty(num_codebooks, codebook_size, dim)
             nn.init.kaiming_uniform_(embed)
@@ -187,12 +192,16 @@ class Codebook(nn.Module):
         self.register_buffer("initted", torch.tensor(not kmeans_init))
 
     def search(self, x: torch.Tensor, slots: slice, temperature: float = 0.0) -> torch.Tensor:
-        """Nearest code in codebooks `slots` for x (k, n, d) -> indices (k, n)."""
+        """Nearest code in codebooks `slots` for x (k, n, d) -> indices (k, n); with
+        `normalized_search`, by the L2 distance of the normalised x to the normalised codes."""
+        embed = self.embed[slots]
         if self.cosine:
             x = l2norm(x)
+        elif self.normalized_search:
+            x, embed = l2norm(x), l2norm(embed)
         return nearest_codes(
             x,
-            self.embed[slots],
+            embed,
             cosine=self.cosine,
             temperature=temperature,
             precision=self.search_precision,

@@ -12,6 +12,14 @@ is x + (sum_l e_l - x).detach(): one straight-through estimator for the whole st
 gradient to the encoder is the identity whatever the depth (the seed's sum of per-level
 estimators scales it by the number of levels). `rotation_trick=True` uses the rotation trick
 (Fifty et al., 2024) on the whole stack instead.
+
+`factorized=True` (DAC; codec/quantize/factorized.py): each level projects the residual to
+`codebook_dim` (with bias), searches L2-normalised codes there, and projects the raw code back;
+the residual is updated in the full dimension. The output is then DAC's: the sum over levels of
+out_proj(z_e + (code - z_e).detach()), whose gradient reaches the encoder through each level's
+projections and trains out_proj from the reconstruction. Each level's loss is
+commitment_weight * mse(z_e, sg(code)), plus codebook_weight * mse(sg(z_e), code) for a
+learnable codebook (DAC: 0.25 and 1); an EMA codebook averages the projected z_e instead.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from codec.quantize import distributed as ddp
 from codec.quantize.codebook import Codebook, assignment_sums, kmeans, l2norm
 from codec.quantize.dropout import draw_depth, draw_item_depths
 from codec.quantize.errors import NonFiniteInputError
+from codec.quantize.factorized import FactorizedProjections
 from codec.quantize.result import QuantizedResult
 
 _SEED_OPTIONS_IGNORED = {"straight_through": False, "heads": 1, "channel_last": True}
@@ -133,6 +142,8 @@ class _GroupedResidual(nn.Module):
         search_precision: str = "float32",
         search_candidates: int = 3,
         max_search_elements: int = 1 << 20,
+        factorized: bool = False,
+        codebook_weight: float = 1.0,
         **unsupported,
     ):
         super().__init__()
@@ -155,7 +166,18 @@ class _GroupedResidual(nn.Module):
         self.dim, self.groups, self.num_quantizers = dim, groups, num_quantizers
         dim_per_group = dim // groups
         self.codebook_dim = codebook_dim or dim_per_group
-        if self.codebook_dim != dim_per_group:
+        self.factorized = factorized
+        self._projections = None
+        if factorized:
+            if codebook_dim is None:
+                raise ValueError("factorized needs codebook_dim (DAC: 8)")
+            if use_cosine_sim or rotation_trick:
+                raise ValueError("factorized excludes use_cosine_sim and rotation_trick")
+            self._projections = FactorizedProjections(
+                num_quantizers, groups, dim_per_group, codebook_dim
+            )
+            self.project_in = self.project_out = nn.Identity()
+        elif self.codebook_dim != dim_per_group:
             self.project_in = GroupedLinear(groups, dim_per_group, self.codebook_dim)
             self.project_out = GroupedLinear(groups, self.codebook_dim, dim_per_group)
         else:
@@ -168,6 +190,7 @@ class _GroupedResidual(nn.Module):
         self.quantize_dropout_prob = quantize_dropout_prob
         self.accept_image_fmap = accept_image_fmap
         self.commitment_weight = commitment_weight
+        self.codebook_weight = codebook_weight
         self.rotation_trick = rotation_trick
         self.freeze_codebook = freeze_codebook
         self.stochastic_sample_codes = stochastic_sample_codes
@@ -191,6 +214,7 @@ class _GroupedResidual(nn.Module):
             search_precision=search_precision,
             search_candidates=search_candidates,
             max_search_elements=max_search_elements,
+            normalized_search=factorized,
         )
         # Counter-based RNG for dropout depths, k-means and dead-code sampling: a seed and a step,
         # identical on every rank, saved with the weights (see get_extra_state).
@@ -319,7 +343,11 @@ class _GroupedResidual(nn.Module):
     def _output_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """(g, b, *spatial, q') -> (b, n, dim), or (b, dim, h, w) for image feature maps."""
         flat, batch_shape = self._flatten_indices(indices)
-        summed = self._present_codes(flat).sum(0)  # (g, N, d)
+        codes = self._present_codes(flat)  # (q', g, N, d)
+        if self._projections is not None:
+            present = rearrange(flat >= 0, "g n q -> q g n 1")
+            codes = self._projections.project_out_levels(codes) * present
+        summed = codes.sum(0)  # (g, N, d)
         out = self.project_out(rearrange(summed, "g n d -> n (g d)"))
         out = out.reshape(*batch_shape, self.dim)
         if self.accept_image_fmap:
@@ -508,6 +536,15 @@ class _GroupedResidual(nn.Module):
         before -> (quantized (g, N, d) without gradient, indices (g, N, q), losses (g, q)).
         Levels past len(weights), and rows of weight 0, get index -1; their loss is 0, and in
         eval every loss is 0. Fills `stats` when given."""
+        if self._projections is not None:
+            return self._run_factorized_levels(
+                hg,
+                weights=weights,
+                temperature=temperature,
+                stats=stats,
+                generator=generator,
+                track_grad=track_grad,
+            )
         g, n_rows, _ = hg.shape
         q, levels = self.num_quantizers, len(weights)
         residual = hg if track_grad else hg.detach().clone()
@@ -537,6 +574,46 @@ class _GroupedResidual(nn.Module):
                 residual = residual - code if track_grad else residual.sub_(code)
         return quantized, rearrange(codes, "q g n -> g n q"), torch.stack(losses, dim=-1)
 
+    def _run_factorized_levels(self, hg, *, weights, temperature, stats, generator, track_grad):
+        """`_run_levels` with factorized codes: the code of level l is searched in its own
+        projection z_e = in_proj_l(r_l) and the level adds out_proj_l(z_e + sg(code - z_e)),
+        which carries the gradient (the output is not straight-through as a whole)."""
+        g, n_rows, _ = hg.shape
+        q, levels = self.num_quantizers, len(weights)
+        residual = hg if track_grad else hg.detach()
+        quantized = torch.zeros_like(hg)
+        codes = torch.full((q, g, n_rows), -1, dtype=torch.long, device=hg.device)
+        losses = [hg.new_zeros(g) for _ in range(q)]
+        for level in range(levels):
+            slots = self._slots(level)
+            z_e = self._projections.project_in(level, residual)
+            idx = self._codebook.search(z_e.detach(), slots, temperature)
+            code = self._codebook.lookup(idx, slots)
+            w = weights[level]
+            codes[level] = idx if w is None else torch.where(w > 0, idx, -1)
+            if stats is not None:
+                self._record_level_statistics(
+                    stats, level=level, x=z_e.detach(), indices=idx, weight=w, generator=generator
+                )
+            if self.training:
+                losses[level] = self._factorized_loss(z_e, code, weight=w)
+            out = self._projections.project_out(level, z_e + (code - z_e).detach())
+            if w is not None:
+                out = out * w[None, :, None]
+            quantized = quantized + out
+            if level + 1 < levels:
+                residual = residual - out.detach()
+        # not detached even when hg needs no gradient: the projections still learn from it
+        return quantized, rearrange(codes, "q g n -> g n q"), torch.stack(losses, dim=-1)
+
+    def _factorized_loss(self, z_e, code, *, weight) -> torch.Tensor:
+        """commitment_weight * mse(z_e, sg(code)), plus codebook_weight * mse(sg(z_e), code)
+        for a learnable codebook; z_e, code (g, N, k) -> (g,)."""
+        loss = _weighted_mse(z_e, code.detach(), weight) * self.commitment_weight
+        if self._codebook.learnable:
+            loss = loss + _weighted_mse(z_e.detach(), code, weight) * self.codebook_weight
+        return loss
+
     def _commitment_loss(self, residual, code, *, weight: torch.Tensor | None) -> torch.Tensor:
         """Weighted mean squared distance of residual (g, N, d) to its codes -> (g,), times
         commitment_weight; a learnable codebook gets the gradient too."""
@@ -552,6 +629,8 @@ class _GroupedResidual(nn.Module):
     def _straight_through(self, hg, quantized, *, track_grad: bool) -> torch.Tensor:
         """The value of `quantized` (g, N, d) with a gradient to hg: the identity, or with
         rotation_trick the rotation carrying hg onto it."""
+        if self._projections is not None:  # the levels' own straight-through estimators
+            return quantized
         if self.rotation_trick and track_grad:
             return rotate_to(hg, quantized)
         if track_grad:
@@ -563,7 +642,7 @@ class _GroupedResidual(nn.Module):
     def _new_statistics(self, hg: torch.Tensor, *, weights) -> _UpdateStatistics:
         """Empty statistics for one step over len(weights) levels, with every rank's count of
         rows per level gathered (dead-code candidates are drawn from the global batch)."""
-        g, n_rows, d = hg.shape
+        g, n_rows, _ = hg.shape
         level_rows = torch.stack([hg.new_tensor(n_rows) if w is None else w.sum() for w in weights])
         rank, _ = ddp.world()
         counts_by_rank = ddp.all_gather_counts(level_rows) if self._syncs() else level_rows[None]
@@ -572,7 +651,7 @@ class _GroupedResidual(nn.Module):
             levels=len(weights),
             groups=g,
             codebook_size=self.codebook_size,
-            dim=d,
+            dim=self.codebook_dim,
             with_candidates=self._codebook.threshold_ema_dead_code > 0,
             like=hg,
             offsets=offsets,
@@ -674,18 +753,26 @@ class _GroupedResidual(nn.Module):
         levels = 1 if self.shared_codebook else self.num_quantizers
         for level in range(levels):
             slots = self._slots(level)
-            x = l2norm(residual) if self._codebook.cosine else residual
+            projected = residual
+            if self._projections is not None:
+                projected = self._projections.project_in(level, residual)
+            x = l2norm(projected) if self._codebook.cosine else projected
             means, counts = kmeans(
                 x, self.codebook_size, self.kmeans_iters, generator, self._codebook.cosine
             )
             self._codebook.set_codes_(slots, means, counts)
-            idx = self._codebook.search(residual, slots)
-            residual = residual - self._codebook.lookup(idx, slots)
+            idx = self._codebook.search(projected, slots)
+            code = self._codebook.lookup(idx, slots)
+            if self._projections is not None:
+                code = self._projections.project_out(level, code)
+            residual = residual - code
         self._codebook.initted.fill_(True)
 
     def _cross_entropy(self, hg, indices, valid):
         """Teacher-forced cross entropy of the codes `indices` under softmax(-distance) at each
         level, summed over levels and groups (the seed's `indices=` path)."""
+        if self._projections is not None:
+            raise ValueError("cross entropy from indices is not supported with factorized codes")
         flat, _ = self._flatten_indices(indices)
         if flat.shape[-1] != self.num_quantizers or bool((flat < 0).any()):
             raise ValueError(
@@ -836,6 +923,15 @@ class ResidualVQ(_GroupedResidual):
     def telemetry(self) -> dict[str, torch.Tensor]:
         """As GroupedResidualVQ.telemetry, each of shape (levels,)."""
         return {k: v[0] for k, v in super().telemetry().items()}
+
+
+def _weighted_mse(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared difference of a and b (g, N, d) over rows weighted by `weight` (N,) -> (g,)."""
+    err = (a - b).pow(2)
+    if weight is None:
+        return err.mean(dim=(1, 2))
+    denom = weight.sum().clamp(min=1) * a.shape[-1]
+    return (err * weight[None, :, None]).sum(dim=(1, 2)) / denom
 
 
 def _as_tensor(indices) -> torch.Tensor:

@@ -3,9 +3,9 @@
     python scripts/bench/bench_all.py [--quick] [--output BENCHMARKS.md]
 
 Benchmarks: the quantizer against vector-quantize-pytorch, the codec against the `encodec`
-package (encode, decode, streaming, a 10 and a 60 minute file), training throughput, and the
-time `make demo` takes (full mode only). Each runs in its own process, one after another, so
-none slows another; under 15 minutes on 2 cores (--quick: about 3).
+package (encode, decode, streaming, a 10 and a 60 minute file), training throughput, the Snake
+activation, and the time `make demo` takes (full mode only). Each runs in its own process, one
+after another, so none slows another; under 15 minutes on 2 cores (--quick: about 3).
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ def benchmarks(quick: bool, python: str) -> list[tuple[str, list[str]]]:
             [python, "scripts/bench/bench_codec.py", *flag, *(["--skip-long"] if quick else [])],
         ),
         ("Training throughput on CPU", [python, "scripts/bench/bench_train.py", *steps]),
+        (
+            "Snake activation vs the plain expression and DAC's torch.jit.script",
+            [python, "scripts/bench/bench_snake.py", "--runs", "10" if quick else "30"],
+        ),
     ]
 
 
