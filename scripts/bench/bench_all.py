@@ -21,7 +21,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: scripts/bench/ is two down
 
 
 def benchmarks(quick: bool, python: str) -> list[tuple[str, list[str]]]:
