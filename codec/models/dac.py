@@ -30,6 +30,16 @@ from codec.models.config import CodecConfig
 from codec.models.options import ConfigError
 
 RATES = {"dac_16khz": 16_000, "dac_24khz": 24_000, "dac_44khz": 44_100}
+DAC_16KHZ = {  # the published 16 kHz model's architecture (its metadata kwargs)
+    "encoder_dim": 64,
+    "encoder_rates": [2, 4, 5, 8],
+    "latent_dim": 1024,
+    "decoder_dim": 1536,
+    "decoder_rates": [8, 5, 4, 2],
+    "n_codebooks": 12,
+    "codebook_size": 1024,
+    "codebook_dim": 8,
+}
 QUANTIZER = {  # how DAC's quantizer was trained
     "learnable_codebook": True,
     "ema_update": False,

@@ -214,17 +214,9 @@ def test_full_size_dac_16khz_through_the_cli_gives_dacs_codes_and_audio(tmp_path
     """DAC 16 kHz at full size (encoder_dim 64, rates 2, 4, 5, 8, latent 1024, decoder_dim
     1536, 12 codebooks of 1024): `codec import`, then codes equal DAC's at 1 and 12 levels and
     audio within 1e-4 over DAC's 320 f - 8 samples, zeros after."""
-    config = {
-        "encoder_dim": 64,
-        "encoder_rates": [2, 4, 5, 8],
-        "latent_dim": 1024,
-        "decoder_dim": 1536,
-        "decoder_rates": [8, 5, 4, 2],
-        "n_codebooks": 12,
-        "codebook_size": 1024,
-        "codebook_dim": 8,
-        "sample_rate": 16000,
-    }
+    from codec.models.dac import DAC_16KHZ
+
+    config = DAC_16KHZ | {"sample_rate": 16000}
     reference = dac_reference.random_dac(
         config, seed=11, gain=0.85
     )  # at 1, DAC's own fp32 error is 2e-4

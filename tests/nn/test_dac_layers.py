@@ -152,20 +152,10 @@ def test_the_dac16k_model_config_is_what_importing_dac_16khz_gives():
     the config the importer builds from a DAC 16 kHz checkpoint's architecture."""
     from omegaconf import OmegaConf
 
-    from codec.models.dac import dac_config
+    from codec.models.dac import DAC_16KHZ, dac_config
     from codec.train.config import compose_config
 
     cfg = compose_config(["model=dac16k"])
     trained = CodecConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
-    architecture = {
-        "encoder_dim": 64,
-        "encoder_rates": [2, 4, 5, 8],
-        "latent_dim": 1024,
-        "decoder_dim": 1536,
-        "decoder_rates": [8, 5, 4, 2],
-        "n_codebooks": 12,
-        "codebook_size": 1024,
-        "codebook_dim": 8,
-    }
-    imported = dac_config(architecture, 16000, "dac16k", Path("dac_16khz.pth"))
+    imported = dac_config(DAC_16KHZ, 16000, "dac16k", Path("dac_16khz.pth"))
     assert trained.to_dict() == imported.to_dict()
