@@ -38,6 +38,7 @@ from codec.audio import (
 )
 from codec.codes_file import CodesHeader
 from codec.models import Codec
+from codec.models.segments import gains_db, scales_from_gains
 
 MAX_BATCH_SECONDS = 12.0  # audio per forward pass; bounds activation memory
 
@@ -124,8 +125,8 @@ def prepare_audio(
     gains: list[float] = []
     target = model.config.loudness_lufs
     scales = model.segment_scales(wav[None])
-    if scales is not None:  # kept as the gain each segment got: -20 log10(scale) dB
-        gains = [-20.0 * math.log10(float(s)) for s in scales[0].double()]
+    if scales is not None:  # kept as the gain each segment got
+        gains = gains_db(scales[0].double())
     elif target is not None:
         chunk = windowing.chunk_for(model.frames_for(wav.shape[-1])) * model.hop_length
         pieces = []
@@ -334,9 +335,7 @@ def decode_chunks(
     device = next(model.parameters()).device
     gains = list(gains_db)
     if model.segmentation is not None:  # segments overlap-add: decoded whole, scales applied
-        scales = None
-        if gains:
-            scales = torch.tensor([[10.0 ** (-g / 20.0) for g in gains]], dtype=torch.float64)
+        scales = scales_from_gains(gains) if gains else None
         yield model.decode(codes[None].to(device), length, scales=scales)[0].cpu()
         return
     chunk = windowing.chunk_for(frames) if not model.causal else windowing.chunk_frames

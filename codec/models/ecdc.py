@@ -149,12 +149,13 @@ def ecdc_as_codes(ecdc: EcdcFile):
     end to end (codec.models.segments), and a CodesHeader for them: no weights hash (an .ecdc
     file names its model only), each segment's scale as the gain it got, -20 log10(scale) dB."""
     from codec.codes_file import CodesHeader
+    from codec.models.segments import gains_db
 
     layout = ecdc.layout
     codes = torch.cat([segment.codes for segment in ecdc.segments], -1)  # (1, levels, frames)
     gains = None
     if layout.normalize:
-        gains = [-20.0 * math.log10(segment.scale) for segment in ecdc.segments]
+        gains = gains_db(segment.scale for segment in ecdc.segments)
     header = CodesHeader(
         model_id=ecdc.model_name,
         weights_hash="",

@@ -26,32 +26,27 @@ TORCH_SUFFIXES = (".th", ".pt", ".pth", ".ckpt", ".bin")
 
 
 def detect_format(path: Path) -> str:
-    if path.is_dir():
-        if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
-            return "encodec-hf"
-        raise CheckpointError(f"{path}: a folder without config.json and model.safetensors")
-    if path.suffix in TORCH_SUFFIXES:
-        if path.name.startswith("dac"):
-            return "dac"
-        if path.name.startswith("encodec"):
-            return "encodec"
-        return format_of_contents(path)
-    raise CheckpointError(
-        f"{path}: cannot tell its format from the name; pass --from ({', '.join(FORMATS)})"
-    )
+    """The format of a checkpoint file or folder (see `sniff_format`)."""
+    return sniff_format(path)[0]
 
 
-def format_of_contents(path: Path) -> str:
-    """The format of a PyTorch file by what it holds: DAC's {"state_dict", "metadata"} is
-    "dac", anything else "encodec"."""
-    return _sniff(path)[0]
-
-
-def _sniff(path: Path):
-    """(format, the file's contents) of a PyTorch file, read once."""
+def sniff_format(path: Path):
+    """(format, the file's contents or None): a folder is a Hugging Face EnCodec folder; a
+    PyTorch file named dac* or encodec* is that; any other is read once, and DAC's
+    {"state_dict", "metadata"} is "dac", anything else "encodec"."""
     from codec.models.checkpoints import read_torch_file
     from codec.models.dac import is_dac_checkpoint
 
+    if path.is_dir():
+        if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+            return "encodec-hf", None
+        raise CheckpointError(f"{path}: a folder without config.json and model.safetensors")
+    if path.suffix not in TORCH_SUFFIXES:
+        raise CheckpointError(
+            f"{path}: cannot tell its format from the name; pass --from ({', '.join(FORMATS)})"
+        )
+    if path.name.startswith(("dac", "encodec")):
+        return ("dac" if path.name.startswith("dac") else "encodec"), None
     data = read_torch_file(path)
     return ("dac" if is_dac_checkpoint(data) else "encodec"), data
 
@@ -77,19 +72,12 @@ def import_checkpoint(source, fmt: str | None = None, kind: str | None = None) -
         )
     data = None
     if fmt is None:
-        fmt = detect_format(path) if path.is_dir() or _named(path) else None
-    if fmt is None:  # an unnamed PyTorch file: its contents say which (a DAC file is read once)
-        fmt, data = _sniff(path)
+        fmt, data = sniff_format(path)  # a file read to tell its format is not read again
     if fmt not in FORMATS:
         raise CheckpointError(f"--from must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "dac":
         return import_dac(path, kind=kind, data=data)
     return import_encodec(path, kind=kind)
-
-
-def _named(path: Path) -> bool:
-    """Whether detect_format can tell `path`'s format without reading it."""
-    return path.suffix not in TORCH_SUFFIXES or path.name.startswith(("dac", "encodec"))
 
 
 def save_new_folder(model: Codec, output: Path, force: bool = False) -> Path:

@@ -49,6 +49,17 @@ def rms_scale(wav: torch.Tensor) -> torch.Tensor:
     return wav.mean(1).pow(2).mean(-1).sqrt() + 1e-8
 
 
+def gains_db(scales) -> list[float]:
+    """Segment scales -> the gain each segment got when divided by its scale, in dB
+    (-20 log10 scale): how .codes headers store them."""
+    return [-20.0 * math.log10(float(scale)) for scale in scales]
+
+
+def scales_from_gains(gains: list[float]) -> torch.Tensor:
+    """The inverse of `gains_db`: (1, segments) float64 scales for `Codec.decode`."""
+    return torch.tensor([[10.0 ** (-gain / 20.0) for gain in gains]], dtype=torch.float64)
+
+
 def overlap_add(pieces: list[torch.Tensor], stride: int) -> torch.Tensor:
     """Pieces (b, c, n_i) starting `stride` apart -> (b, c, stride * (k - 1) + n_last), each
     weighted by a triangle over the first piece's length, normalised by the weights' sum."""
