@@ -20,7 +20,14 @@ from torch import nn
 
 from codec import limits
 from codec.models.options import ConfigError, Options, bounded
-from codec.nn import DACDecoder, DACEncoder, SEANetDecoder, SEANetEncoder
+from codec.nn import (
+    DACDecoder,
+    DACEncoder,
+    ISTFTDecoder,
+    SEANetDecoder,
+    SEANetEncoder,
+    STFTEncoder,
+)
 from codec.quantize import GroupedResidualVQ
 
 
@@ -68,6 +75,27 @@ class DACDecoderOptions(Options):
     def validate(self, where: str) -> None:
         if self.n_filters % 2 ** len(self.rates):
             raise ConfigError(f"{where}.n_filters must be a multiple of 2 ** len(rates)")
+
+
+@dataclass
+class ConvNeXtSTFTOptions(Options):
+    """The frame-rate encoder and decoder (codec/nn/vocos.py): ConvNeXt blocks at the frame
+    rate, an STFT at istft_hop on the waveform side."""
+
+    n_filters: int = bounded(256, range=(1, 4096))  # ConvNeXt width
+    hidden: int = bounded(768, range=(1, 16384))  # ConvNeXt inner width
+    n_blocks: int = bounded(8, range=(0, 64))
+    kernel_size: int = bounded(7, range=(1, 63))
+    hop_length: int = bounded(320, range=(1, 1 << 16))
+    istft_hop: int = bounded(160, range=(1, 1 << 16))
+    n_fft: int = bounded(640, range=(2, 1 << 16))
+    causal: bool = False
+
+    def validate(self, where: str) -> None:
+        if self.hop_length % self.istft_hop:
+            raise ConfigError(f"{where}.hop_length must be a multiple of istft_hop")
+        if self.n_fft % self.istft_hop or self.n_fft % 2:
+            raise ConfigError(f"{where}.n_fft must be even and a multiple of istft_hop")
 
 
 @dataclass
@@ -139,10 +167,12 @@ def _grvq(options: GRVQOptions, config) -> nn.Module:
 ENCODERS: dict[str, Part] = {
     "seanet": Part(SEANetOptions, _seanet(SEANetEncoder)),
     "dac": Part(DACEncoderOptions, _seanet(DACEncoder)),
+    "stft": Part(ConvNeXtSTFTOptions, _seanet(STFTEncoder)),
 }
 DECODERS: dict[str, Part] = {
     "seanet": Part(SEANetOptions, _seanet(SEANetDecoder)),
     "dac": Part(DACDecoderOptions, _seanet(DACDecoder)),
+    "istft": Part(ConvNeXtSTFTOptions, _seanet(ISTFTDecoder)),
 }
 QUANTIZERS: dict[str, Part] = {"grvq": Part(GRVQOptions, _grvq)}
 REGISTRIES = {"encoder": ENCODERS, "decoder": DECODERS, "quantizer": QUANTIZERS}

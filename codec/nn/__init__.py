@@ -1,11 +1,12 @@
-"""Neural network blocks: streamable convolutions, the SEANet and DAC encoders/decoders, and the
-conversion of a loaded model for fast CPU inference."""
+"""Neural network blocks: streamable convolutions, the SEANet, DAC and frame-rate (ConvNeXt +
+STFT) encoders/decoders, and the conversion of a loaded model for fast CPU inference."""
 
 from codec.nn.activations import Snake, make_activation
 from codec.nn.conv import LSTM, Conv1d, ConvTranspose1d, fold_weight_norm, streaming
 from codec.nn.dac import DACDecoder, DACEncoder
 from codec.nn.inference import cpu_isa, for_cpu_inference, native_bf16
 from codec.nn.seanet import SEANetDecoder, SEANetEncoder
+from codec.nn.vocos import ISTFTDecoder, STFTEncoder
 
 __all__ = [
     "LSTM",
@@ -13,8 +14,10 @@ __all__ = [
     "DACEncoder",
     "Conv1d",
     "ConvTranspose1d",
+    "ISTFTDecoder",
     "SEANetDecoder",
     "SEANetEncoder",
+    "STFTEncoder",
     "Snake",
     "cpu_isa",
     "fold_weight_norm",
