@@ -285,11 +285,13 @@ class Codec(nn.Module):
         """The hash recorded when saved (stable after weight-norm folding), else computed."""
         return getattr(self, "saved_hash", None) or self.weights_hash()
 
-    def save_pretrained(self, directory):
-        """Write config.json and model.safetensors (atomically) to `directory`."""
+    def save_pretrained(self, directory, storage: torch.dtype | None = None):
+        """Write config.json and model.safetensors (atomically) to `directory`; `storage`
+        float16 or bfloat16 stores the tensors that are exact in it so (see
+        codec.models.folder.round_to_storage)."""
         from codec.models.folder import save_model
 
-        return save_model(self, directory)
+        return save_model(self, directory, storage)
 
     @classmethod
     def from_pretrained(cls, directory, inference: bool = True) -> Codec:

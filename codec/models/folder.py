@@ -28,13 +28,33 @@ class ModelFormatError(ValueError):
     """A saved model folder that cannot be loaded; the message names the folder and problem."""
 
 
-def save_model(model: Codec, directory) -> Path:
-    """Write config.json and model.safetensors (atomically) to `directory`."""
+def round_to_storage(model: Codec, dtype: torch.dtype) -> Codec:
+    """Round every float32 parameter and buffer of `model` in place to the nearest `dtype`
+    value (float16 or bfloat16), kept as float32, so that storing the weights as `dtype`
+    loses nothing: the loaded model equals this one, weights hash included. A tensor whose
+    values `dtype` cannot hold (beyond its range) is left as it is."""
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"storage dtype must be one of {STORAGE_DTYPES}, got {dtype}")
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.dtype == torch.float32:
+                rounded = tensor.to(dtype)
+                if torch.isfinite(rounded).all():
+                    tensor.copy_(rounded)
+    return model
+
+
+def save_model(model: Codec, directory, storage: torch.dtype | None = None) -> Path:
+    """Write config.json and model.safetensors (atomically) to `directory`. With `storage`
+    (float16 or bfloat16), float32 tensors that `round_to_storage` made exact in that dtype
+    are stored in it (about half the file); the others stay float32."""
     from safetensors.torch import save
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if storage is not None:
+        state = {k: _stored_as(v, storage) for k, v in state.items()}
     config = model.config.to_dict() | {"weights_hash": model.weights_hash()}
     if not any(parametrize.is_parametrized(m) for m in model.modules()):
         for kind in ("encoder", "decoder"):  # weight norm was folded: plain weights
@@ -44,6 +64,14 @@ def save_model(model: Codec, directory) -> Path:
     atomic_write_bytes(directory / WEIGHTS_FILE, save(state))
     atomic_write_bytes(directory / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
     return directory
+
+
+def _stored_as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`tensor` in `dtype` when that loses nothing, else as it is."""
+    if tensor.dtype != torch.float32:
+        return tensor
+    stored = tensor.to(dtype)
+    return stored if torch.equal(stored.float(), tensor) else tensor
 
 
 def read_config(directory: Path) -> tuple[CodecConfig, str | None]:

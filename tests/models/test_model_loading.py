@@ -107,6 +107,33 @@ def test_weights_stored_in_float16_load(saved, tmp_path):
     )
 
 
+def test_a_model_rounded_and_saved_in_float16_loads_as_itself_in_half_the_bytes(
+    tiny_codec, tmp_path
+):
+    from safetensors.torch import load_file
+
+    from codec.models.folder import round_to_storage
+
+    model = tiny_codec()
+    full = model.save_pretrained(tmp_path / "full")
+    round_to_storage(model, torch.float16)
+    assert model.weights_hash() != Codec.from_pretrained(full).model_hash  # rounding changed it
+    half = model.save_pretrained(tmp_path / "half", storage=torch.float16)
+    stored = load_file(half / "model.safetensors")
+    floats = [v for v in stored.values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    size = (half / "model.safetensors").stat().st_size
+    assert size < 0.6 * (full / "model.safetensors").stat().st_size
+    loaded = Codec.from_pretrained(half)  # the recorded hash is checked on load
+    assert loaded.model_hash == model.weights_hash()
+    wav = torch.randn(1, 1, 1000) * 0.1
+    codes = model.eval().encode(wav)
+    assert torch.equal(loaded.encode(wav), codes)
+    torch.testing.assert_close(loaded.decode(codes), model.decode(codes), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="storage dtype"):
+        round_to_storage(model, torch.int8)
+
+
 @pytest.mark.parametrize("name", ["flat_v1_tiny", "flat_v1_tiny_causal"])
 def test_folders_with_the_flat_config_load_and_code_as_they_did(name):
     """Fixtures written by the flat-config code (tests/fixtures): upgraded on read, with the
