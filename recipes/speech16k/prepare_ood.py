@@ -14,9 +14,10 @@ Three parts, each a fixed, deterministic subset:
   of the digits 0-9 by one speaker, joined with short pauses (4 takes x 6 speakers).
 
 OUT/ktuberling/<language>/<file> and OUT/klettres/<language>/<alpha|syllab>/<file> link to the
-installed files; OUT/fsdd/<speaker>/digits_<take>.wav are written. Files of at least 1 s are
-eligible; within a language the ones whose path hashes lowest are taken, so the choice does not
-depend on listing order. --list writes the sorted paths, one a line (OUT as given).
+installed files; OUT/fsdd/<speaker>/digits_<take>.wav are written. Files of at least 1 s with at
+least 0.5 s within 40 dB of their loudest 20 ms are eligible (less speech gets no STOI); within a
+language the eligible files whose path hashes lowest are taken, so the choice does not depend on
+listing order. --list writes the sorted paths, one a line (OUT as given).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import soundfile as sf
 
 KTUBERLING_ROOT = Path("/usr/share/ktuberling/sounds")
 KLETTRES_ROOT = Path("/usr/share/klettres")
-# Languages with at least 12 (ktuberling) / 8 (klettres) files of 1 s or more, except Czech and
+# Languages with at least 12 (ktuberling) / 8 (klettres) eligible files, except Czech and
 # Dutch (the training languages); klettres' da (128 kHz files, mostly silence) and tn (samples
 # far beyond full scale) are left out too, and ktuberling's nn, stored as Opus (a reference that
 # has been through Opus already would flatter Opus in the comparison).
@@ -43,16 +44,36 @@ KLETTRES_PER_LANGUAGE = 6
 FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 FSDD_TAKES = range(4)
 MIN_SECONDS = 1.0
+MIN_ACTIVE_SECONDS = 0.5
+ACTIVE_RANGE_DB = 40.0
 DIGIT_PAUSE_SECONDS = 0.15
 INSTALL_HINT = "install it with `apt-get install ktuberling-data klettres-data`"
 
 
-def pick(names: list[str], seconds: list[float], count: int, min_seconds: float = MIN_SECONDS):
-    """The `count` names of at least `min_seconds` whose SHA-1 is lowest, sorted: a fixed subset
-    that does not depend on the order the names come in."""
-    eligible = [name for name, s in zip(names, seconds, strict=True) if s >= min_seconds]
-    by_hash = sorted(eligible, key=lambda name: hashlib.sha1(name.encode()).hexdigest())
+def pick(names: list[str], count: int) -> list[str]:
+    """The `count` names whose SHA-1 is lowest, sorted: a fixed subset that does not depend on the
+    order the names come in."""
+    by_hash = sorted(names, key=lambda name: hashlib.sha1(name.encode()).hexdigest())
     return sorted(by_hash[:count])
+
+
+def active_seconds(wav: np.ndarray, rate: int, frame_seconds: float = 0.02) -> float:
+    """Seconds of wav (t,) in frames within ACTIVE_RANGE_DB of the loudest frame: what is left of
+    a clip after the silence removal that STOI does (it needs ~0.4 s)."""
+    hop = round(frame_seconds * rate)
+    frames = len(wav) // hop
+    energy = (wav[: frames * hop].reshape(frames, hop) ** 2).mean(1)
+    if frames == 0 or energy.max() == 0:
+        return 0.0
+    return float((energy > energy.max() * 10 ** (-ACTIVE_RANGE_DB / 10)).sum() * frame_seconds)
+
+
+def eligible(path: Path) -> bool:
+    """At least MIN_SECONDS long with at least MIN_ACTIVE_SECONDS of speech."""
+    if sf.info(path).duration < MIN_SECONDS:
+        return False
+    wav, rate = sf.read(path, always_2d=True)
+    return active_seconds(wav.mean(1), rate) >= MIN_ACTIVE_SECONDS
 
 
 def join_digits(clips: list[np.ndarray], rate: int, pause_seconds: float = DIGIT_PAUSE_SECONDS):
@@ -76,8 +97,9 @@ def gather_packaged(root: Path, languages, per_language: int, pattern: str, out:
     built = {}
     for language in languages:
         files = sorted(p for p in (root / language).glob(pattern) if p.suffix in (".ogg", ".wav"))
-        names = [str(path.relative_to(root)) for path in files]
-        chosen = pick(names, [sf.info(path).duration for path in files], per_language)
+        chosen = pick(
+            [str(path.relative_to(root)) for path in files if eligible(path)], per_language
+        )
         for name in chosen:
             link(root / name, out / name)
         built[language] = [out / name for name in chosen]
