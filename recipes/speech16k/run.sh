@@ -3,7 +3,8 @@
 #   bash recipes/speech16k/run.sh                       # CPU configuration (2 cores, ~1 hour)
 #   CONFIG=gpu bash recipes/speech16k/run.sh            # full size on a GPU (DEVICE=cuda)
 #   DATA=/path/to/speech bash recipes/speech16k/run.sh  # any folder instead of the default corpus
-# Stages (STAGE=N starts at N): 0 prepare, 1 train, 2 evaluate against Opus, 3 tokenize.
+# Stages (STAGE=N starts at N): 0 prepare, 1 train, 2 evaluate against Opus, 3 tokenize,
+# 4 evaluate out-of-domain speech against Opus (needs ktuberling-data klettres-data and FSDD_ROOT).
 # The default corpus is ~3 h of Czech and Dutch game dialogue that Debian/Ubuntu ship:
 #   sudo apt-get install fillets-ng-data-cs fillets-ng-data-nl opus-tools
 set -euo pipefail
@@ -37,4 +38,14 @@ fi
 if [ "$STAGE" -le 3 ]; then
   echo "== stage 3: tokenize the corpus at 6 kbps"
   $PY -m codec.cli tokenize "$CORPUS" -r -m "$RUN/model" -b 6 -o "$RUN/tokens" --device "$DEVICE" --quiet
+fi
+
+if [ "$STAGE" -le 4 ]; then
+  echo "== stage 4: evaluate out-of-domain speech at 1.5 / 3 / 6 / 12 kbps, Opus alongside"
+  OOD_LIST=recipes/speech16k/results/ood_files.txt   # the fixed list the README's figures use
+  $PY recipes/speech16k/prepare_ood.py data/ood16k --list "$RUN/ood_files.txt"
+  cmp -s "$RUN/ood_files.txt" "$OOD_LIST" ||
+    echo "note: the installed packages give another subset than $OOD_LIST; evaluating $OOD_LIST" >&2
+  $PY -m codec.cli eval -m "$RUN/model" --files-from "$OOD_LIST" \
+    --bandwidths 1.5 3 6 12 --compare opus -o "$RUN/eval_ood" --device "$DEVICE" --quiet
 fi
