@@ -58,8 +58,12 @@ class ConvNeXtBlock(nn.Module):
 
 
 class ConvNeXt(nn.Module):
-    """conv (in -> dim, kernel k) -> LayerNorm -> blocks -> LayerNorm: (b, in, f) ->
-    (b, f, dim), frames first for the linear layer that follows."""
+    """conv (in -> dim, kernel k) -> LayerNorm (with `embed_norm`) -> blocks -> LayerNorm:
+    (b, in, f) -> (b, f, dim), frames first for the linear layer that follows.
+
+    The decoder has no LayerNorm after its first conv: that would make it blind to the scale
+    of the quantized latents, and the commitment loss then shrinks the encoder's output
+    until its codes collapse (seen within 200 steps on speech16k)."""
 
     def __init__(
         self,
@@ -71,6 +75,7 @@ class ConvNeXt(nn.Module):
         causal: bool,
         embed_kernel: int | None = None,
         embed_stride: int = 1,
+        embed_norm: bool = True,
     ):
         super().__init__()
         self.embed = Conv1d(
@@ -82,7 +87,7 @@ class ConvNeXt(nn.Module):
             norm="none",
             pad_mode="zeros",
         )
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.norm = nn.LayerNorm(dim, eps=1e-6) if embed_norm else None
         scale = 1.0 / max(n_blocks, 1)
         self.blocks = nn.ModuleList(
             ConvNeXtBlock(dim, hidden, kernel_size, causal, scale) for _ in range(n_blocks)
@@ -91,7 +96,8 @@ class ConvNeXt(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.embed(x)
-        x = rearrange(self.norm(rearrange(x, "b d f -> b f d")), "b f d -> b d f")
+        if self.norm is not None:
+            x = rearrange(self.norm(rearrange(x, "b d f -> b f d")), "b f d -> b d f")
         for block in self.blocks:
             x = block(x)
         return self.final_norm(rearrange(x, "b d f -> b f d"))
@@ -154,7 +160,9 @@ class ISTFTDecoder(nn.Module):
         _check_stft(hop_length, istft_hop, n_fft)
         self.channels, self.hop_length, self.causal = channels, hop_length, causal
         self.n_fft, self.per_frame = n_fft, hop_length // istft_hop
-        self.backbone = ConvNeXt(dimension, n_filters, hidden, n_blocks, kernel_size, causal)
+        self.backbone = ConvNeXt(
+            dimension, n_filters, hidden, n_blocks, kernel_size, causal, embed_norm=False
+        )
         bins = n_fft // 2 + 1
         self.head = nn.Linear(n_filters, self.per_frame * channels * 2 * bins)
         overlap = n_fft // istft_hop
