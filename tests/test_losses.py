@@ -12,6 +12,7 @@ from codec.losses import (
     discriminator_loss,
     feature_matching_loss,
     generator_loss,
+    negative_si_sdr,
     waveform_l1,
 )
 
@@ -28,6 +29,21 @@ def test_reconstruction_losses_rank_distortions(loss):
     assert torch.isfinite(estimate.grad).all() and estimate.grad.abs().sum() > 0
     stereo = torch.randn(1, 2, 4000)
     assert torch.isfinite(loss(stereo, stereo.flip(-1)))
+
+
+def test_negative_si_sdr_is_the_metric_negated_and_ignores_scale():
+    from codec.metrics import si_sdr
+
+    torch.manual_seed(0)
+    clean = torch.randn(3, 1, 4000)
+    noisy = clean + 0.3 * torch.randn_like(clean)
+    expected = -si_sdr(noisy, clean).mean()
+    torch.testing.assert_close(negative_si_sdr(noisy, clean), expected, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(negative_si_sdr(5 * noisy, clean), negative_si_sdr(noisy, clean))
+    assert negative_si_sdr(clean, clean) < -60
+    estimate = noisy.clone().requires_grad_()
+    negative_si_sdr(estimate, clean).backward()
+    assert torch.isfinite(estimate.grad).all() and estimate.grad.abs().sum() > 0
 
 
 def test_mel_distance_on_real_speech(fsdd_root):

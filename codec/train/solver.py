@@ -30,6 +30,7 @@ from codec.losses import (
     discriminator_loss,
     feature_matching_loss,
     generator_loss,
+    negative_si_sdr,
     waveform_l1,
 )
 from codec.metrics import si_sdr
@@ -259,6 +260,8 @@ class CompressionSolver:
             losses["l1"] = waveform_l1(audio, wav)
         if "stft" in self.weights:
             losses["stft"] = self.stft(audio, wav)
+        if "sisdr" in self.weights:
+            losses["sisdr"] = negative_si_sdr(audio, wav)
         if adversarial:
             disc = self.disc  # unwrapped: this pass only routes gradient to the audio
             with self._autocast():
