@@ -1,16 +1,26 @@
-"""Training throughput on this machine: audio seconds trained per wall-clock second.
+"""Training throughput: audio seconds trained per wall-clock second.
 
-    python scripts/bench/bench_train.py [--steps N] [--threads T]
+    python scripts/bench/bench_train.py [--steps N] [--threads T] [--device cuda]
+        [--precision float32|bfloat16] [--compile] [--cases NAME ...] [--json FILE]
+        [--override KEY=VALUE ...]
 
-Trains the demo's small 16 kHz codec and the speech16k CPU configuration for a few steps each on
-the generated demo corpus (in a temp folder), with and without the MS-STFT discriminator, and
-prints the median step time and audio seconds per second over the steps after warm-up.
+Trains each case's configuration for a few steps on the generated demo corpus (in a temp
+folder) and prints the first step's time (k-means initialisation, and compilation with
+--compile), the median step time over the steps after two of warm-up, audio seconds per second,
+and on a GPU the peak memory. The default cases are the CPU ones (the demo's small 16 kHz codec
+with and without the MS-STFT discriminator, the speech16k CPU configuration); `--cases
+speech16k_gpu speech16k_istft` measures the speech16k GPU configuration (its discriminator on
+from the first step) and the frame-rate (STFT / inverse-STFT) experiment. `--precision` and
+`--compile` set trainer.precision and trainer.compile for every case; `--override` adds Hydra
+overrides to every case (a dry run: `--override data.batch_size=2 data.segment_seconds=0.25`);
+`--json` appends one JSON record per case to FILE.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import statistics
 import tempfile
 import time
@@ -21,14 +31,35 @@ import torch
 from codec.train import Trainer, compose_config
 from codec.train.data import make_demo_corpus
 
-CASES = {
-    "demo model, no discriminator (make demo)": ["experiment=demo"],
-    "demo model + MS-STFT discriminator": ["experiment=demo", "discriminator=msstft"],
-    "speech16k CPU configuration": ["experiment=speech16k_cpu", "data.num_workers=0"],
+CASES = {  # name: (what it is, Hydra overrides)
+    "demo": ("demo model, no discriminator (make demo)", ["experiment=demo"]),
+    "demo_msstft": (
+        "demo model + MS-STFT discriminator",
+        ["experiment=demo", "discriminator=msstft"],
+    ),
+    "speech16k_cpu": (
+        "speech16k CPU configuration",
+        ["experiment=speech16k_cpu", "data.num_workers=0"],
+    ),
+    "speech16k_gpu": (
+        "speech16k GPU configuration + MS-STFT",
+        ["experiment=speech16k_gpu", "discriminator.start_step=0", "data.num_workers=0"],
+    ),
+    "speech16k_istft": (
+        "speech16k frame-rate (STFT/iSTFT) experiment",
+        ["experiment=speech16k_cpu_istft", "data.num_workers=0"],
+    ),
 }
+DEFAULT_CASES = ["demo", "demo_msstft", "speech16k_cpu"]
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def step_times(overrides: list[str], steps: int, corpus: Path, run_dir: Path):
+    """-> (seconds of each step, audio seconds per step, the device)"""
     cfg = compose_config(
         [
             *overrides,
@@ -45,29 +76,83 @@ def step_times(overrides: list[str], steps: int, corpus: Path, run_dir: Path):
     times = []
     for step in range(steps):
         batch = next(batches)
+        synchronize(solver.device)
         start = time.perf_counter()
         solver.train_step(batch, step, log=lambda record: None)
+        synchronize(solver.device)
         times.append(time.perf_counter() - start)
-    return times, cfg.data.batch_size * cfg.data.segment_seconds
+    return times, cfg.data.batch_size * cfg.data.segment_seconds, solver.device
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--compile", action="store_true", help="torch.compile (trainer.compile)")
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=DEFAULT_CASES)
+    parser.add_argument("--override", nargs="+", default=[], help="Hydra overrides for all cases")
+    parser.add_argument("--json", type=Path, help="append one JSON record per case to this file")
     args = parser.parse_args()
     if args.steps < 3:
         parser.error("--steps must be at least 3 (the first two are warm-up)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA device")
     torch.set_num_threads(args.threads)
-    print(f"training throughput, {args.threads} threads, median of {args.steps - 2} steps")
-    print(f"{'case':<44} {'batch':>14} {'step s':>8} {'audio s/s':>10}")
+    where = args.device
+    if args.device.startswith("cuda"):
+        where = f"{torch.cuda.get_device_name(torch.device(args.device))} ({args.device})"
+    print(
+        f"training throughput on {where}, {args.precision}{' + compile' if args.compile else ''},"
+        f" {args.threads} threads, median of {args.steps - 2} steps after 2 of warm-up"
+        + (f"; overrides: {' '.join(args.override)}" if args.override else "")
+    )
+    print(
+        f"{'case':<46} {'batch':>9} {'first s':>8} {'step s':>8} {'audio s/s':>10} {'peak GiB':>9}"
+    )
+    settings = [
+        f"trainer.device={args.device}",
+        f"trainer.precision={args.precision}",
+        f"trainer.compile={str(args.compile).lower()}",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         corpus = make_demo_corpus(Path(tmp) / "corpus", count=40, seconds=2.0, sample_rate=16000)
-        for index, (name, overrides) in enumerate(CASES.items()):
-            run_dir = Path(tmp) / f"run{index}"
-            times, seconds = step_times(overrides, args.steps, corpus, run_dir)
+        for name in args.cases:
+            label, overrides = CASES[name]
+            if args.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(torch.device(args.device))
+            run_dir = Path(tmp) / f"run_{name}"
+            times, seconds, device = step_times(
+                [*overrides, *settings, *args.override], args.steps, corpus, run_dir
+            )
             median = statistics.median(times[2:])
-            print(f"{name:<44} {seconds:>12.1f} s {median:>8.3f} {seconds / median:>10.1f}")
+            peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0
+            print(
+                f"{label:<46} {seconds:>7.1f} s {times[0]:>8.2f} {median:>8.3f} "
+                f"{seconds / median:>10.1f} {f'{peak:.2f}' if peak else '-':>9}",
+                flush=True,
+            )
+            if args.json:
+                record = {
+                    "case": name,
+                    "label": label,
+                    "device": where,
+                    "precision": args.precision,
+                    "compile": args.compile,
+                    "batch_seconds": seconds,
+                    "first_step_s": times[0],
+                    "median_step_s": median,
+                    "audio_seconds_per_second": seconds / median,
+                    "peak_gib": peak,
+                    "steps": args.steps,
+                    "overrides": args.override,
+                }
+                with open(args.json, "a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            if args.compile:
+                torch._dynamo.reset()  # each case's compiled graphs, freed before the next
 
 
 if __name__ == "__main__":
