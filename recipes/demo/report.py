@@ -123,8 +123,14 @@ def report(out: Path, clips: list[Path], kbps: float) -> None:
         print("\n".join(table(mean_rows(per_clip))))
     print("kbps: the bitrate asked for; stored: the file's size (with its header) over time")
     print("mel distance: lower is better; SI-SDR, PESQ and STOI: higher is better")
-    for name, why in next(iter(qualities.values())).skipped.items():
-        print(f"note: no {name.upper()}: {why}, or `DEMO_EXTRAS=plot,eval make demo`")
+    skipped = next(iter(qualities.values())).skipped
+    if skipped:
+        names = " and ".join(name.upper() for name in skipped)
+        packages = " ".join("pystoi" if name == "stoi" else name for name in skipped)
+        print(
+            f"note: no {names}: pip install {packages} (pesq builds from source with a C "
+            "compiler), or DEMO_EXTRAS=plot,eval make demo"
+        )
     written = [out / d for d in ("original", "decoded", "opus", "spectrograms")]
     print("wrote " + ", ".join(f"{d}/" for d in written if d.is_dir()))
 
