@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from codec.errors import first_line
 from codec.train import Trainer, compose_config
 from codec.train.data import make_demo_corpus
 
@@ -57,16 +58,17 @@ def demo_overrides(run_dir: Path, corpus: Path, extra=()) -> list[str]:
 
 
 def train_demo(run_dir: Path, overrides=(), corpus: Path | None = None) -> Improvement:
-    """Train the demo model in the new folder `run_dir`; the corpus is generated into
-    run_dir/corpus unless an existing folder is given."""
+    """Train the demo model in the new folder `run_dir` on `corpus` (default run_dir/corpus)
+    and the demo's speech clips; the demo corpus is generated there when that folder is
+    missing."""
     run_dir = Path(run_dir)
     if (run_dir / "config.yaml").exists():
         raise ValueError(f"{run_dir}: holds a training run already; remove it or choose another")
-    if corpus is None:
-        corpus = run_dir / "corpus"
-        if not corpus.is_dir():
-            make_demo_corpus(corpus, CORPUS_CLIPS, CORPUS_SECONDS, sample_rate=16000)
-    trainer = Trainer(compose_config(demo_overrides(run_dir, corpus, overrides)))
+    corpus = run_dir / "corpus" if corpus is None else Path(corpus)
+    cfg = compose_config(demo_overrides(run_dir, corpus, overrides))  # bad overrides fail here
+    if not corpus.is_dir():
+        make_demo_corpus(corpus, CORPUS_CLIPS, CORPUS_SECONDS, sample_rate=16000)
+    trainer = Trainer(cfg)
     solver = trainer.solver
     metric = solver.best_metric  # the mel distance with every level, as the trainer picks best
     start = solver.validate(0, None)[metric]
@@ -88,11 +90,14 @@ def last_validation(metrics: Path) -> dict:
 def main(argv: list[str]) -> None:
     if not argv:
         sys.exit(__doc__)
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     run_dir, overrides = Path(argv[0]), argv[1:]
     try:
         result = train_demo(run_dir, overrides)
-    except ValueError as err:
-        sys.exit(f"demo train: {err}")
+    except (ValueError, HydraException, OmegaConfBaseException) as err:  # a bad override
+        sys.exit(f"demo train: {first_line(err)}")
     print(result.describe())
 
 
