@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # make test installs the test, reference and benchmark extras; make demo only what it needs
+# (matplotlib for its spectrograms; DEMO_EXTRAS=plot,eval adds PESQ and STOI to its report, but
+# pesq builds from source)
 TEST_EXTRAS ?= dev,reference,bench,plot,eval,tensorboard
 DEMO_EXTRAS ?= plot
 export FSDD_ROOT ?= $(abspath ../shared/data/fsdd/recordings)
@@ -46,7 +48,7 @@ bench-quick: install
 	$(ISA_ENV) $(PY) scripts/bench/bench_all.py --quick --output BENCHMARKS-quick.md
 
 demo: install-demo
-	bash recipes/demo/run.sh
+	PY=$(PY) bash recipes/demo/run.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,20 +1,13 @@
 """quality_by_level: one encode per clip, the codes at n levels are the first n, scores from
-the decoded audio; and the demo recipe's report that uses it."""
-
-import subprocess
-import sys
-from pathlib import Path
+the decoded audio."""
 
 import pytest
 import torch
 
-from codec.audio import read_for, write_audio
-from codec.cli import main as cli
+from codec.audio import read_for
 from codec.coding import Windowing, decode_codes, encode_batch
 from codec.metrics import si_sdr
 from codec.quality import level_ladder, quality_by_level
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def sdr(estimate, reference):
@@ -60,22 +53,3 @@ def test_level_ladder_doubles_up_to_the_total():
     assert level_ladder(1) == [1]
     assert level_ladder(8) == [1, 2, 4, 8]
     assert level_ladder(12) == [1, 2, 4, 8, 12]
-
-
-def test_the_demo_report_prints_every_level(fsdd_root, saved_model, tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    saved_model.rename(run / "model")
-    original = tmp_path / "original.wav"
-    write_audio(original, read_for(sorted(fsdd_root.glob("*.wav"))[0], 16000, 1), 16000)
-    codes, decoded = tmp_path / "clip.codes", tmp_path / "decoded.wav"
-    model = str(run / "model")
-    assert cli(["encode", str(original), "-m", model, "-o", str(codes), "--quiet"]) == 0
-    assert cli(["decode", str(codes), "-m", model, "-o", str(decoded), "--quiet"]) == 0
-    script = REPO / "recipes" / "demo" / "report.py"
-    args = [sys.executable, str(script), str(run), str(original), str(codes), str(decoded)]
-    done = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    lines = [line for line in done.stdout.splitlines() if "levels):" in line]
-    assert [line.split("(")[1].split()[0] for line in lines] == ["1", "2", "3", "4"]
-    assert (tmp_path / "spectrograms.png").is_file()
