@@ -100,7 +100,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if not args.quick:
             demo = ["env", f"RUN={tmp}/demo", f"PY={python}", "bash", "recipes/demo/run.sh"]
-            jobs.append(("make demo (train 800 steps, code a clip, report)", demo))
+            jobs.append(("make demo (code 2 clips with speech16k beside Opus, train 400 steps)", demo))
         failed = _run_all(jobs, lines)
     args.output.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.output}" + (f"; {failed} benchmark(s) failed" if failed else ""))
