@@ -30,6 +30,14 @@ from torch import nn
 
 from codec.nn.activations import Snake, snake
 from codec.nn.conv import LSTM, Conv1d, ConvTranspose1d, pad1d
+from codec.nn.dac import (
+    DACDecoder,
+    DACDecoderBlock,
+    DACEncoder,
+    DACEncoderBlock,
+    DACResidualUnit,
+    DACTransposedConv,
+)
 from codec.nn.seanet import ResidualUnit, SEANet
 
 SMALL_FAN_IN = 16  # in_channels x kernel_size up to which im2col beats oneDNN
@@ -406,10 +414,47 @@ class TimeMajorResidualUnit(TimeMajorLayer, ResidualUnit):
         return out.add_(run_time_major([self.shortcut], x))
 
 
+# -- DAC's layers --------------------------------------------------------------------------
+
+
+class TimeMajorDACResidualUnit(TimeMajorLayer, DACResidualUnit):
+    """DACResidualUnit on time-major x: Snake into a fresh tensor, the dilated conv, Snake, then
+    the 1x1 conv's product with its bias, to which x is added in place (x is left as it is)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 3:
+            return super().forward(x)
+        *inner, last = self.block
+        if not (isinstance(last, TimeMajorConv1d) and last.pointwise):
+            return run_time_major(self.block, x).add_(x)  # "same" padding: nothing to crop
+        out = pointwise_rows(last, run_time_major(inner, x))  # (b, t, c)
+        return _from_rows(out.add_(_rows(x.to(out.dtype))))
+
+
+class TimeMajorDACTransposedConv(TimeMajorConvTranspose1d, DACTransposedConv):
+    """DACTransposedConv on time-major x: the polyphase product, trimmed as DAC trims."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 3:
+            return super().forward(x)
+        y = TimeMajorConvTranspose1d.forward(self, x)
+        return y[..., : y.shape[-1] - self.short] if self.short else y
+
+
+class TimeMajorDACEncoderBlock(TimeMajorLayer, DACEncoderBlock):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) if x.ndim == 3 else run_time_major(self.block, x)
+
+
+class TimeMajorDACDecoderBlock(TimeMajorLayer, DACDecoderBlock):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) if x.ndim == 3 else run_time_major(self.block, x)
+
+
 class TimeMajorSequential(nn.Sequential):
-    """A SEANet's layer list run time-major between its (b, c, t) input and output (a (b, c, t)
-    view of (b, t, c) memory). On another device than the CPU, or under torch.compile, it runs
-    the plain path."""
+    """A SEANet's (or a DAC encoder's or decoder's) layer list run time-major between its
+    (b, c, t) input and output (a (b, c, t) view of (b, t, c) memory). On another device than
+    the CPU, or under torch.compile, it runs the plain path."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu" or torch.compiler.is_compiling():
@@ -432,7 +477,13 @@ FAST_LAYERS = {
     LSTM: TimeMajorLSTM,
     Snake: TimeMajorSnake,
     ResidualUnit: TimeMajorResidualUnit,
+    DACResidualUnit: TimeMajorDACResidualUnit,
+    DACTransposedConv: TimeMajorDACTransposedConv,
+    DACEncoderBlock: TimeMajorDACEncoderBlock,
+    DACDecoderBlock: TimeMajorDACDecoderBlock,
 }
+# the models whose layer list (this attribute, an nn.Sequential) runs time-major as a whole
+LAYER_LISTS = {SEANet: "model", DACEncoder: "block", DACDecoder: "model"}
 
 
 def _convertible(layer: nn.Module) -> bool:
@@ -442,10 +493,10 @@ def _convertible(layer: nn.Module) -> bool:
 
 def for_cpu_inference(module: nn.Module) -> nn.Module:
     """Convert `module` in place for fast CPU inference and return it: each known layer
-    becomes its time-major subclass (same parameters and state-dict keys) and each SEANet runs
-    its layers time-major. A module with parameters or buffers off the CPU is returned as it
-    is. Fold weight norm first (`fold_weight_norm`): unfolded layers work, recomputing their
-    weight on every call.
+    becomes its time-major subclass (same parameters and state-dict keys) and each SEANet and
+    DAC encoder and decoder runs its layers time-major. A module with parameters or buffers off
+    the CPU is returned as it is. Fold weight norm first (`fold_weight_norm`): unfolded layers
+    work, recomputing their weight on every call.
 
     Raises ValueError for a module in training mode, or with parameters that require grad
     while autograd is on (convert under torch.no_grad() or after requires_grad_(False)): the
@@ -465,9 +516,10 @@ def for_cpu_inference(module: nn.Module) -> nn.Module:
         if _convertible(layer):
             layer.__class__ = FAST_LAYERS[type(layer)]
             layer._layouts = LayoutCache()
-    for seanet in module.modules():
-        if isinstance(seanet, SEANet) and type(seanet.model) is nn.Sequential:
-            seanet.model.__class__ = TimeMajorSequential
+    for model in module.modules():
+        for kind, name in LAYER_LISTS.items():
+            if isinstance(model, kind) and type(getattr(model, name, None)) is nn.Sequential:
+                getattr(model, name).__class__ = TimeMajorSequential
     return module
 
 
