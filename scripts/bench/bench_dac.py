@@ -33,6 +33,15 @@ GAIN = 0.8
 
 def reference_helpers():
     """tests/models/dac_reference.py: random_dac, save_pth, reference_encode, reference_decode."""
+    import importlib.util
+    import warnings
+
+    if importlib.util.find_spec("dac") is None:
+        raise SystemExit(
+            "bench_dac: no DAC reference installed: pip install --no-deps "
+            "descript-audio-codec==1.0.0 (make install does)"
+        )
+    warnings.filterwarnings("ignore", category=FutureWarning)  # DAC's old-style weight_norm
     root = next(p for p in Path(__file__).resolve().parents if (p / "tests").is_dir())
     sys.path.insert(0, str(root / "tests" / "models"))
     import dac_reference
