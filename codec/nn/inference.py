@@ -2,16 +2,16 @@
 
     model = for_cpu_inference(model.eval().requires_grad_(False))   # in place; CUDA: untouched
 
-The layers in codec.nn.conv / seanet / activations have one (b, c, t) code path, the one
+The layers in codec.nn.conv / seanet / dac / activations have one (b, c, t) code path, the one
 training runs. This module swaps each layer it knows for a subclass that also runs
 "time-major": activations are (b, c, 1, t) tensors in channels-last memory, i.e. (b, t, c)
 rows, so a strided conv of kernel 2 x stride and a transposed conv of kernel 2 x stride are
 two plain matrix products on a free reshape (polyphase), a 1x1 conv is one, and the other convs
-take oneDNN's channels-last kernels. The SEANet's layer list then runs time-major between its
-input and output; a layer the conversion does not know (a future architecture's, or a
-GroupNorm-normed conv) runs on its plain (b, c, t) path with the layout converted at its
-boundaries, so new layers never have to implement this one. Parameters, buffers, state-dict
-keys and streaming behave as before; only speed and float rounding change.
+take oneDNN's channels-last kernels. A SEANet's or DAC encoder's or decoder's layer list then
+runs time-major between its input and output; a layer the conversion does not know (a future
+architecture's, or a GroupNorm-normed conv) runs on its plain (b, c, t) path with the layout
+converted at its boundaries, so new layers never have to implement this one. Parameters,
+buffers, state-dict keys and streaming behave as before; only speed and float rounding change.
 
 Where each kernel wins depends on sizes; the switch points are the constants below.
 """
