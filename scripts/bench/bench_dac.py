@@ -10,7 +10,8 @@ magnitudes, biases, Snake alphas and codebooks), loaded without audiotools. Ours
 norm folded, converted for the CPU). On 10 s of audio, torch.set_num_threads(1): whether the
 codes are identical (all 12 levels), the decoded audio's largest difference, and the median
 encode and decode times of both, timed alternately in the same process, with the ratio
-theirs / ours.
+theirs / ours: wall time, and the process's CPU time, which leaves out the time other
+processes hold the core (on one thread, what a loaded machine adds to the wall time).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
-from timing import interleaved
 
 SAMPLE_RATE = 16_000
 # weight-norm magnitudes x 0.8: the decoded audio has a speech-like spread (std ~0.25) and is
@@ -67,7 +69,26 @@ def ours_model(helpers, theirs):
         return Codec.from_pretrained(imported)
 
 
-def versus_dac(runs: int, warmup: int, seconds: float) -> list[tuple[str, float, float]]:
+def interleaved_clocks(fns: dict, runs: int, warmup: int) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds of each callable, timed in turn within every round. On one
+    thread the process's CPU time leaves out the time other processes hold the core, which on
+    a loaded machine makes up much of the wall time."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    return {
+        name: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
+        for name, t in times.items()
+    }
+
+
+def versus_dac(runs: int, warmup: int, seconds: float) -> list[tuple[str, tuple, tuple]]:
     helpers = reference_helpers()
     theirs = theirs_model(helpers)
     ours = ours_model(helpers, theirs)
@@ -91,7 +112,7 @@ def versus_dac(runs: int, warmup: int, seconds: float) -> list[tuple[str, float,
         "ours decode": lambda: ours.decode(codes),
     }
     with torch.inference_mode():
-        t = interleaved(cases, runs, warmup=warmup)
+        t = interleaved_clocks(cases, runs, warmup)
     return [
         ("encode", t["theirs encode"], t["ours encode"]),
         ("decode", t["theirs decode"], t["ours decode"]),
@@ -111,13 +132,16 @@ def main() -> None:
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, kernels {cpu_isa()}, "
         f"torch {torch.__version__}, 1 thread, glibc malloc (default settings); "
-        f"medians of {runs} runs after {warmup} warm-up, ours and DAC's timed alternately"
+        f"medians of {runs} runs after {warmup} warm-up, ours and DAC's timed alternately; "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
     print(f"DAC 16 kHz (descript-audio-codec 1.0.0), random weights imported, {args.seconds:g} s:")
     rows = versus_dac(runs, warmup, args.seconds)
-    print(f"{'case (float32)':<16} {'DAC s':>8} {'ours s':>8} {'speed-up':>9}")
-    for name, theirs_s, ours_s in rows:
-        print(f"{name:<16} {theirs_s:>8.3f} {ours_s:>8.3f} {theirs_s / ours_s:>8.2f}x")
+    print(f"{'':<8} {'wall time':^27}   {'CPU time of the process':^27}".rstrip())
+    print((f"{'float32':<8}" + f" {'DAC s':>8} {'ours s':>8} {'speed-up':>9}  " * 2).rstrip())
+    for name, theirs, ours in rows:
+        cells = (f" {a:>8.3f} {b:>8.3f} {a / b:>8.2f}x  " for a, b in zip(theirs, ours))
+        print((f"{name:<8}" + "".join(cells)).rstrip())
 
 
 if __name__ == "__main__":
