@@ -75,10 +75,13 @@ def pad_mode_of(name: str) -> str:
 
 def fold_weight_norm(module: nn.Module) -> nn.Module:
     """Replace every weight-norm parametrization in `module` by the plain weight it computes
-    (same outputs, no per-call normalisation)."""
+    (same outputs, no per-call normalisation), a Parameter as an unnormed layer's is."""
     for child in module.modules():
         if parametrize.is_parametrized(child, "weight"):
             parametrize.remove_parametrizations(child, "weight", leave_parametrized=True)
+            if "weight" in child._buffers:  # what removal leaves when nothing required grad
+                weight = child._buffers.pop("weight")
+                child.weight = nn.Parameter(weight, requires_grad=False)
     return module
 
 

@@ -3,7 +3,8 @@
     python scripts/bench/bench_all.py [--quick] [--output BENCHMARKS.md]
 
 Benchmarks: the quantizer against vector-quantize-pytorch, the codec against the `encodec`
-package (encode, decode, streaming, a 10 and a 60 minute file), training throughput, the Snake
+package (encode, decode, streaming, a 10 and a 60 minute file), an imported DAC 16 kHz model
+against the `descript-audio-codec` package (encode, decode), training throughput, the Snake
 activation, and the time `make demo` takes (full mode only). Each runs in its own process, one
 after another, so none slows another; under 15 minutes on 2 cores (--quick: about 3).
 """
@@ -35,6 +36,10 @@ def benchmarks(quick: bool, python: str) -> list[tuple[str, list[str]]]:
         (
             "Codec vs the encodec package (encode, decode, streaming, long files)",
             [python, "scripts/bench/bench_codec.py", *flag, *(["--skip-long"] if quick else [])],
+        ),
+        (
+            "DAC 16 kHz vs the descript-audio-codec package (encode, decode)",
+            [python, "scripts/bench/bench_dac.py", *flag],
         ),
         ("Training throughput on CPU", [python, "scripts/bench/bench_train.py", *steps]),
         (
