@@ -4,9 +4,10 @@
 
 Benchmarks: the quantizer against vector-quantize-pytorch, the codec against the `encodec`
 package (encode, decode, streaming, a 10 and a 60 minute file), an imported DAC 16 kHz model
-against the `descript-audio-codec` package (encode, decode), training throughput, the Snake
-activation, and the time `make demo` takes (full mode only). Each runs in its own process, one
-after another, so none slows another; under 15 minutes on 2 cores (--quick: about 3).
+against the `descript-audio-codec` package (encode, decode), the frame-rate decoder beside
+SEANet's and the shipped model's streaming decode, training throughput, the Snake activation,
+and the time `make demo` takes (full mode only). Each runs in its own process, one after
+another, so none slows another; about 20 minutes on 2 idle cores (--quick: about 5).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def benchmarks(quick: bool, python: str) -> list[tuple[str, list[str]]]:
         (
             "DAC 16 kHz vs the descript-audio-codec package (encode, decode)",
             [python, "scripts/bench/bench_dac.py", *flag],
+        ),
+        (
+            "Frame-rate (ConvNeXt + iSTFT) decoder vs SEANet; the shipped model's streaming",
+            [python, "scripts/bench/bench_decoders.py", *flag],
         ),
         ("Training throughput on CPU", [python, "scripts/bench/bench_train.py", *steps]),
         (
@@ -105,7 +110,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if not args.quick:
             demo = ["env", f"RUN={tmp}/demo", f"PY={python}", "bash", "recipes/demo/run.sh"]
-            jobs.append(("make demo (code 2 clips with speech16k beside Opus, train 400 steps)", demo))
+            title = "make demo (code 2 clips with speech16k beside Opus, train 400 steps)"
+            jobs.append((title, demo))
         failed = _run_all(jobs, lines)
     args.output.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.output}" + (f"; {failed} benchmark(s) failed" if failed else ""))
