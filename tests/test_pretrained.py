@@ -1,0 +1,79 @@
+"""The shipped speech16k model (codec/pretrained/speech16k): it loads as itself, is small and
+causal, streams, codes real speech that it never trained on well above chance, gains with
+every level, and is found by name from the CLI and from a .codes file."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from codec.audio import read_for
+from codec.cli import main
+from codec.metrics import si_sdr
+from codec.models import Codec
+from codec.models.names import PRETRAINED, resolve_model
+
+SHIPPED = PRETRAINED / "speech16k"
+CLIPS = Path(__file__).resolve().parents[1] / "recipes" / "demo" / "speech"
+
+
+@pytest.fixture(scope="module")
+def model() -> Codec:
+    return Codec.from_pretrained(resolve_model("speech16k"))
+
+
+@pytest.fixture(scope="module")
+def speech(fsdd_root) -> torch.Tensor:
+    """(1, 1, t): six FSDD digits (English, 8 kHz recordings) from different speakers."""
+    speakers = sorted({path.name.split("_")[1] for path in fsdd_root.glob("*.wav")})[:6]
+    files = [fsdd_root / f"{digit}_{speaker}_0.wav" for digit, speaker in enumerate(speakers)]
+    return torch.cat([read_for(f, 16000, 1) for f in files], -1)[None]
+
+
+def test_the_shipped_folder_is_small_causal_and_named(model):
+    assert resolve_model("speech16k") == SHIPPED
+    config = json.loads((SHIPPED / "config.json").read_text())
+    assert config["model_id"] == "speech16k" == model.model_id
+    assert model.model_hash == config["weights_hash"]  # checked on load too
+    assert (SHIPPED / "model.safetensors").stat().st_size <= 10 * 2**20
+    assert (SHIPPED / "README.md").is_file()
+    assert model.causal and model.sample_rate == 16000
+    assert model.bandwidths[:8] == [1.5, 3.0, 4.5, 6.0, 7.5, 9.0, 10.5, 12.0]
+
+
+def test_it_codes_unseen_speech_well_above_chance_and_better_with_more_levels(model, speech):
+    """FSDD is out of its training domain (another language, other microphones)."""
+    quality = []
+    for levels in (1, 2, 4, 8):
+        decoded = model.decode(model.encode(speech, levels=levels), length=speech.shape[-1])
+        quality.append(float(si_sdr(decoded, speech).mean()))
+    assert quality[2] > 0.0, quality  # an unrelated output scores far below 0 dB
+    assert quality[0] < quality[1] < quality[2] < quality[3], quality
+
+
+def test_it_streams_frame_by_frame_as_it_decodes_offline_after_the_first_half_second(
+    model, speech
+):
+    """Its convs pad by reflection: offline, the first frames' left padding reflects the
+    samples after them, which a stream cannot see yet; the LSTM carries that difference for
+    a few hundred milliseconds, then the stream gives the offline samples."""
+    codes = model.encode(speech[..., :32000], bandwidth=6)
+    offline = model.decode(codes)
+    with model.streaming():
+        pieces = [model.decode(codes[..., k : k + 1]) for k in range(codes.shape[-1])]
+    streamed = torch.cat(pieces, -1)
+    torch.testing.assert_close(streamed[..., 12000:], offline[..., 12000:], atol=1e-3, rtol=0)
+    difference = (streamed - offline).square().sum() / offline.square().sum()
+    assert difference < 1e-2  # 20 dB below the signal over the whole 2 s
+
+
+def test_a_codes_file_finds_the_shipped_model_without_m(tmp_path):
+    clip = CLIPS / "cs_z-v-forky.flac"
+    codes, decoded = tmp_path / "clip.codes", tmp_path / "clip.wav"
+    assert main(["encode", str(clip), "-m", "speech16k", "-b", "6", "-o", str(codes)]) == 0
+    assert main(["decode", str(codes), "-o", str(decoded), "--quiet"]) == 0
+    wav = read_for(decoded, 16000, 1)
+    original = read_for(clip, 16000, 1)
+    assert abs(wav.shape[-1] - original.shape[-1]) == 0
+    assert float(si_sdr(wav[None], original[None]).mean()) > 0.0
