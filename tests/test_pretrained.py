@@ -52,9 +52,7 @@ def test_it_codes_unseen_speech_well_above_chance_and_better_with_more_levels(mo
     assert quality[0] < quality[1] < quality[2] < quality[3], quality
 
 
-def test_it_streams_frame_by_frame_as_it_decodes_offline_after_the_first_half_second(
-    model, speech
-):
+def test_it_streams_frame_by_frame_as_it_decodes_offline_after_the_first_half_second(model, speech):
     """Its convs pad by reflection: offline, the first frames' left padding reflects the
     samples after them, which a stream cannot see yet; the LSTM carries that difference for
     a few hundred milliseconds, then the stream gives the offline samples."""
