@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from timing import interleaved
+from timing import interleaved, streaming_real_time
 
 
 def theirs_model():
@@ -129,14 +129,8 @@ def machine_ceilings() -> str:
 def streaming_rtf(seconds: float = 10.0) -> float:
     torch.set_num_threads(1)
     model = ours_model(theirs_model())
-    with torch.inference_mode():
-        codes = model.encode(torch.randn(1, 1, int(24000 * seconds)) * 0.1, bandwidth=6)
-        with model.streaming():
-            start = time.perf_counter()
-            for k in range(codes.shape[-1]):
-                model.decode(codes[..., k : k + 1])
-            elapsed = time.perf_counter() - start
-    return seconds / elapsed
+    codes = model.encode(torch.randn(1, 1, int(24000 * seconds)) * 0.1, bandwidth=6)
+    return streaming_real_time(model, codes)
 
 
 def long_file(minutes: float, model_dir: Path, folder: Path) -> tuple[float, float]:

@@ -12,11 +12,10 @@ the speech16k CPU configurations (configs/experiment/speech16k_cpu{,_istft}.yaml
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from omegaconf import OmegaConf
-from timing import interleaved
+from timing import interleaved, streaming_real_time
 
 from codec.models import Codec, CodecConfig
 from codec.models.names import PRETRAINED
@@ -46,12 +45,7 @@ def train_step(decoder: torch.nn.Module, dimension: int):
 def streaming_rtf(model: Codec, seconds: float) -> float:
     frames = int(seconds * model.frame_rate)
     codes = torch.randint(0, model.codebook_size, (1, model.groups, model.levels, frames))
-    with torch.inference_mode(), model.streaming():
-        start = time.perf_counter()
-        for k in range(frames):
-            model.decode(codes[..., k : k + 1])
-        elapsed = time.perf_counter() - start
-    return seconds / elapsed
+    return streaming_real_time(model, codes)
 
 
 def main() -> None:

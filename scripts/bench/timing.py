@@ -6,6 +6,8 @@ import statistics
 import time
 from collections.abc import Callable
 
+import torch
+
 
 def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 2) -> dict:
     """Median seconds of each callable, timed in turn within every round so that machine noise
@@ -20,3 +22,14 @@ def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 2
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def streaming_real_time(model, codes) -> float:
+    """Real-time factor of decoding `codes` (b, g, q, f) one frame per call under
+    `model.streaming()`: seconds of audio per second of wall time."""
+    with torch.inference_mode(), model.streaming():
+        start = time.perf_counter()
+        for k in range(codes.shape[-1]):
+            model.decode(codes[..., k : k + 1])
+        elapsed = time.perf_counter() - start
+    return codes.shape[-1] / model.frame_rate / elapsed
