@@ -48,6 +48,14 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=20)
     args = parser.parse_args()
 
+    if not (args.model / "config.json").is_file():
+        sys.exit(f"{args.model}: not a saved model folder (no config.json)")
+    files = []
+    if args.files_from:
+        try:
+            files = args.files_from.read_text().split()[: args.limit]
+        except OSError as err:
+            sys.exit(f"{args.files_from}: cannot read the file list ({err.strerror})")
     reference = Codec.from_pretrained(args.model)
     model = Codec.from_pretrained(args.model, inference=False).eval()
     model.config = dataclasses.replace(model.config, model_id=args.name)
@@ -56,8 +64,7 @@ def main() -> None:
     shipped = Codec.from_pretrained(out)
     size = (out / "model.safetensors").stat().st_size / 2**20
     print(f"{out}: model {args.name}, weights hash {shipped.model_hash}, {size:.2f} MiB")
-    if args.files_from:
-        files = args.files_from.read_text().split()[: args.limit]
+    if files:
         same, ratio = compare(reference, shipped, files)
         print(
             f"float16 against float32 on {len(files)} files: {100 * same:.2f}% of codes equal, "
