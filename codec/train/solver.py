@@ -64,6 +64,28 @@ def build_model(cfg: DictConfig) -> Codec:
     return Codec(CodecConfig.from_dict(fields))
 
 
+def dead_code_churn(quantizer, vectors_per_step: int) -> str | None:
+    """A warning when the dead-code threshold would replace most codes at every step.
+
+    A code's EMA cluster size settles at its mean count per step, vectors_per_step /
+    codebook_size for evenly used codes; below `threshold_ema_dead_code` it is revived. At
+    8 x 0.5 s x 50 frames/s = 200 vectors and 1024 codes that mean is 0.2, so EnCodec's 2 (set
+    for 64 x 1 s x 75 = 4,800 vectors) revives about 970 codes per step."""
+    codebook = getattr(quantizer, "_codebook", None)
+    threshold = getattr(codebook, "threshold_ema_dead_code", 0.0)
+    if not threshold:
+        return None
+    mean_count = vectors_per_step / codebook.codebook_size
+    if threshold < mean_count:
+        return None
+    return (
+        f"quantizer threshold_ema_dead_code={threshold:g} is above the {mean_count:.3g} vectors "
+        f"per code per step that this batch gives ({vectors_per_step} vectors, "
+        f"{codebook.codebook_size} codes): most codes are replaced at every step; "
+        f"try {mean_count / 10:.2g}"
+    )
+
+
 def with_changes(model: Codec, changes: dict, source) -> Codec:
     """`model` rebuilt from its config with `changes` merged in (training settings such as
     quantizer.threshold_ema_dead_code), its weights and codebook statistics kept."""
@@ -114,6 +136,9 @@ class CompressionSolver:
             env.world,
         )
         self.skipped_reads = 0  # files that failed while reading segments (after the manifest)
+        frames = cfg.data.batch_size * env.world * math.ceil(cfg.data.segment_seconds * model.frame_rate)
+        if (churn := dead_code_churn(model.quantizer, frames)) and env.rank == 0:
+            print(f"warning: {churn}", file=sys.stderr)
         self.units_per_step = cfg.data.batch_size * cfg.data.segment_seconds * env.world
         self.mel = MelLoss(model.sample_rate, tuple(cfg.loss.mel_n_ffts), cfg.loss.n_mels)
         self.mel.to(self.device)

@@ -248,3 +248,21 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     assert lr_factor(10_000, 10, 110, "constant", 0.1) == 1.0
     with pytest.raises(ValueError, match="optim.decay"):
         lr_factor(50, 10, 110, "linear", 0.1)
+
+
+def test_a_dead_code_threshold_above_the_mean_code_count_is_named():
+    from codec.quantize import GroupedResidualVQ
+    from codec.train.solver import dead_code_churn
+
+    def quantizer(threshold):
+        return GroupedResidualVQ(
+            dim=16, groups=2, num_quantizers=2, codebook_size=1024,
+            threshold_ema_dead_code=threshold,
+        )
+
+    # 8 x 0.5 s at 50 frames/s: 200 vectors for 1024 codes, 0.195 per code per step
+    warning = dead_code_churn(quantizer(2.0), 200)
+    assert "threshold_ema_dead_code=2" in warning and "0.195" in warning and "1024 codes" in warning
+    assert dead_code_churn(quantizer(0.02), 200) is None
+    assert dead_code_churn(quantizer(2.0), 64 * 75) is None  # EnCodec's 64 x 1 s at 75 frames/s
+    assert dead_code_churn(quantizer(0.0), 200) is None
