@@ -85,6 +85,8 @@ def _from_rows(rows: torch.Tensor) -> torch.Tensor:
 def _pad(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
     """pad1d of time-major x in x's dtype: CPU autocast runs reflection padding in fp32, whose
     output the matrix products below (not autocast: in place or out=) would refuse."""
+    if not left and not right:  # x itself: every caller reads it or copies it
+        return x
     with torch.autocast(x.device.type, enabled=False):
         return pad1d(x, left, right, mode)
 
