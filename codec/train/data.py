@@ -51,13 +51,15 @@ MAX_READ_TRIES = 16
 
 @dataclass(frozen=True)
 class AudioRecord:
-    """One audio file: `key` is its path relative to the folder it was found in."""
+    """One audio file: `key` is its path relative to the folder it was found in, `root` that
+    folder's position among the folders given."""
 
     path: str
     key: str
     frames: int
     sample_rate: int
     channels: int
+    root: int = 0
 
     @property
     def seconds(self) -> float:
@@ -75,7 +77,7 @@ def build_manifest(roots: list[Path]) -> tuple[list[AudioRecord], list[str]]:
     """Read the headers of every audio file under `roots` -> (records, problems), where each
     problem is one line naming a file that was left out and why."""
     records, problems = [], []
-    for root in roots:
+    for index, root in enumerate(roots):
         root = Path(root)
         if not root.exists():
             problems.append(f"{root}: no such file or folder")
@@ -91,7 +93,9 @@ def build_manifest(roots: list[Path]) -> tuple[list[AudioRecord], list[str]]:
                 continue
             key = path.name if root.is_file() else path.relative_to(root).as_posix()
             records.append(
-                AudioRecord(str(path), key, int(info.frames), info.samplerate, info.channels)
+                AudioRecord(
+                    str(path), key, int(info.frames), info.samplerate, info.channels, index
+                )
             )
     return records, problems
 
@@ -104,15 +108,25 @@ def _unit_hash(text: str) -> float:
 def split_manifest(
     records: list[AudioRecord], valid_fraction: float, seed: int = 0
 ) -> tuple[list[AudioRecord], list[AudioRecord]]:
-    """(train, valid): the `valid_fraction` of records whose hashed keys are smallest go to
-    valid (at least one when the fraction is positive and there are two or more records)."""
+    """(train, valid): in each folder, the `valid_fraction` of its records whose hashed keys
+    are smallest go to valid (at least one record in all when the fraction is positive and
+    there are two or more). Per folder, so that adding a folder to a corpus leaves the other
+    folders' held-out files as they were."""
     if not 0.0 <= valid_fraction < 1.0:
         raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
-    ranked = sorted(records, key=lambda r: (_unit_hash(f"{seed}:{r.key}"), r.key))
-    count = round(len(records) * valid_fraction)
-    if valid_fraction > 0 and len(records) >= 2:
-        count = max(1, count)
-    valid = sorted(ranked[:count], key=lambda r: r.key)
+
+    def rank(record: AudioRecord):
+        return _unit_hash(f"{seed}:{record.key}"), record.key
+
+    by_root: dict[int, list[AudioRecord]] = {}
+    for record in records:
+        by_root.setdefault(record.root, []).append(record)
+    valid = []
+    for group in by_root.values():
+        valid += sorted(group, key=rank)[: round(len(group) * valid_fraction)]
+    if not valid and valid_fraction > 0 and len(records) >= 2:
+        valid = [min(records, key=rank)]
+    valid = sorted(valid, key=lambda r: (r.root, r.key))
     chosen = {id(r) for r in valid}
     return [r for r in records if id(r) not in chosen], valid
 

@@ -125,3 +125,19 @@ def test_demo_corpus_is_deterministic_varied_and_whole(tmp_path):
     spectra = [np.abs(np.fft.rfft(c)) for c in clips]
     centroids = [float((s * np.arange(len(s))).sum() / s.sum()) for s in spectra]
     assert len({round(c, -1) for c in centroids}) == 3
+
+
+def test_adding_a_folder_keeps_the_held_out_files_of_the_others(speech_folder, tmp_path):
+    """Each folder is split on its own: a second corpus leaves the first one's held-out
+    files (and so the figures measured on them) as they were."""
+    records, _ = build_manifest([speech_folder])
+    _, valid = split_manifest(records, 0.25, seed=3)
+    other = tmp_path / "other"
+    shutil.copytree(speech_folder / "a", other / "x")  # the same keys' names under another root
+    both, _ = build_manifest([speech_folder, other])
+    assert len(both) > len(records)
+    _, valid_both = split_manifest(both, 0.25, seed=3)
+    assert [r.path for r in valid_both if r.root == 0] == [r.path for r in valid]
+    assert [r for r in valid_both if r.root == 1]  # the new folder holds out its own share
+    # the floor of one held-out record applies to the corpus, not to each folder
+    assert len(split_manifest(both[:1] + both[-1:], 0.1)[1]) == 1
