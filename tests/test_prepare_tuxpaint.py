@@ -31,13 +31,20 @@ def test_language_of_a_description(name, language):
 
 
 def run(*args):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True
+    )
 
 
 def test_links_each_description_under_its_language(tmp_path):
     root = tmp_path / "stamps"
-    for name in ["animals/frog_desc_fr.ogg", "animals/frog_desc.ogg", "animals/frog.ogg",
-                 "food/fruit/apple_desc_ru.ogg", "food/fruit/apple.png"]:
+    for name in [
+        "animals/frog_desc_fr.ogg",
+        "animals/frog_desc.ogg",
+        "animals/frog.ogg",
+        "food/fruit/apple_desc_ru.ogg",
+        "food/fruit/apple.png",
+    ]:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(b"OggS")
     out = tmp_path / "out"
@@ -45,9 +52,14 @@ def test_links_each_description_under_its_language(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "3 files" in done.stdout
     links = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_symlink())
-    assert links == ["en/animals/frog_desc.ogg", "fr/animals/frog_desc_fr.ogg",
-                     "ru/food/fruit/apple_desc_ru.ogg"]
-    assert (out / "ru/food/fruit/apple_desc_ru.ogg").resolve() == (root / "food/fruit/apple_desc_ru.ogg").resolve()
+    assert links == [
+        "en/animals/frog_desc.ogg",
+        "fr/animals/frog_desc_fr.ogg",
+        "ru/food/fruit/apple_desc_ru.ogg",
+    ]
+    assert (out / "ru/food/fruit/apple_desc_ru.ogg").resolve() == (
+        root / "food/fruit/apple_desc_ru.ogg"
+    ).resolve()
     assert run(out, "--root", root).returncode == 0  # again: the links are kept
 
 

@@ -93,9 +93,7 @@ def build_manifest(roots: list[Path]) -> tuple[list[AudioRecord], list[str]]:
                 continue
             key = path.name if root.is_file() else path.relative_to(root).as_posix()
             records.append(
-                AudioRecord(
-                    str(path), key, int(info.frames), info.samplerate, info.channels, index
-                )
+                AudioRecord(str(path), key, int(info.frames), info.samplerate, info.channels, index)
             )
     return records, problems
 

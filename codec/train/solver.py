@@ -79,10 +79,10 @@ def dead_code_churn(quantizer, vectors_per_step: int) -> str | None:
     if threshold < mean_count:
         return None
     return (
-        f"quantizer threshold_ema_dead_code={threshold:g} is above the {mean_count:.3g} vectors "
-        f"per code per step that this batch gives ({vectors_per_step} vectors, "
-        f"{codebook.codebook_size} codes): most codes are replaced at every step; "
-        f"try {mean_count / 10:.2g}"
+        f"quantizer threshold_ema_dead_code={threshold:g} is at or above the "
+        f"{mean_count:.3g} vectors per code per step that this batch gives "
+        f"({vectors_per_step} vectors, {codebook.codebook_size} codes): most codes are "
+        f"replaced at every step; try {mean_count / 10:.2g}"
     )
 
 
@@ -136,7 +136,9 @@ class CompressionSolver:
             env.world,
         )
         self.skipped_reads = 0  # files that failed while reading segments (after the manifest)
-        frames = cfg.data.batch_size * env.world * math.ceil(cfg.data.segment_seconds * model.frame_rate)
+        frames = (
+            cfg.data.batch_size * env.world * math.ceil(cfg.data.segment_seconds * model.frame_rate)
+        )
         if (churn := dead_code_churn(model.quantizer, frames)) and env.rank == 0:
             print(f"warning: {churn}", file=sys.stderr)
         self.units_per_step = cfg.data.batch_size * cfg.data.segment_seconds * env.world

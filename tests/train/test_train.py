@@ -256,7 +256,10 @@ def test_a_dead_code_threshold_above_the_mean_code_count_is_named():
 
     def quantizer(threshold):
         return GroupedResidualVQ(
-            dim=16, groups=2, num_quantizers=2, codebook_size=1024,
+            dim=16,
+            groups=2,
+            num_quantizers=2,
+            codebook_size=1024,
             threshold_ema_dead_code=threshold,
         )
 
