@@ -136,12 +136,10 @@ class CompressionSolver:
             env.world,
         )
         self.skipped_reads = 0  # files that failed while reading segments (after the manifest)
-        frames = (
-            cfg.data.batch_size * env.world * math.ceil(cfg.data.segment_seconds * model.frame_rate)
-        )
-        if (churn := dead_code_churn(model.quantizer, frames)) and env.rank == 0:
-            print(f"warning: {churn}", file=sys.stderr)
         self.units_per_step = cfg.data.batch_size * cfg.data.segment_seconds * env.world
+        vectors = round(self.units_per_step * model.frame_rate)  # per codebook and step
+        if (churn := dead_code_churn(model.quantizer, vectors)) and env.rank == 0:
+            print(f"warning: {churn}", file=sys.stderr)
         self.mel = MelLoss(model.sample_rate, tuple(cfg.loss.mel_n_ffts), cfg.loss.n_mels)
         self.mel.to(self.device)
         self.stft = MultiResolutionSTFTLoss().to(self.device)
