@@ -70,3 +70,14 @@ def test_a_missing_install_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     done = run(tmp_path / "out", "--root", tmp_path / "empty")
     assert done.returncode == 1 and "no spoken descriptions" in done.stderr
+
+
+def test_an_output_that_cannot_hold_the_links_is_one_line(tmp_path):
+    root = tmp_path / "stamps"
+    (root / "animals").mkdir(parents=True)
+    (root / "animals" / "frog_desc_fr.ogg").write_bytes(b"OggS")
+    out = tmp_path / "out"
+    out.write_text("a file where the folder should be")
+    done = run(out, "--root", root)
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
+    assert "frog_desc_fr.ogg" in done.stderr and "cannot link" in done.stderr

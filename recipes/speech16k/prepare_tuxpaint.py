@@ -43,9 +43,12 @@ def main() -> None:
         if language is None or not path.is_file():
             continue
         link = args.out / language / path.relative_to(args.root)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.is_symlink():
-            link.symlink_to(path.resolve())
+        try:
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.is_symlink():
+                link.symlink_to(path.resolve())
+        except OSError as err:
+            sys.exit(f"{link}: cannot link {path} there ({err.strerror})")
         counts[language] += 1
     if not counts:
         sys.exit(f"{args.root}: no spoken descriptions (*_desc*.ogg); {INSTALL_HINT}")
