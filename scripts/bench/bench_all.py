@@ -7,7 +7,8 @@ package (encode, decode, streaming, a 10 and a 60 minute file), an imported DAC 
 against the `descript-audio-codec` package (encode, decode), the frame-rate decoder beside
 SEANet's and the shipped model's streaming decode, training throughput, the Snake activation,
 and the time `make demo` takes (full mode only). Each runs in its own process, one after
-another, so none slows another; about 20 minutes on 2 idle cores (--quick: about 5).
+another, so none slows another (the total time has not been measured since the decoder and DAC
+benchmarks joined).
 """
 
 from __future__ import annotations
