@@ -7,8 +7,7 @@ package (encode, decode, streaming, a 10 and a 60 minute file), an imported DAC 
 against the `descript-audio-codec` package (encode, decode), the frame-rate decoder beside
 SEANet's and the shipped model's streaming decode, training throughput, the Snake activation,
 and the time `make demo` takes (full mode only). Each runs in its own process, one after
-another, so none slows another (the total time has not been measured since the decoder and DAC
-benchmarks joined).
+another, so none slows another (their total time is not measured here).
 """
 
 from __future__ import annotations
