@@ -232,6 +232,11 @@ class _GroupedResidual(nn.Module):
     def codebook_size(self) -> int:
         return self._codebook.codebook_size
 
+    @property
+    def threshold_ema_dead_code(self) -> float:
+        """A code whose EMA cluster size falls below this is replaced (0: never)."""
+        return self._codebook.threshold_ema_dead_code
+
     def get_extra_state(self) -> torch.Tensor:
         return torch.tensor([self._rng_seed, self._rng_step], dtype=torch.long)
 

@@ -71,17 +71,17 @@ def dead_code_churn(quantizer, vectors_per_step: int) -> str | None:
     codebook_size for evenly used codes; below `threshold_ema_dead_code` it is revived. At
     8 x 0.5 s x 50 frames/s = 200 vectors and 1024 codes that mean is 0.2, so EnCodec's 2 (set
     for 64 x 1 s x 75 = 4,800 vectors) revives about 970 codes per step."""
-    codebook = getattr(quantizer, "_codebook", None)
-    threshold = getattr(codebook, "threshold_ema_dead_code", 0.0)
+    threshold = getattr(quantizer, "threshold_ema_dead_code", 0.0)
     if not threshold:
         return None
-    mean_count = vectors_per_step / codebook.codebook_size
+    codes = quantizer.codebook_size
+    mean_count = vectors_per_step / codes
     if threshold < mean_count:
         return None
     return (
         f"quantizer threshold_ema_dead_code={threshold:g} is at or above the "
         f"{mean_count:.3g} vectors per code per step that this batch gives "
-        f"({vectors_per_step} vectors, {codebook.codebook_size} codes): most codes are "
+        f"({vectors_per_step} vectors, {codes} codes): most codes are "
         f"replaced at every step; try {mean_count / 10:.2g}"
     )
 

@@ -27,9 +27,12 @@ def main() -> None:
         counts[language] = len(files)
         for path in files:
             link = args.out / language / path.parent.parent.name / path.name
-            link.parent.mkdir(parents=True, exist_ok=True)
-            if not link.is_symlink():
-                link.symlink_to(path.resolve())
+            try:
+                link.parent.mkdir(parents=True, exist_ok=True)
+                if not link.is_symlink():
+                    link.symlink_to(path.resolve())
+            except OSError as err:
+                sys.exit(f"{link}: cannot link {path} there ({err.strerror})")
     if not any(counts.values()):
         sys.exit(
             f"no dialogue under {args.root}/sound/*/{{cs,nl}}: install it with "
