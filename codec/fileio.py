@@ -1,6 +1,6 @@
 """Atomic file writing: a temp file in the target's folder, fsync, then rename over the target,
 so a reader sees the old file or the new one, never half of one. Bounded reading of regular
-files from strangers."""
+files from strangers. Corpus links."""
 
 from __future__ import annotations
 
@@ -64,3 +64,14 @@ def read_regular_file(path, max_bytes: int, error: type[Exception] = ValueError)
         if info.st_size > max_bytes:
             raise error(f"{info.st_size} bytes, over the limit of {max_bytes}")
         return handle.read(info.st_size)
+
+
+def link_into(target: Path, link: Path) -> None:
+    """Make `link` (and its folders) a symlink to `target` unless it is one already; a folder or
+    link that cannot be made raises ValueError naming the link, the target and the reason."""
+    try:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(target.resolve())
+    except OSError as err:
+        raise ValueError(f"{link}: cannot link {target} there ({err.strerror})") from err

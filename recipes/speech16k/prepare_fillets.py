@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from codec.fileio import link_into
+
 LANGUAGES = ("cs", "nl")
 
 
@@ -28,11 +30,9 @@ def main() -> None:
         for path in files:
             link = args.out / language / path.parent.parent.name / path.name
             try:
-                link.parent.mkdir(parents=True, exist_ok=True)
-                if not link.is_symlink():
-                    link.symlink_to(path.resolve())
-            except OSError as err:
-                sys.exit(f"{link}: cannot link {path} there ({err.strerror})")
+                link_into(path, link)
+            except ValueError as err:
+                sys.exit(str(err))
     if not any(counts.values()):
         sys.exit(
             f"no dialogue under {args.root}/sound/*/{{cs,nl}}: install it with "

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from codec.fileio import link_into
+
 KTUBERLING_ROOT = Path("/usr/share/ktuberling/sounds")
 KLETTRES_ROOT = Path("/usr/share/klettres")
 # Languages with at least 12 (ktuberling) / 8 (klettres) eligible files, except Czech and
@@ -83,12 +85,6 @@ def join_digits(clips: list[np.ndarray], rate: int, pause_seconds: float = DIGIT
     return np.concatenate(pieces)
 
 
-def link(target: Path, link_path: Path) -> None:
-    link_path.parent.mkdir(parents=True, exist_ok=True)
-    if not link_path.is_symlink():
-        link_path.symlink_to(target.resolve())
-
-
 def gather_packaged(root: Path, languages, per_language: int, pattern: str, out: Path) -> dict:
     """Link a subset of the .ogg/.wav files root/<language>/<pattern> under out/<language>/...
     -> {language: [links]}."""
@@ -101,7 +97,7 @@ def gather_packaged(root: Path, languages, per_language: int, pattern: str, out:
             [str(path.relative_to(root)) for path in files if eligible(path)], per_language
         )
         for name in chosen:
-            link(root / name, out / name)
+            link_into(root / name, out / name)
         built[language] = [out / name for name in chosen]
     return built
 

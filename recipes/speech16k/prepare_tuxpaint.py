@@ -18,6 +18,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from codec.fileio import link_into
+
 DESCRIPTION = re.compile(r"_desc(?:_(?P<language>[A-Za-z]{2,3}(?:_[A-Z]{2})?))?\.(?:ogg|wav)")
 INSTALL_HINT = "install it with `apt-get install tuxpaint-stamps-default`"
 
@@ -44,11 +46,9 @@ def main() -> None:
             continue
         link = args.out / language / path.relative_to(args.root)
         try:
-            link.parent.mkdir(parents=True, exist_ok=True)
-            if not link.is_symlink():
-                link.symlink_to(path.resolve())
-        except OSError as err:
-            sys.exit(f"{link}: cannot link {path} there ({err.strerror})")
+            link_into(path, link)
+        except ValueError as err:
+            sys.exit(str(err))
         counts[language] += 1
     if not counts:
         sys.exit(f"{args.root}: no spoken descriptions (*_desc*.ogg); {INSTALL_HINT}")
