@@ -164,8 +164,11 @@ def _supported_unit(unit: ResidualUnit) -> bool:
         and last.kernel_size == 1
         and (
             isinstance(shortcut, nn.Identity)
-            or (isinstance(shortcut, Conv1d) and _supported_conv(shortcut))
-            and shortcut.kernel_size == 1
+            or (
+                isinstance(shortcut, Conv1d)
+                and _supported_conv(shortcut)
+                and shortcut.kernel_size == 1
+            )
         )
     )
 
@@ -176,9 +179,8 @@ def _step_for(layer: nn.Module):
         return _CausalConv(layer)
     if isinstance(layer, ConvTranspose1d):
         kernel = layer.convtr.kernel_size[0]
-        if layer.causal and layer.norm is None and kernel == 2 * layer.stride:
-            return _CausalConvTranspose(layer)
-        return None
+        polyphase = layer.causal and layer.norm is None and kernel == 2 * layer.stride
+        return _CausalConvTranspose(layer) if polyphase else None
     if isinstance(layer, LSTM):
         return _LSTMStep(layer)
     if type(layer) is nn.ELU:
