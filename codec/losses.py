@@ -1,4 +1,4 @@
-"""Training losses: reconstruction (multi-scale mel, multi-resolution STFT, waveform),
+"""Training losses: reconstruction (multi-scale mel, multi-resolution STFT, waveform, STOI),
 adversarial (hinge, least squares), feature matching, and the gradient balancer.
 
 All reconstruction losses take (estimate, target) of shape (batch, channels, samples).
@@ -100,6 +100,19 @@ def negative_si_sdr(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     from codec.metrics import si_sdr  # codec.metrics builds on this module
 
     return -si_sdr(estimate, target).mean()
+
+
+def negative_stoi(estimate: torch.Tensor, target: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Minus STOI (codec.stoi), averaged over the items with at least 384 ms of non-silent
+    speech (zero, with a zero gradient, when none has): an intelligibility term on band
+    envelopes over 384 ms, which no frame-wise spectral loss sees."""
+    from codec.stoi import stoi
+
+    scores = stoi(estimate, target, sample_rate)
+    valid = torch.isfinite(scores)
+    if not valid.any():
+        return estimate.sum() * 0
+    return -scores[valid].mean().float()
 
 
 # -- adversarial ----------------------------------------------------------------------------

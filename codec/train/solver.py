@@ -31,6 +31,7 @@ from codec.losses import (
     feature_matching_loss,
     generator_loss,
     negative_si_sdr,
+    negative_stoi,
     waveform_l1,
 )
 from codec.metrics import si_sdr
@@ -287,6 +288,8 @@ class CompressionSolver:
             losses["stft"] = self.stft(audio, wav)
         if "sisdr" in self.weights:
             losses["sisdr"] = negative_si_sdr(audio, wav)
+        if "stoi" in self.weights:
+            losses["stoi"] = negative_stoi(audio, wav, self.model.sample_rate)
         if adversarial:
             disc = self.disc  # unwrapped: this pass only routes gradient to the audio
             with self._autocast():

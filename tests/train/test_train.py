@@ -2,6 +2,7 @@
 kill -9 and restart."""
 
 import importlib.util
+import math
 import os
 import pickle
 import signal
@@ -237,6 +238,27 @@ def test_bad_step_counts_are_one_line_before_anything_runs(
     with pytest.raises(SystemExit) as stop:
         main([*tiny_train_overrides, override, f"run_dir={tmp_path / 'run'}"])
     assert message in str(stop.value) and not (tmp_path / "run").exists()
+
+
+def test_every_reconstruction_term_trains_through_the_balancer(
+    tmp_path, metrics_records, tiny_train_overrides
+):
+    run = tmp_path / "run"
+    terms = ["loss.weights.stft=1", "loss.weights.sisdr=1", "loss.weights.stoi=1"]
+    main(
+        [
+            *tiny_train_overrides,
+            *terms,
+            "data.segment_seconds=0.5",  # STOI scores runs of 384 ms
+            "trainer.steps=2",
+            "trainer.valid_every=100",
+            f"run_dir={run}",
+        ]
+    )
+    logged = [r for r in metrics_records(run) if "mel" in r]
+    for name in ("mel", "l1", "stft", "sisdr", "stoi"):
+        assert all(math.isfinite(r[name]) for r in logged) and logged[0][f"grad_{name}"] > 0
+    assert -1 <= logged[0]["stoi"] < 0
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor():
