@@ -1,0 +1,74 @@
+"""Where in frequency a model's decoded audio departs from its input: per group of mel bands,
+the mean log-mel error (decoded minus input, in dB) and its mean absolute value, over the
+frames within 30 dB of each file's loudest (speech, not the pauses), at one bitrate.
+
+    python recipes/speech16k/band_bias.py -m codec/pretrained/speech16k \
+        --files-from runs/NAME/eval_files.txt --bandwidth 6 --every 5
+
+A negative bias over a range of bands is a spectral tilt: the codec plays those frequencies
+quieter than the input. PESQ and STOI largely forgive a fixed tilt (both compare levels within
+bands); mel distance does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torchaudio
+
+from codec.audio import read_for
+from codec.models import Codec
+
+N_FFT, HOP, MELS, GROUPS = 1024, 256, 64, 8
+
+
+def band_bias(paths, decode, rate: int, channels: int):
+    """Per mel band (MELS of them, slaney): the mean and the mean absolute log-mel error in dB of
+    `decode(wav)` against each file's audio `wav` (1, channels, t) at `rate`, over the frames
+    within 30 dB of the file's loudest; and each band's peak frequency in Hz.
+    -> (bias (MELS,), error (MELS,), hz (MELS,), frames)"""
+    mel = torchaudio.transforms.MelSpectrogram(
+        rate, n_fft=N_FFT, hop_length=HOP, n_mels=MELS, power=2.0, norm="slaney", mel_scale="slaney"
+    )
+    bank = torchaudio.functional.melscale_fbanks(
+        N_FFT // 2 + 1, 0.0, rate / 2, MELS, rate, "slaney", "slaney"
+    )
+    hz = bank.argmax(0) * rate / N_FFT
+    bias, error, frames = torch.zeros(MELS), torch.zeros(MELS), 0
+    for path in paths:
+        wav = read_for(path, rate, channels)[None]
+        with torch.inference_mode():
+            decoded = decode(wav)[..., : wav.shape[-1]]
+        ref = 10 * mel(wav.mean(1)).clamp(min=1e-10).log10()[0]  # (mels, frames) dB
+        out = 10 * mel(decoded.mean(1)).clamp(min=1e-10).log10()[0]
+        loud = ref.max(0).values > ref.max() - 30
+        diff = (out - ref)[:, loud]
+        bias, error, frames = bias + diff.sum(1), error + diff.abs().sum(1), frames + diff.shape[1]
+    return bias / max(frames, 1), error / max(frames, 1), hz, frames
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-m", "--model", required=True, help="saved model folder")
+    parser.add_argument("--files-from", required=True, help="one audio path a line")
+    parser.add_argument("--bandwidth", type=float, default=6.0, help="kbps")
+    parser.add_argument("--every", type=int, default=1, help="every N-th file of the list")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    model = Codec.from_pretrained(args.model).eval()
+    paths = [line.strip() for line in open(args.files_from) if line.strip()][:: args.every]
+
+    def decode(wav):
+        return model.decode(model.encode(wav, bandwidth=args.bandwidth))
+
+    bias, error, hz, frames = band_bias(paths, decode, model.sample_rate, model.channels)
+    print(f"{args.model}: {len(paths)} files, {frames} frames, {args.bandwidth:g} kbps")
+    print("mel bands | Hz | bias dB | |error| dB")
+    for g, (b, e) in enumerate(zip(bias.view(GROUPS, -1), error.view(GROUPS, -1))):
+        low, high = g * MELS // GROUPS, (g + 1) * MELS // GROUPS - 1
+        print(f"{low}-{high} | {hz[low]:.0f}-{hz[high]:.0f} | {b.mean():+.1f} | {e.mean():.1f}")
+
+
+if __name__ == "__main__":
+    main()
