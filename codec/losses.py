@@ -12,6 +12,7 @@ import torchaudio
 from torch import nn
 
 from codec.quantize import distributed as ddp
+from codec.stoi import stoi
 
 
 def _spectrogram_window(module: nn.Module, n_fft: int) -> torch.Tensor:
@@ -106,8 +107,6 @@ def negative_stoi(estimate: torch.Tensor, target: torch.Tensor, sample_rate: int
     """Minus STOI (codec.stoi), averaged over the items with at least 384 ms of non-silent
     speech (zero, with a zero gradient, when none has): an intelligibility term on band
     envelopes over 384 ms, which no frame-wise spectral loss sees."""
-    from codec.stoi import stoi
-
     scores = stoi(estimate, target, sample_rate)
     valid = torch.isfinite(scores)
     if not valid.any():
