@@ -6,8 +6,8 @@ frames within 30 dB of each file's loudest (speech, not the pauses), at one bitr
         --files-from runs/NAME/eval_files.txt --bandwidth 6 --every 5
 
 A negative bias over a range of bands is a spectral tilt: the codec plays those frequencies
-quieter than the input. PESQ and STOI largely forgive a fixed tilt (both compare levels within
-bands); mel distance does not.
+quieter than the input. STOI removes a fixed gain per band (it normalises each band's level over
+384 ms) and PESQ partly equalises the frequency response; mel distance counts it in full.
 """
 
 from __future__ import annotations
