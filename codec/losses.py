@@ -106,9 +106,11 @@ def negative_si_sdr(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 def negative_stoi(estimate: torch.Tensor, target: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Minus STOI (codec.stoi), averaged over the items with at least 384 ms of non-silent
     speech (zero, with a zero gradient, when none has): an intelligibility term on band
-    envelopes over 384 ms, which no frame-wise spectral loss sees."""
+    envelopes over 384 ms, which no frame-wise spectral loss sees. A non-finite estimate gives
+    a non-finite loss, as in the other terms."""
     scores = stoi(estimate, target, sample_rate)
-    valid = torch.isfinite(scores)
+    broken = ~torch.isfinite(estimate.reshape(estimate.shape[0], -1)).all(-1)
+    valid = torch.isfinite(scores) | broken
     if not valid.any():
         return estimate.sum() * 0
     return -scores[valid].mean().float()

@@ -81,6 +81,9 @@ def test_negative_stoi_skips_items_without_speech(fsdd_root):
     torch.testing.assert_close(
         negative_stoi(both, torch.cat([speech, silent]), rate), negative_stoi(noisy, speech, rate)
     )
+    broken = speech.clone()
+    broken[..., 100] = float("nan")  # a non-finite estimate is not "no speech"
+    assert torch.isnan(negative_stoi(broken, speech, rate))
     nothing = silent.clone().requires_grad_()
     loss = negative_stoi(nothing, silent, rate)
     loss.backward()
