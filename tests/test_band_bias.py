@@ -1,10 +1,11 @@
 """recipes/speech16k/band_bias.py on real speech: a gain shows as that bias in every band, a
-low-pass as a bias above its corner only."""
+low-pass as a bias above its corner only; bad inputs are one line each."""
 
 import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
 import torchaudio.functional as AF
 
 SCRIPT = Path(__file__).resolve().parent.parent / "recipes" / "speech16k" / "band_bias.py"
@@ -27,3 +28,28 @@ def test_gain_and_lowpass_show_where_they_act(fsdd_root):
         1,
     )
     assert bias[hz < 500].abs().max() < 1.0 and bias[(hz > 2500) & (hz < 3500)].max() < -10
+
+
+def test_a_bad_file_is_one_line_and_the_rest_still_counts(
+    fsdd_root, saved_model, tmp_path, monkeypatch, capsys
+):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not audio")
+    listing = tmp_path / "files.txt"
+    listing.write_text(f"{sorted(fsdd_root.glob('*.wav'))[0]}\n{broken}\n")
+    argv = ["band_bias.py", "-m", str(saved_model), "--files-from", str(listing)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as stop:
+        band_bias.main()
+    assert stop.value.code == 1
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and str(broken) in err
+    assert ": 1 files," in out and out.count("|") > 8
+    monkeypatch.setattr(sys, "argv", [*argv[:4], str(tmp_path / "missing.txt")])
+    with pytest.raises(SystemExit) as stop:
+        band_bias.main()
+    assert "missing.txt: cannot read the file list" in str(stop.value.code)
+    monkeypatch.setattr(sys, "argv", ["band_bias.py", "-m", "no_such_model", *argv[3:]])
+    with pytest.raises(SystemExit) as stop:
+        band_bias.main()
+    assert str(stop.value.code).startswith("no_such_model: no model folder")

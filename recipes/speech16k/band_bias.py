@@ -2,8 +2,11 @@
 the mean log-mel error (decoded minus input, in dB) and its mean absolute value, over the
 frames within 30 dB of each file's loudest (speech, not the pauses), at one bitrate.
 
-    python recipes/speech16k/band_bias.py -m codec/pretrained/speech16k \
+    python recipes/speech16k/band_bias.py -m speech16k \
         --files-from runs/NAME/eval_files.txt --bandwidth 6 --every 5
+
+`-m` takes a folder or a model's short name, as `codec` does. A file that cannot be read is
+named on one line and left out; the exit status is then 1.
 
 A negative bias over a range of bands is a spectral tilt: the codec plays those frequencies
 quieter than the input. STOI removes a fixed gain per band (it normalises each band's level over
@@ -13,20 +16,25 @@ quieter than the input. STOI removes a fixed gain per band (it normalises each b
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 import torchaudio
 
-from codec.audio import read_for
+from codec.audio import AudioError, read_for
+from codec.errors import first_line
 from codec.models import Codec
+from codec.models.folder import ModelFormatError
+from codec.models.names import resolve_model
 
 N_FFT, HOP, MELS, GROUPS = 1024, 256, 64, 8
 
 
-def band_bias(paths, decode, rate: int, channels: int):
+def band_bias(paths, decode, rate: int, channels: int, problems: list[str] | None = None):
     """Per mel band (MELS of them, slaney): the mean and the mean absolute log-mel error in dB of
     `decode(wav)` against each file's audio `wav` (1, channels, t) at `rate`, over the frames
-    within 30 dB of the file's loudest; and each band's peak frequency in Hz.
+    within 30 dB of the file's loudest; and each band's peak frequency in Hz. A file that cannot
+    be read is left out and named in `problems` (raised when `problems` is None).
     -> (bias (MELS,), error (MELS,), hz (MELS,), frames)"""
     mel = torchaudio.transforms.MelSpectrogram(
         rate, n_fft=N_FFT, hop_length=HOP, n_mels=MELS, power=2.0, norm="slaney", mel_scale="slaney"
@@ -37,7 +45,13 @@ def band_bias(paths, decode, rate: int, channels: int):
     hz = bank.argmax(0) * rate / N_FFT
     bias, error, frames = torch.zeros(MELS), torch.zeros(MELS), 0
     for path in paths:
-        wav = read_for(path, rate, channels)[None]
+        try:
+            wav = read_for(path, rate, channels)[None]
+        except AudioError as err:
+            if problems is None:
+                raise
+            problems.append(first_line(err))
+            continue
         with torch.inference_mode():
             decoded = decode(wav)[..., : wav.shape[-1]]
         ref = 10 * mel(wav.mean(1)).clamp(min=1e-10).log10()[0]  # (mels, frames) dB
@@ -50,24 +64,37 @@ def band_bias(paths, decode, rate: int, channels: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-m", "--model", required=True, help="saved model folder")
+    parser.add_argument("-m", "--model", required=True, help="model folder or short name")
     parser.add_argument("--files-from", required=True, help="one audio path a line")
     parser.add_argument("--bandwidth", type=float, default=6.0, help="kbps")
     parser.add_argument("--every", type=int, default=1, help="every N-th file of the list")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    model = Codec.from_pretrained(args.model).eval()
-    paths = [line.strip() for line in open(args.files_from) if line.strip()][:: args.every]
+    try:
+        model = Codec.from_pretrained(resolve_model(args.model))
+    except (FileNotFoundError, ModelFormatError) as err:
+        sys.exit(first_line(err))
+    try:
+        with open(args.files_from) as listing:
+            paths = [line.strip() for line in listing if line.strip()][:: args.every]
+    except OSError as err:
+        sys.exit(f"{args.files_from}: cannot read the file list ({err.strerror})")
 
     def decode(wav):
         return model.decode(model.encode(wav, bandwidth=args.bandwidth))
 
-    bias, error, hz, frames = band_bias(paths, decode, model.sample_rate, model.channels)
-    print(f"{args.model}: {len(paths)} files, {frames} frames, {args.bandwidth:g} kbps")
+    problems: list[str] = []
+    bias, error, hz, frames = band_bias(paths, decode, model.sample_rate, model.channels, problems)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    used = len(paths) - len(problems)
+    print(f"{args.model}: {used} files, {frames} frames, {args.bandwidth:g} kbps")
     print("mel bands | Hz | bias dB | |error| dB")
     for g, (b, e) in enumerate(zip(bias.view(GROUPS, -1), error.view(GROUPS, -1))):
         low, high = g * MELS // GROUPS, (g + 1) * MELS // GROUPS - 1
         print(f"{low}-{high} | {hz[low]:.0f}-{hz[high]:.0f} | {b.mean():+.1f} | {e.mean():.1f}")
+    if problems:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
