@@ -11,6 +11,7 @@ run of 30 frames (384 ms), scale the estimate's envelope to the clean one's ener
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -43,6 +44,14 @@ def third_octave_bands(
     hi_bin = (freqs[None] - high[:, None]).square().argmin(dim=1)
     bins = torch.arange(len(freqs))
     return ((bins[None] >= lo_bin[:, None]) & (bins[None] < hi_bin[:, None])).double()
+
+
+@functools.cache
+def _constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The analysis window (MATLAB's hanning(FRAME)) and the band matrix, made once per device:
+    the loss calls `stoi` every training step. Read-only."""
+    window = torch.hann_window(FRAME + 2, periodic=False, dtype=torch.float64)[1:-1]
+    return window.to(device), third_octave_bands().to(device)
 
 
 def _frames(x: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
@@ -105,6 +114,5 @@ def stoi(estimate: torch.Tensor, target: torch.Tensor, sample_rate: int) -> torc
     if sample_rate != RATE:
         est = torchaudio.functional.resample(est, sample_rate, RATE)
         ref = torchaudio.functional.resample(ref, sample_rate, RATE)
-    window = torch.hann_window(FRAME + 2, periodic=False, dtype=torch.float64)[1:-1]
-    window, bands = window.to(est.device), third_octave_bands().to(est.device)
+    window, bands = _constants(est.device)
     return torch.stack([_item_stoi(r, e, window, bands) for r, e in zip(ref, est)])
