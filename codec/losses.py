@@ -1,5 +1,6 @@
-"""Training losses: reconstruction (multi-scale mel, multi-resolution STFT, waveform, STOI),
-adversarial (hinge, least squares), feature matching, and the gradient balancer.
+"""Training losses: reconstruction (multi-scale mel, mel band levels, multi-resolution STFT,
+waveform, STOI), adversarial (hinge, least squares), feature matching, and the gradient
+balancer.
 
 All reconstruction losses take (estimate, target) of shape (batch, channels, samples).
 """
@@ -61,6 +62,34 @@ class MelLoss(nn.Module):
             if self.linear_weight:
                 total = total + self.linear_weight * (a - b).abs().mean()
         return total / len(self.mels)
+
+
+class MelLevelLoss(nn.Module):
+    """L1 distance of each item's long-term mel band levels: the mel power spectrogram
+    (b c mels frames) averaged over frames, in log10, so it sees the spectral balance of a
+    whole segment (a tilt, a band played too quiet) and none of its frame-by-frame detail.
+    Waveform terms (SI-SDR, STOI) let a decoder play the bands it is unsure of too quiet; the
+    frame-wise mel distance pays for that only in proportion to the frames."""
+
+    def __init__(self, sample_rate: int, n_fft: int = 1024, n_mels: int = 64, eps: float = 1e-10):
+        super().__init__()
+        self.eps = eps
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate,
+            n_fft=n_fft,
+            hop_length=n_fft // 4,
+            n_mels=n_mels,
+            power=2.0,
+            norm="slaney",
+            mel_scale="slaney",
+        )
+
+    def levels(self, wav: torch.Tensor) -> torch.Tensor:
+        """(b c t) -> (b c mels): log10 of the mean mel power over frames."""
+        return self.mel(wav.float()).mean(-1).clamp(min=self.eps).log10()
+
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (self.levels(estimate) - self.levels(target)).abs().mean()
 
 
 class MultiResolutionSTFTLoss(nn.Module):

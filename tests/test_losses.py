@@ -7,6 +7,7 @@ import torchaudio.functional as AF
 
 from codec.losses import (
     Balancer,
+    MelLevelLoss,
     MelLoss,
     MultiResolutionSTFTLoss,
     discriminator_loss,
@@ -17,7 +18,9 @@ from codec.losses import (
 )
 
 
-@pytest.mark.parametrize("loss", [MelLoss(16000), MultiResolutionSTFTLoss()])
+@pytest.mark.parametrize(
+    "loss", [MelLoss(16000), MelLevelLoss(16000), MultiResolutionSTFTLoss()], ids=type
+)
 def test_reconstruction_losses_rank_distortions(loss):
     clean = torch.sin(2 * torch.pi * 440 * torch.arange(8000) / 16000)[None, None].repeat(2, 1, 1)
     slightly = clean + 0.01 * torch.randn_like(clean)
@@ -98,3 +101,15 @@ def test_balancer_state_round_trip():
     b = Balancer({"l1": 1.0})
     b.load_state_dict(a.state_dict())
     assert b.norm_ema == a.norm_ema and b.ema_weight == a.ema_weight
+
+
+def test_mel_levels_see_a_gain_exactly_and_a_tilt_but_not_the_frame_order(fsdd_root):
+    wav, rate = sf.read(sorted(fsdd_root.glob("*.wav"))[3], dtype="float32")
+    speech = torch.from_numpy(wav)[None, None]
+    levels = MelLevelLoss(rate)
+    # a gain g moves every band's mean power by g^2: log10(4) for g = 2
+    torch.testing.assert_close(levels(2 * speech, speech), torch.tensor(0.60206), atol=1e-4, rtol=0)
+    tilted = AF.highpass_biquad(speech, rate, 1500.0)
+    assert levels(tilted, speech) > 0.1
+    # frames played in reverse order keep each band's long-term level
+    assert levels(speech.flip(-1), speech) < 0.02 < MelLoss(rate)(speech.flip(-1), speech)

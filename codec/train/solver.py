@@ -3,7 +3,8 @@ the weight-EMA copy, and validation by number of levels.
 
     wav (b, c, t) -> Codec -> audio (b, c, t), commitment
         discriminator step (from discriminator.start_step): hinge/LS loss on wav vs audio
-        generator step: mel, L1, STFT, adversarial, feature matching (balanced or weighted)
+        generator step: mel, mel levels, L1, STFT, SI-SDR, STOI, adversarial, feature
+                        matching (balanced or weighted)
                         + commitment -> Adam(W) -> EMA of the weights
 
 `CompressionSolver` is what `codec.train.loop.Loop` runs; it knows nothing of checkpoints,
@@ -25,6 +26,7 @@ from codec.errors import first_line
 from codec.fileio import atomic_write_bytes
 from codec.losses import (
     Balancer,
+    MelLevelLoss,
     MelLoss,
     MultiResolutionSTFTLoss,
     discriminator_loss,
@@ -144,6 +146,7 @@ class CompressionSolver:
         self.mel = MelLoss(model.sample_rate, tuple(cfg.loss.mel_n_ffts), cfg.loss.n_mels)
         self.mel.to(self.device)
         self.stft = MultiResolutionSTFTLoss().to(self.device)
+        self.mel_level = MelLevelLoss(model.sample_rate).to(self.device)
         weights = dict(cfg.loss.weights)
         if self.disc is None:
             weights = {k: v for k, v in weights.items() if k not in ("adv", "feat")}
@@ -282,6 +285,8 @@ class CompressionSolver:
         losses = {}
         if "mel" in self.weights:
             losses["mel"] = self.mel(audio, wav)
+        if "mel_level" in self.weights:
+            losses["mel_level"] = self.mel_level(audio, wav)
         if "l1" in self.weights:
             losses["l1"] = waveform_l1(audio, wav)
         if "stft" in self.weights:
