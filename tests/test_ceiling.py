@@ -1,0 +1,73 @@
+"""recipes/speech16k/ceiling.py on real speech: its coded rows are what `codec` decodes, its
+scores are `codec eval`'s, and bad inputs are one line each."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchaudio.functional as AF
+
+from codec.audio import read_for
+from codec.models import Codec
+
+SCRIPT = Path(__file__).resolve().parent.parent / "recipes" / "speech16k" / "ceiling.py"
+spec = importlib.util.spec_from_file_location("ceiling", SCRIPT)
+ceiling = importlib.util.module_from_spec(spec)
+sys.modules["ceiling"] = ceiling
+spec.loader.exec_module(ceiling)
+
+
+def test_coded_rows_decode_as_the_codec_does_and_latents_skip_the_quantizer(
+    fsdd_root, saved_model
+):
+    model = Codec.from_pretrained(saved_model)
+    wav = read_for(sorted(fsdd_root.glob("*.wav"))[0], model.sample_rate, model.channels)[None]
+    decode = ceiling.decoders(model, [1, model.levels])
+    with torch.no_grad():
+        for levels in (1, model.levels):
+            expected = model.decode(model.encode(wav, levels=levels))
+            torch.testing.assert_close(decode[f"{levels} levels"](wav), expected)
+        unquantized = decode["latents"](wav)
+        torch.testing.assert_close(unquantized, model._decode_latents(model._latents(wav)))
+    assert (unquantized - expected).abs().max() > 1e-3
+
+
+def test_scores_rank_an_identity_above_a_lowpass(fsdd_root):
+    paths = sorted(fsdd_root.glob("*.wav"))[:3]
+    decode_by_name = {
+        "same": lambda wav: wav,
+        "lowpass": lambda wav: AF.lowpass_biquad(AF.lowpass_biquad(wav, 8000, 800), 8000, 800),
+    }
+    problems = []
+    means, files = ceiling.ceiling(paths, decode_by_name, 8000, 1, problems)
+    assert files == 3 and not problems
+    same, lowpass = means["same"], means["lowpass"]
+    assert same["mel"] < 1e-6 and same["stoi"] > 0.999 and same["pesq"] > 4.4
+    assert lowpass["mel"] > 0.1 and lowpass["stoi"] < 0.95 and lowpass["pesq"] < same["pesq"]
+
+
+def test_a_bad_file_is_one_line_and_the_rest_still_counts(
+    fsdd_root, saved_model, tmp_path, monkeypatch, capsys
+):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not audio")
+    listing = tmp_path / "files.txt"
+    listing.write_text(f"{sorted(fsdd_root.glob('*.wav'))[0]}\n{broken}\n")
+    argv = ["ceiling.py", "-m", str(saved_model), "--files-from", str(listing)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--levels", "1"])
+    with pytest.raises(SystemExit) as stop:
+        ceiling.main()
+    assert stop.value.code == 1
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and str(broken) in err
+    assert ": 1 files" in out and "latents | - |" in out and "1 levels |" in out
+    monkeypatch.setattr(sys, "argv", [*argv, "--levels", "99"])
+    with pytest.raises(SystemExit) as stop:
+        ceiling.main()
+    assert "--levels 99: the model has 1 to" in str(stop.value.code)
+    monkeypatch.setattr(sys, "argv", [*argv[:4], str(tmp_path / "missing.txt")])
+    with pytest.raises(SystemExit) as stop:
+        ceiling.main()
+    assert "missing.txt: cannot read the file list" in str(stop.value.code)
