@@ -19,9 +19,7 @@ sys.modules["ceiling"] = ceiling
 spec.loader.exec_module(ceiling)
 
 
-def test_coded_rows_decode_as_the_codec_does_and_latents_skip_the_quantizer(
-    fsdd_root, saved_model
-):
+def test_coded_rows_decode_as_the_codec_does_and_latents_skip_the_quantizer(fsdd_root, saved_model):
     model = Codec.from_pretrained(saved_model)
     wav = read_for(sorted(fsdd_root.glob("*.wav"))[0], model.sample_rate, model.channels)[None]
     decode = ceiling.decoders(model, [1, model.levels])
