@@ -17,6 +17,7 @@ import math
 import sys
 
 import torch
+import torch.nn.functional as F
 
 from codec.audio import AudioError, read_for
 from codec.errors import first_line
@@ -29,19 +30,15 @@ METRICS = ("mel", "stft", "si_sdr", "pesq", "stoi")
 
 
 def decoders(model: Codec, levels: list[int]) -> dict:
-    """name -> decode(wav (1, c, t)) -> (1, c, t'): "latents" skips the quantizer, "N levels"
-    decodes the first N levels' codes."""
+    """name -> decode(wav (1, c, t)) -> (1, c, t'): "latents" runs the decoder on the encoder's
+    output, "N levels" is `decode(encode(wav, levels=N))`."""
 
-    def through(num_levels: int | None):
-        def decode(wav):
-            latents = model._latents(wav)
-            if num_levels is not None:
-                latents = model._quantize(latents, num_levels)[0]
-            return model._decode_latents(latents)
+    def coded(num_levels: int):
+        return lambda wav: model.decode(model.encode(wav, levels=num_levels))
 
-        return decode
-
-    return {"latents": through(None)} | {f"{n} levels": through(n) for n in levels}
+    return {"latents": lambda wav: model.decoder(model.encoder(wav))} | {
+        f"{n} levels": coded(n) for n in levels
+    }
 
 
 def ceiling(paths, decode_by_name: dict, rate: int, channels: int, problems: list[str]):
@@ -60,6 +57,7 @@ def ceiling(paths, decode_by_name: dict, rate: int, channels: int, problems: lis
         for name, decode in decode_by_name.items():
             with torch.inference_mode():
                 decoded = decode(wav[None])[0, :, : wav.shape[-1]]
+            decoded = F.pad(decoded, (0, wav.shape[-1] - decoded.shape[-1]))  # a short decoder
             for metric, value in quality(decoded, wav).items():
                 if not math.isnan(value):
                     scores[name][metric].append(value)
