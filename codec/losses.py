@@ -69,9 +69,17 @@ class MelLevelLoss(nn.Module):
     (b c mels frames) averaged over frames, in log10, so it sees the spectral balance of a
     whole segment (a tilt, a band played too quiet) and none of its frame-by-frame detail.
     Waveform terms (SI-SDR, STOI) let a decoder play the bands it is unsure of too quiet; the
-    frame-wise mel distance pays for that only in proportion to the frames."""
+    frame-wise mel distance pays for that only in proportion to the frames. `f_max` (Hz) keeps
+    the bands below it (all up to Nyquist when None)."""
 
-    def __init__(self, sample_rate: int, n_fft: int = 1024, n_mels: int = 64, eps: float = 1e-10):
+    def __init__(
+        self,
+        sample_rate: int,
+        n_fft: int = 1024,
+        n_mels: int = 64,
+        f_max: float | None = None,
+        eps: float = 1e-10,
+    ):
         super().__init__()
         self.eps = eps
         self.mel = torchaudio.transforms.MelSpectrogram(
@@ -79,6 +87,7 @@ class MelLevelLoss(nn.Module):
             n_fft=n_fft,
             hop_length=n_fft // 4,
             n_mels=n_mels,
+            f_max=f_max,
             power=2.0,
             norm="slaney",
             mel_scale="slaney",

@@ -111,5 +111,9 @@ def test_mel_levels_see_a_gain_exactly_and_a_tilt_but_not_the_frame_order(fsdd_r
     torch.testing.assert_close(levels(2 * speech, speech), torch.tensor(0.60206), atol=1e-4, rtol=0)
     tilted = AF.highpass_biquad(speech, rate, 1500.0)
     assert levels(tilted, speech) > 0.1
+    # a band limit hides what happens above it
+    lowpassed = AF.lowpass_biquad(speech, rate, 2000.0)
+    below = MelLevelLoss(rate, f_max=1000.0)(lowpassed, speech)
+    assert below < 0.02 < 0.1 < levels(lowpassed, speech)
     # frames played in reverse order keep each band's long-term level
     assert levels(speech.flip(-1), speech) < 0.02 < MelLoss(rate)(speech.flip(-1), speech)

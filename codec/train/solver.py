@@ -146,7 +146,8 @@ class CompressionSolver:
         self.mel = MelLoss(model.sample_rate, tuple(cfg.loss.mel_n_ffts), cfg.loss.n_mels)
         self.mel.to(self.device)
         self.stft = MultiResolutionSTFTLoss().to(self.device)
-        self.mel_level = MelLevelLoss(model.sample_rate).to(self.device)
+        self.mel_level = MelLevelLoss(model.sample_rate, f_max=cfg.loss.mel_level_f_max)
+        self.mel_level.to(self.device)
         weights = dict(cfg.loss.weights)
         if self.disc is None:
             weights = {k: v for k, v in weights.items() if k not in ("adv", "feat")}
