@@ -22,7 +22,7 @@ from pathlib import Path
 
 from codec import __version__
 from codec.errors import first_line
-from codec.fileio import AUDIO_SUFFIXES
+from codec.fileio import AUDIO_SUFFIXES, read_file_list
 from codec.limits import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
 
@@ -419,10 +419,9 @@ def run_eval(args, errors: list[str]) -> int:
     inputs = list(args.inputs)
     if args.files_from is not None:
         try:
-            lines = args.files_from.read_text().splitlines()
-        except OSError as err:
-            raise UsageError(f"{args.files_from}: {err.strerror or err}") from None
-        inputs += [Path(line.strip()) for line in lines if line.strip()]
+            inputs += [Path(line) for line in read_file_list(args.files_from)]
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     if not inputs:
         raise UsageError("no audio given: pass files or folders, or --files-from LIST")
     paths = [p for p, _ in collect(inputs, AUDIO_SUFFIXES, args.recursive, errors)]

@@ -66,6 +66,17 @@ def read_regular_file(path, max_bytes: int, error: type[Exception] = ValueError)
         return handle.read(info.st_size)
 
 
+def read_file_list(path) -> list[str]:
+    """The non-blank lines of a list of paths (one a line), stripped; ValueError
+    "PATH: cannot read the file list (why)" when it cannot be read as text."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        why = getattr(err, "strerror", None) or err
+        raise ValueError(f"{path}: cannot read the file list ({why})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def link_into(target: Path, link: Path) -> None:
     """Make `link` (and its folders) a symlink to `target` unless it is one already; a folder or
     link that cannot be made raises ValueError naming the link, the target and the reason."""

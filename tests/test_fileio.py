@@ -4,7 +4,7 @@ import errno
 
 import pytest
 
-from codec.fileio import atomic_write, atomic_write_bytes
+from codec.fileio import atomic_write, atomic_write_bytes, read_file_list
 
 
 def test_a_failed_write_names_the_target_and_leaves_the_old_file(tmp_path):
@@ -34,3 +34,16 @@ def test_other_errors_pass_through_unchanged(tmp_path):
     with pytest.raises(KeyError):
         atomic_write(tmp_path / "out.bin", lambda tmp: {}["missing"])
     assert not list(tmp_path.iterdir())
+
+
+def test_a_file_list_is_its_non_blank_lines_and_an_unreadable_one_is_named(tmp_path):
+    listing = tmp_path / "files.txt"
+    listing.write_text(" a.wav\n\n  \nsub dir/b.flac \n")
+    assert read_file_list(listing) == ["a.wav", "sub dir/b.flac"]
+    for bad in (tmp_path / "missing.txt", tmp_path):
+        with pytest.raises(ValueError, match=rf"^{bad}: cannot read the file list \("):
+            read_file_list(bad)
+    binary = tmp_path / "codes.bin"
+    binary.write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(ValueError, match="codes.bin: cannot read the file list"):
+        read_file_list(binary)

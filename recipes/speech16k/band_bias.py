@@ -23,6 +23,7 @@ import torchaudio
 
 from codec.audio import AudioError, read_for
 from codec.errors import first_line
+from codec.fileio import read_file_list
 from codec.models import Codec
 from codec.models.folder import ModelFormatError
 from codec.models.names import resolve_model
@@ -75,10 +76,9 @@ def main() -> None:
     except (FileNotFoundError, ModelFormatError) as err:
         sys.exit(first_line(err))
     try:
-        with open(args.files_from) as listing:
-            paths = [line.strip() for line in listing if line.strip()][:: args.every]
-    except OSError as err:
-        sys.exit(f"{args.files_from}: cannot read the file list ({err.strerror})")
+        paths = read_file_list(args.files_from)[:: args.every]
+    except ValueError as err:
+        sys.exit(str(err))
 
     def decode(wav):
         return model.decode(model.encode(wav, bandwidth=args.bandwidth))

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from codec.audio import read_for
+from codec.fileio import read_file_list
 from codec.models import Codec
 from codec.models.folder import round_to_storage
 from codec.models.names import PRETRAINED
@@ -53,9 +54,9 @@ def main() -> None:
     files = []
     if args.files_from:
         try:
-            files = args.files_from.read_text().split()[: args.limit]
-        except OSError as err:
-            sys.exit(f"{args.files_from}: cannot read the file list ({err.strerror})")
+            files = read_file_list(args.files_from)[: args.limit]
+        except ValueError as err:
+            sys.exit(str(err))
     reference = Codec.from_pretrained(args.model)
     model = Codec.from_pretrained(args.model, inference=False).eval()
     model.config = dataclasses.replace(model.config, model_id=args.name)
