@@ -62,6 +62,16 @@ def fsdd_root() -> Path:
     return Path(root)
 
 
+@pytest.fixture
+def list_with_a_broken_file(fsdd_root, tmp_path) -> tuple[Path, Path]:
+    """(a --files-from list of one FSDD recording and one file that is not audio, that file)."""
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not audio")
+    listing = tmp_path / "files.txt"
+    listing.write_text(f"{sorted(fsdd_root.glob('*.wav'))[0]}\n{broken}\n")
+    return listing, broken
+
+
 def _file_size_limit(limit: int):
     """A subprocess preexec_fn for fault injection without mocks: the child may write files
     of at most `limit` bytes, and a write past that fails with EFBIG (SIGXFSZ ignored) the way

@@ -31,12 +31,9 @@ def test_gain_and_lowpass_show_where_they_act(fsdd_root):
 
 
 def test_a_bad_file_is_one_line_and_the_rest_still_counts(
-    fsdd_root, saved_model, tmp_path, monkeypatch, capsys
+    list_with_a_broken_file, saved_model, tmp_path, monkeypatch, capsys
 ):
-    broken = tmp_path / "broken.wav"
-    broken.write_bytes(b"RIFF not audio")
-    listing = tmp_path / "files.txt"
-    listing.write_text(f"{sorted(fsdd_root.glob('*.wav'))[0]}\n{broken}\n")
+    listing, broken = list_with_a_broken_file
     argv = ["band_bias.py", "-m", str(saved_model), "--files-from", str(listing)]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as stop:

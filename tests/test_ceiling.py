@@ -22,23 +22,24 @@ spec.loader.exec_module(ceiling)
 def test_coded_rows_decode_as_the_codec_does_and_latents_skip_the_quantizer(fsdd_root, saved_model):
     model = Codec.from_pretrained(saved_model)
     wav = read_for(sorted(fsdd_root.glob("*.wav"))[0], model.sample_rate, model.channels)[None]
-    decode = ceiling.decoders(model, [1, model.levels])
     with torch.no_grad():
+        decoded = ceiling.decodings(model, wav, [1, model.levels])
         for levels in (1, model.levels):
             expected = model.decode(model.encode(wav, levels=levels))
-            torch.testing.assert_close(decode[f"{levels} levels"](wav), expected)
-        unquantized = decode["latents"](wav)
+            torch.testing.assert_close(decoded[f"{levels} levels"], expected)
+        unquantized = decoded["latents"]
     assert unquantized.shape == expected.shape and (unquantized - expected).abs().max() > 1e-3
 
 
 def test_scores_rank_an_identity_above_a_lowpass(fsdd_root):
     paths = sorted(fsdd_root.glob("*.wav"))[:3]
-    decode_by_name = {
-        "same": lambda wav: wav,
-        "lowpass": lambda wav: AF.lowpass_biquad(AF.lowpass_biquad(wav, 8000, 800), 8000, 800),
-    }
+
+    def decode(wav):
+        lowpass = AF.lowpass_biquad(AF.lowpass_biquad(wav, 8000, 800), 8000, 800)
+        return {"same": wav, "lowpass": lowpass}
+
     problems = []
-    means, files = ceiling.ceiling(paths, decode_by_name, 8000, 1, problems)
+    means, files = ceiling.ceiling(paths, decode, 8000, 1, problems)
     assert files == 3 and not problems
     same, lowpass = means["same"], means["lowpass"]
     assert same["mel"] < 1e-6 and same["stoi"] > 0.999 and same["pesq"] > 4.4
@@ -46,12 +47,9 @@ def test_scores_rank_an_identity_above_a_lowpass(fsdd_root):
 
 
 def test_a_bad_file_is_one_line_and_the_rest_still_counts(
-    fsdd_root, saved_model, tmp_path, monkeypatch, capsys
+    list_with_a_broken_file, saved_model, tmp_path, monkeypatch, capsys
 ):
-    broken = tmp_path / "broken.wav"
-    broken.write_bytes(b"RIFF not audio")
-    listing = tmp_path / "files.txt"
-    listing.write_text(f"{sorted(fsdd_root.glob('*.wav'))[0]}\n{broken}\n")
+    listing, broken = list_with_a_broken_file
     argv = ["ceiling.py", "-m", str(saved_model), "--files-from", str(listing)]
     monkeypatch.setattr(sys, "argv", [*argv, "--levels", "1"])
     with pytest.raises(SystemExit) as stop:

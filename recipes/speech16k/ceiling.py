@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from codec.audio import AudioError, read_for
 from codec.errors import first_line
 from codec.evaluate import Quality
+from codec.fileio import read_file_list
 from codec.models import Codec
 from codec.models.folder import ModelFormatError
 from codec.models.names import resolve_model
@@ -29,23 +30,21 @@ from codec.models.names import resolve_model
 METRICS = ("mel", "stft", "si_sdr", "pesq", "stoi")
 
 
-def decoders(model: Codec, levels: list[int]) -> dict:
-    """name -> decode(wav (1, c, t)) -> (1, c, t'): "latents" runs the decoder on the encoder's
-    output, "N levels" is `decode(encode(wav, levels=N))`."""
-
-    def coded(num_levels: int):
-        return lambda wav: model.decode(model.encode(wav, levels=num_levels))
-
-    return {"latents": lambda wav: model.decoder(model.encoder(wav))} | {
-        f"{n} levels": coded(n) for n in levels
-    }
+def decodings(model: Codec, wav: torch.Tensor, levels: list[int]) -> dict:
+    """name -> wav (1, c, t) decoded: "latents" is the decoder on the encoder's output, "N levels"
+    the first N levels of one `encode` at the most levels (a residual quantizer's first N
+    levels are its N-level codes), so `decode(encode(wav, levels=N))`."""
+    out = {"latents": model.decoder(model.encoder(wav))}
+    codes = model.encode(wav, levels=max(levels))
+    return out | {f"{n} levels": model.decode(codes[:, :, :n]) for n in levels}
 
 
-def ceiling(paths, decode_by_name: dict, rate: int, channels: int, problems: list[str]):
-    """Mean of each metric per decoder over the readable files (NaNs left out), and the number
-    of files scored. A file that cannot be read is named in `problems` and left out."""
+def ceiling(paths, decode, rate: int, channels: int, problems: list[str]):
+    """Mean of each metric per name of `decode(wav (1, c, t)) -> {name: decoded (1, c, t')}`
+    over the readable files (NaNs left out), and the number of files scored. A file that cannot
+    be read is named in `problems` and left out."""
     quality = Quality(rate)
-    scores = {name: {metric: [] for metric in METRICS} for name in decode_by_name}
+    scores: dict = {}
     files = 0
     for path in paths:
         try:
@@ -54,13 +53,15 @@ def ceiling(paths, decode_by_name: dict, rate: int, channels: int, problems: lis
             problems.append(first_line(err))
             continue
         files += 1
-        for name, decode in decode_by_name.items():
-            with torch.inference_mode():
-                decoded = decode(wav[None])[0, :, : wav.shape[-1]]
+        with torch.inference_mode():
+            decoded_by_name = decode(wav[None])
+        for name, decoded in decoded_by_name.items():
+            decoded = decoded[0, :, : wav.shape[-1]]
             decoded = F.pad(decoded, (0, wav.shape[-1] - decoded.shape[-1]))  # a short decoder
+            by_metric = scores.setdefault(name, {metric: [] for metric in METRICS})
             for metric, value in quality(decoded, wav).items():
                 if not math.isnan(value):
-                    scores[name][metric].append(value)
+                    by_metric[metric].append(value)
     means = {
         name: {m: sum(v) / len(v) if v else math.nan for m, v in by_metric.items()}
         for name, by_metric in scores.items()
@@ -85,14 +86,17 @@ def main() -> None:
     if bad := [n for n in args.levels if not 1 <= n <= model.levels]:
         sys.exit(f"{args.model}: --levels {bad[0]}: the model has 1 to {model.levels} levels")
     try:
-        with open(args.files_from) as listing:
-            paths = [line.strip() for line in listing if line.strip()][:: args.every]
-    except OSError as err:
-        sys.exit(f"{args.files_from}: cannot read the file list ({err.strerror})")
+        paths = read_file_list(args.files_from)[:: args.every]
+    except ValueError as err:
+        sys.exit(str(err))
 
     problems: list[str] = []
     means, files = ceiling(
-        paths, decoders(model, args.levels), model.sample_rate, model.channels, problems
+        paths,
+        lambda wav: decodings(model, wav, args.levels),
+        model.sample_rate,
+        model.channels,
+        problems,
     )
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
