@@ -38,6 +38,7 @@ from codec.losses import (
 )
 from codec.metrics import si_sdr
 from codec.models import Codec, CodecConfig
+from codec.models.deepen import deepen_seanet, is_deepening
 from codec.quality import level_ladder, quality_by_level
 from codec.quantize import NonFiniteInputError
 from codec.train.data import HELD_OUT_FILE, build_loader
@@ -91,11 +92,26 @@ def dead_code_churn(quantizer, vectors_per_step: int) -> str | None:
 
 def with_changes(model: Codec, changes: dict, source) -> Codec:
     """`model` rebuilt from its config with `changes` merged in (training settings such as
-    quantizer.threshold_ema_dead_code), its weights and codebook statistics kept."""
+    quantizer.threshold_ema_dead_code), its weights and codebook statistics kept. A change that
+    only deepens a SEANet (`encoder.n_residual_layers=2`) is one too: its new residual units
+    start as the identity (codec.models.deepen)."""
     changed = Codec(model.config.replace(**changes))
+    deeper = [
+        kind
+        for kind in ("encoder", "decoder")
+        if is_deepening(model.config.to_dict()[kind], changed.config.to_dict()[kind])
+    ]
+    kept = {k: v for k, v in model.state_dict().items() if k.split(".")[0] not in deeper}
     try:
-        changed.load_state_dict(model.state_dict())
-    except RuntimeError as err:
+        for kind in deeper:
+            deepen_seanet(getattr(model, kind), getattr(changed, kind))
+        result = changed.load_state_dict(kept, strict=False)
+        unmatched = result.unexpected_keys + [
+            k for k in result.missing_keys if k.split(".")[0] not in deeper
+        ]
+        if unmatched:
+            raise RuntimeError(f"no counterpart for {unmatched[0]}")
+    except (RuntimeError, ValueError) as err:
         raise ValueError(
             f"init_changes {changes} change the architecture of {source} ({first_line(err)})"
         ) from None

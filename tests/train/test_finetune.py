@@ -76,3 +76,26 @@ def test_an_imported_encodec_model_fine_tunes_with_its_codebooks_and_without_dea
     # every count (a k-means restart would have replaced them with this batch's counts)
     assert (after >= 0.99**3 * before - 1e-6).all() and not torch.equal(after, before)
     assert bool(weights["quantizer._codebook.initted"])
+
+
+def test_init_changes_deepen_the_saved_model(tmp_path, tiny_train_overrides, tiny_codec):
+    """+init_changes.decoder.n_residual_layers=2 trains the saved model with one more residual
+    unit per decoder stage; its encoder and quantizer start from the saved weights."""
+    source_dir = saved_8khz_model(tiny_codec, tmp_path / "saved")
+    run = tmp_path / "run"
+    steps = ["trainer.steps=2", "trainer.valid_every=2", "trainer.checkpoint_every=2"]
+    deeper = "+init_changes.decoder.n_residual_layers=2"
+    main([*tiny_train_overrides, *steps, f"init_from={source_dir}", deeper, f"run_dir={run}"])
+
+    tuned = Codec.from_pretrained(run / "model", inference=False)
+    assert tuned.config.part("decoder")[1].n_residual_layers == 2
+    assert tuned.config.part("encoder")[1].n_residual_layers == 1
+    source = Codec.from_pretrained(source_dir, inference=False).state_dict()
+    first = load_checkpoint(list_checkpoints(run)[0])["model"]
+    assert len(first) > len(source)
+    # two Adam steps move a weight by about 2 x lr; a fresh initialisation would be far off
+    for key in (
+        "encoder.model.0.conv.parametrizations.weight.original1",
+        "decoder.model.0.conv.bias",
+    ):
+        assert (first[key] - source[key]).abs().max() < 0.01
