@@ -94,7 +94,7 @@ def with_changes(model: Codec, changes: dict, source) -> Codec:
     """`model` rebuilt from its config with `changes` merged in (training settings such as
     quantizer.threshold_ema_dead_code), its weights and codebook statistics kept. A change that
     only deepens a SEANet (`encoder.n_residual_layers=2`) is one too: its new residual units
-    start as the identity (codec.models.deepen)."""
+    start next to the identity (codec.models.deepen)."""
     changed = Codec(model.config.replace(**changes))
     deeper = [
         kind
