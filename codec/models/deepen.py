@@ -1,5 +1,5 @@
-"""A trained SEANet made deeper without changing what it computes: more residual units per
-stage (`n_residual_layers`), each new unit starting as the identity, so that fine-tuning adds
+"""A trained SEANet made deeper while keeping what it computes: more residual units per stage
+(`n_residual_layers`), each new unit starting next to the identity, so that fine-tuning adds
 capacity to a model without training it from scratch.
 
 A new unit's shortcut is the identity matrix and its block's output conv has weights of norm
@@ -7,7 +7,8 @@ A new unit's shortcut is the identity matrix and its block's output conv has wei
 first. Not exactly zero under weight norm: w = g v / |v| gives v no gradient while g = 0, and g
 alone (one number per channel, its gradient a projection on a random direction) barely moves:
 measured on the speech16k model, zero gains reached 0.001-0.003 in 4,000 steps of Adam at
-1e-4. The old layers keep their weights: in each `model` Sequential the new units come right
+1e-4; gains started at 0.001 or 0.05 stayed at 0.0006-0.0013 (1,000 steps) and 0.041-0.050
+(3,000 steps): what the new units learn is mostly their directions. The old layers keep their weights: in each `model` Sequential the new units come right
 after a stage's old ones, so old and new layers match in order.
 """
 
