@@ -8,8 +8,10 @@ first. Not exactly zero under weight norm: w = g v / |v| gives v no gradient whi
 alone (one number per channel, its gradient a projection on a random direction) barely moves:
 measured on the speech16k model, zero gains reached 0.001-0.003 in 4,000 steps of Adam at
 1e-4; gains started at 0.001 or 0.05 stayed at 0.0006-0.0013 (1,000 steps) and 0.041-0.050
-(3,000 steps): what the new units learn is mostly their directions. The old layers keep their weights: in each `model` Sequential the new units come right
-after a stage's old ones, so old and new layers match in order.
+(3,000 steps): what the new units learn is mostly their directions.
+
+The old layers keep their weights: in each `model` Sequential the new units come right after a
+stage's old ones, so old and new layers match in order.
 """
 
 from __future__ import annotations
