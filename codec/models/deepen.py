@@ -37,7 +37,7 @@ def is_deepening(old: dict, new: dict) -> bool:
 
 def deepen_seanet(old: SEANet, new: SEANet) -> None:
     """Copy `old`'s layers into the deeper `new` (built from the same options with more residual
-    units) and make every unit that `old` lacks the identity."""
+    units), and start every unit that `old` lacks next to the identity."""
     fresh = list(new.model)
     at = 0
     for layer in old.model:

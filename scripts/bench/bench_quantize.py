@@ -147,7 +147,7 @@ def main() -> None:
         agree_theirs = (exact_codes == theirs(x)[1]).float().mean().item()
         agree_fast = (
             (exact_codes == models["fast"](x)[1]).float().mean().item()
-            if ("fast" in models)
+            if "fast" in models
             else None
         )
     exact_mine, exact_theirs = level0_agreement_with_fp64(ours, theirs, x)
