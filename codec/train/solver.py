@@ -96,19 +96,18 @@ def with_changes(model: Codec, changes: dict, source) -> Codec:
     only deepens a SEANet (`encoder.n_residual_layers=2`) is one too: its new residual units
     start next to the identity (codec.models.deepen)."""
     changed = Codec(model.config.replace(**changes))
-    deeper = [
-        kind
-        for kind in ("encoder", "decoder")
-        if is_deepening(model.config.to_dict()[kind], changed.config.to_dict()[kind])
-    ]
-    kept = {k: v for k, v in model.state_dict().items() if k.split(".")[0] not in deeper}
+    before, after = model.config.to_dict(), changed.config.to_dict()
+    deeper = [kind for kind in ("encoder", "decoder") if is_deepening(before[kind], after[kind])]
+
+    def copied(key: str) -> bool:  # by load_state_dict, not by deepen_seanet
+        return key.split(".")[0] not in deeper
+
     try:
         for kind in deeper:
             deepen_seanet(getattr(model, kind), getattr(changed, kind))
+        kept = {k: v for k, v in model.state_dict().items() if copied(k)}
         result = changed.load_state_dict(kept, strict=False)
-        unmatched = result.unexpected_keys + [
-            k for k in result.missing_keys if k.split(".")[0] not in deeper
-        ]
+        unmatched = result.unexpected_keys + [k for k in result.missing_keys if copied(k)]
         if unmatched:
             raise RuntimeError(f"no counterpart for {unmatched[0]}")
     except (RuntimeError, ValueError) as err:
