@@ -142,14 +142,12 @@ def main() -> None:
     if native_bf16():
         models["fast"] = make_ours(search_precision="bfloat16").eval()
         models["fast"].load_state_dict(ours.state_dict())
+    agree_fast = None
     with torch.no_grad():
         exact_codes = ours(x)[1]
         agree_theirs = (exact_codes == theirs(x)[1]).float().mean().item()
-        agree_fast = (
-            (exact_codes == models["fast"](x)[1]).float().mean().item()
-            if "fast" in models
-            else None
-        )
+        if "fast" in models:
+            agree_fast = (exact_codes == models["fast"](x)[1]).float().mean().item()
     exact_mine, exact_theirs = level0_agreement_with_fp64(ours, theirs, x)
 
     cases = {
