@@ -291,3 +291,21 @@ def test_a_dead_code_threshold_above_the_mean_code_count_is_named():
     assert dead_code_churn(quantizer(0.02), 200) is None
     assert dead_code_churn(quantizer(2.0), 64 * 75) is None  # EnCodec's 64 x 1 s at 75 frames/s
     assert dead_code_churn(quantizer(0.0), 200) is None
+
+
+EXPERIMENTS = Path(__file__).parents[2] / "configs" / "experiment"
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in EXPERIMENTS.glob("*.yaml")))
+def test_every_shipped_experiment_composes_into_a_model_the_config_check_accepts(experiment):
+    """An experiment that swaps a part must not carry the old part's settings into the new one
+    (the check refuses a SEANet `lstm` in an inverse-STFT decoder)."""
+    from omegaconf import OmegaConf
+
+    from codec.models import CodecConfig
+    from codec.train.config import check_trainer_config, compose_config
+
+    cfg = compose_config([f"experiment={experiment}"])
+    check_trainer_config(cfg)
+    config = CodecConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+    assert config.sample_rate in (16000, 24000, 44100)
