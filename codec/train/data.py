@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,8 +371,17 @@ def build_loader(
         drop_last=True,
         generator=torch.Generator().manual_seed(cfg.seed),
         persistent_workers=data.num_workers > 0,
+        worker_init_fn=leave_stop_signals_to_the_trainer,
     )
     return loader, valid, problems
+
+
+def leave_stop_signals_to_the_trainer(_worker_id: int) -> None:
+    """Ctrl-C and `kill -- -PGID` signal the whole process group: a worker that died of it
+    would end the run with a traceback instead of the trainer's checkpoint. The trainer stops
+    its workers when it exits; they also exit when it dies."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def held_out_paths(run_dir) -> list[Path]:

@@ -177,6 +177,30 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(
     Codec.from_pretrained(run / "model")
 
 
+def test_sigterm_to_the_process_group_stops_with_a_checkpoint_despite_loader_workers(
+    tmp_path, metrics_records, tiny_train_overrides
+):
+    """As Ctrl-C or `kill -- -PGID`: the data workers get the signal too and must leave the
+    stop to the trainer."""
+    run = tmp_path / "run"
+    args = [*tiny_train_overrides, "trainer.steps=400", "trainer.checkpoint_every=1000"]
+    cmd = [sys.executable, "-m", "codec.train", *args, "data.num_workers=1", f"run_dir={run}"]
+    cmd += ["trainer.log_every=1", "trainer.valid_every=1000"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (run / "metrics.jsonl").exists() and len(metrics_records(run)) >= 4:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    assert 3 <= load_checkpoint(list_checkpoints(run)[-1])["step"] < 400
+
+
 def test_a_full_disk_ends_the_run_with_one_line_and_the_last_checkpoint_intact(
     tmp_path, monkeypatch, tiny_train_overrides
 ):
