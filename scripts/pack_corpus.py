@@ -26,7 +26,7 @@ from pathlib import Path
 
 from codec.audio import AudioError, read_for, write_audio
 from codec.train import compose_config
-from codec.train.data import AudioRecord, build_manifest, split_manifest
+from codec.train.data import AudioRecord, build_manifest, split_manifest, split_seed
 
 MANIFEST = "PACKED.txt"
 
@@ -39,7 +39,7 @@ def training_records(src: Path, experiment: str) -> tuple[list[AudioRecord], int
         print(f"warning: left out {problem}", file=sys.stderr)
     if not records:
         raise SystemExit(f"{src}: no readable audio")
-    train, valid = split_manifest(records, cfg.data.valid_fraction, seed=cfg.seed)
+    train, valid = split_manifest(records, cfg.data.valid_fraction, seed=split_seed(cfg))
     return train, len(valid)
 
 

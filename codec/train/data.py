@@ -7,9 +7,10 @@ segments at the model's rate and channels, and the built-in demo corpus.
 Rules that a user can rely on:
 - Files are found recursively by extension (AUDIO_SUFFIXES), in sorted order. A file whose
   header cannot be read, or that has no samples, is left out of the manifest and reported.
-- The split hashes each file's path relative to its root folder with the seed, so it does not
-  depend on where the corpus is mounted or on the order files were found, and adding files does
-  not move old ones between train and valid.
+- The split hashes each file's path relative to its root folder with `data.split_seed`, not the
+  training seed, so runs with other seeds hold out the same files; it does not depend on where
+  the corpus is mounted or on the order files were found. Adding files can move a few old ones
+  between train and valid; a resumed run refuses a split that would train on its held-out files.
 - Each epoch draws one random segment per `segment_seconds` of audio, so long files are seen in
   proportion to their length. Files shorter than a segment are zero-padded at the end
   (`short="pad"`) or left out (`short="skip"`).
@@ -347,7 +348,7 @@ def build_loader(
     records, problems = build_manifest(roots)
     if not records:
         raise SystemExit(f"codec train: no readable audio in {', '.join(map(str, roots))}")
-    train, valid = split_manifest(records, data.valid_fraction, seed=cfg.seed)
+    train, valid = split_manifest(records, data.valid_fraction, seed=split_seed(cfg))
     dataset = SegmentDataset(
         train,
         sample_rate,
@@ -376,6 +377,12 @@ def build_loader(
     return loader, valid, problems
 
 
+def split_seed(cfg: DictConfig) -> int:
+    """The seed of a run's held-out split: `data.split_seed`, or for configs saved before that
+    setting existed, the training seed (which used to choose the split)."""
+    return cfg.data.get("split_seed", cfg.seed)
+
+
 def leave_stop_signals_to_the_trainer(_worker_id: int) -> None:
     """Ctrl-C and `kill -- -PGID` signal the whole process group: a worker that died of it
     would end the run with a traceback instead of the trainer's checkpoint. The trainer stops
@@ -397,5 +404,6 @@ def held_out_paths(run_dir) -> list[Path]:
     cfg = OmegaConf.load(run_dir / "config.yaml")
     records, _ = build_manifest(data_roots(cfg, run_dir))
     return [
-        Path(r.path) for r in split_manifest(records, cfg.data.valid_fraction, seed=cfg.seed)[1]
+        Path(r.path)
+        for r in split_manifest(records, cfg.data.valid_fraction, seed=split_seed(cfg))[1]
     ]

@@ -41,6 +41,7 @@ from codec.models import Codec, CodecConfig
 from codec.models.deepen import deepen_seanet, is_deepening
 from codec.quality import level_ladder, quality_by_level
 from codec.quantize import NonFiniteInputError
+from codec.train.checkpoint import list_checkpoints
 from codec.train.data import HELD_OUT_FILE, build_loader
 from codec.train.display import TensorBoard
 from codec.train.loop import Environment, Log, NonFiniteStep, check_finite
@@ -201,10 +202,27 @@ class CompressionSolver:
     # -- what the loop asks for ----------------------------------------------------------------
 
     def write_run_files(self, run_dir: Path) -> None:
+        if list_checkpoints(run_dir):
+            self.check_held_out_kept(run_dir)
         held_out = "".join(f"{record.path}\n" for record in self.valid_records)
         atomic_write_bytes(run_dir / HELD_OUT_FILE, held_out.encode())
         for problem in self.skipped_files:
             print(f"warning: skipped {problem}", file=sys.stderr)
+
+    def check_held_out_kept(self, run_dir: Path) -> None:
+        """A resumed run must not train on files it held out so far (another seed, split seed,
+        fraction or corpus would move them)."""
+        listed = run_dir / HELD_OUT_FILE
+        if not listed.is_file():
+            return
+        training = {record.path for record in self.loader.dataset.records}
+        moved = [line for line in listed.read_text().splitlines() if line in training]
+        if moved:
+            raise SystemExit(
+                f"{run_dir}: resuming would train on {len(moved)} of its held-out files "
+                f"({moved[0]}, ...); resume with the data settings it started with "
+                "(data.root, data.split_seed, data.valid_fraction)"
+            )
 
     def describe(self) -> dict:
         record = {

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from omegaconf import OmegaConf
 
 from codec.train.data import (
     SegmentDataset,
@@ -13,6 +14,7 @@ from codec.train.data import (
     make_demo_clip,
     make_demo_corpus,
     split_manifest,
+    split_seed,
 )
 
 
@@ -141,3 +143,8 @@ def test_adding_a_folder_keeps_the_held_out_files_of_the_others(speech_folder, t
     assert [r for r in valid_both if r.root == 1]  # the new folder holds out its own share
     # the floor of one held-out record applies to the corpus, not to each folder
     assert len(split_manifest(both[:1] + both[-1:], 0.1)[1]) == 1
+
+
+def test_the_split_seed_is_its_own_setting_and_older_configs_keep_the_training_seed():
+    assert split_seed(OmegaConf.create({"seed": 3, "data": {"split_seed": 0}})) == 0
+    assert split_seed(OmegaConf.create({"seed": 3, "data": {"valid_fraction": 0.05}})) == 3
