@@ -154,6 +154,8 @@ class CompressionSolver:
             env.rank,
             env.world,
         )
+        if list_checkpoints(run_dir):  # on every rank, before any of them trains
+            self.check_held_out_kept(run_dir)
         self.skipped_reads = 0  # files that failed while reading segments (after the manifest)
         self.units_per_step = cfg.data.batch_size * cfg.data.segment_seconds * env.world
         vectors = round(self.units_per_step * model.frame_rate)  # per codebook and step
@@ -195,20 +197,6 @@ class CompressionSolver:
             self.opt_d = make_optimizer(self.disc.parameters(), cfg.optim)
             self.sched_d = make_schedule(self.opt_d, cfg.optim, steps)
 
-    @property
-    def best_metric(self) -> str:
-        return f"valid_mel@{self.model.bitrate(self.model.levels) / 1000:g}kbps"
-
-    # -- what the loop asks for ----------------------------------------------------------------
-
-    def write_run_files(self, run_dir: Path) -> None:
-        if list_checkpoints(run_dir):
-            self.check_held_out_kept(run_dir)
-        held_out = "".join(f"{record.path}\n" for record in self.valid_records)
-        atomic_write_bytes(run_dir / HELD_OUT_FILE, held_out.encode())
-        for problem in self.skipped_files:
-            print(f"warning: skipped {problem}", file=sys.stderr)
-
     def check_held_out_kept(self, run_dir: Path) -> None:
         """A resumed run must not train on files it held out so far (another seed, split seed,
         fraction or corpus would move them)."""
@@ -223,6 +211,18 @@ class CompressionSolver:
                 f"({moved[0]}, ...); resume with the data settings it started with "
                 "(data.root, data.split_seed, data.valid_fraction)"
             )
+
+    @property
+    def best_metric(self) -> str:
+        return f"valid_mel@{self.model.bitrate(self.model.levels) / 1000:g}kbps"
+
+    # -- what the loop asks for ----------------------------------------------------------------
+
+    def write_run_files(self, run_dir: Path) -> None:
+        held_out = "".join(f"{record.path}\n" for record in self.valid_records)
+        atomic_write_bytes(run_dir / HELD_OUT_FILE, held_out.encode())
+        for problem in self.skipped_files:
+            print(f"warning: skipped {problem}", file=sys.stderr)
 
     def describe(self) -> dict:
         record = {
