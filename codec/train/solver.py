@@ -42,7 +42,7 @@ from codec.models.deepen import deepen_seanet, is_deepening
 from codec.quality import level_ladder, quality_by_level
 from codec.quantize import NonFiniteInputError
 from codec.train.checkpoint import list_checkpoints
-from codec.train.data import HELD_OUT_FILE, build_loader
+from codec.train.data import HELD_OUT_FILE, build_loader, held_out_paths
 from codec.train.display import TensorBoard
 from codec.train.loop import Environment, Log, NonFiniteStep, check_finite
 from codec.train.optim import make_optimizer, make_schedule
@@ -198,13 +198,15 @@ class CompressionSolver:
             self.sched_d = make_schedule(self.opt_d, cfg.optim, steps)
 
     def check_held_out_kept(self, run_dir: Path) -> None:
-        """A resumed run must not train on files it held out so far (another seed, split seed,
-        fraction or corpus would move them)."""
-        listed = run_dir / HELD_OUT_FILE
-        if not listed.is_file():
+        """A resumed run must not train on files it held out so far (another split seed,
+        fraction or corpus would move them). Runs too old to have heldout.txt are checked
+        against the split their saved config gives."""
+        try:
+            held_out = held_out_paths(run_dir)
+        except ValueError:  # neither heldout.txt nor config.yaml: nothing recorded to keep
             return
         training = {record.path for record in self.loader.dataset.records}
-        moved = [line for line in listed.read_text().splitlines() if line in training]
+        moved = [str(path) for path in held_out if str(path) in training]
         if moved:
             raise SystemExit(
                 f"{run_dir}: resuming would train on {len(moved)} of its held-out files "
