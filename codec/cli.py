@@ -113,6 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--bandwidths", type=_positive, nargs="+", help="kbps to test (default: every level count)"
     )
     ev.add_argument("--compare", choices=["opus"], action="append", default=[])
+    ev.add_argument(
+        "--opus-kbps",
+        type=_positive,
+        nargs="+",
+        help="Opus rates to compare (default: 6 8 10 12 16)",
+    )
+    ev.add_argument(
+        "--metrics",
+        nargs="+",
+        choices=["pesq", "stoi", "dnsmos"],
+        help="optional metrics to run where installed (default: all)",
+    )
     ev.add_argument("-o", "--output", type=Path, default=Path("eval"), help="report folder")
     ev.add_argument(
         "--spectrograms", type=_at_least(0), default=3, help="files to draw (default 3)"
@@ -411,7 +423,13 @@ def run_tokenize(args, errors: list[str]) -> int:
 
 
 def run_eval(args, errors: list[str]) -> int:
-    from codec.evaluate import OpusUnavailable, evaluate, write_report
+    from codec.evaluate import (
+        OPTIONAL_METRICS,
+        OPUS_LADDER,
+        OpusUnavailable,
+        evaluate,
+        write_report,
+    )
 
     if importlib.util.find_spec("matplotlib") is None:
         raise UsageError("codec eval draws its plots with matplotlib: pip install 'codec[plot]'")
@@ -435,6 +453,8 @@ def run_eval(args, errors: list[str]) -> int:
             spectrogram_dir=args.output / "spectrograms",
             spectrograms=args.spectrograms,
             progress=lambda items: progress_bar(items, args.quiet, "eval"),
+            opus_kbps=tuple(args.opus_kbps or OPUS_LADDER),
+            optional_metrics=tuple(args.metrics or OPTIONAL_METRICS),
         )
     except OpusUnavailable as err:
         raise UsageError(str(err)) from None

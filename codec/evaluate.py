@@ -1,16 +1,18 @@
 """`codec eval`: quality against bitrate, per file and on average, for the model and for Opus.
 
-    files -> reference audio at the model rate
+    files -> reference audio at the model rate -> DNSMOS of the input itself
           -> codec: encode once, decode at each bandwidth -> metrics, code statistics
              (codec.quality.quality_by_level)
-          -> opusenc --bitrate K / opusdec, if compared -> metrics
-    -> results.csv (a row per file, codec and bandwidth), summary.json, report.md,
-       rate_distortion.png, spectrograms/*.png
+          -> opusenc --bitrate K / opusdec at each rate of the Opus ladder, if compared -> metrics
+    -> results.csv (a row per file, codec and bandwidth), summary.json (means, per-band
+       errors, Opus-equivalent bitrates), report.md, rate_distortion.png, spectrograms/*.png
 
 Metrics: multi-scale mel distance and multi-resolution STFT distance (lower is better), SI-SDR
-(dB), and PESQ (wide-band at 16 kHz, narrow-band at 8 kHz; other rates are resampled to 16 kHz)
-and STOI where the `pesq` and `pystoi` packages are installed (`pip install codec[eval]`).
-`file_kbps` is what is stored: .codes files with their header, Ogg Opus files with theirs.
+(dB), the band-level error (codec.metrics.band_error_db: dB of the band farthest from the
+input's level), and where the `eval` extra is installed PESQ (wide-band at 16 kHz, narrow-band
+at 8 kHz; other rates are resampled to 16 kHz), STOI, and DNSMOS P.835 / P.808 (codec.dnsmos),
+which no loss here trains toward. `file_kbps` is what is stored: .codes files with their header,
+Ogg Opus files with theirs.
 """
 
 from __future__ import annotations
@@ -32,12 +34,25 @@ import torch.nn.functional as F
 from codec.audio import AudioError, read_audio, read_for, resample, write_audio
 from codec.codes_file import encode_codes_bytes
 from codec.coding import Windowing, codes_header
+from codec.dnsmos import KEYS as DNSMOS_KEYS
+from codec.equivalent_rate import equivalent_rate
 from codec.losses import MultiResolutionSTFTLoss
-from codec.metrics import MelDistance, code_statistics, si_sdr
+from codec.metrics import (
+    BAND_EDGES_HZ,
+    MelDistance,
+    band_error_db,
+    code_statistics,
+    si_sdr,
+    worst_band,
+)
 from codec.models import Codec
 from codec.quality import quality_by_level
 
-METRICS = ("mel", "stft", "si_sdr", "pesq", "stoi")
+METRICS = ("mel", "stft", "si_sdr", "pesq", "stoi", *DNSMOS_KEYS, "band_db")
+HIGHER_IS_BETTER = {"si_sdr", "pesq", "stoi", *DNSMOS_KEYS}
+OPTIONAL_METRICS = ("pesq", "stoi", "dnsmos")  # from the eval extra; --metrics may leave out
+OPUS_LADDER = (6.0, 8.0, 10.0, 12.0, 16.0)  # kbps; libopus codes narrowband below about 9
+INPUT = "input"  # the rows that score the input itself (DNSMOS: what the recording allows)
 
 
 class OpusUnavailable(RuntimeError):
@@ -77,15 +92,17 @@ def opus_roundtrip(wav: torch.Tensor, rate: int, kbps: float, workdir: Path):
 
 
 class Quality:
-    """The metrics of one decoded signal against its reference, both (c, t) at `rate`."""
+    """The metrics of one decoded signal against its reference, both (c, t) at `rate`.
+    `optional` names the optional metrics to run where installed (default: all of
+    OPTIONAL_METRICS)."""
 
-    def __init__(self, rate: int):
+    def __init__(self, rate: int, optional=OPTIONAL_METRICS):
         self.rate = rate
         self.mel = MelDistance(rate)
         self.stft = MultiResolutionSTFTLoss()
         # signals up to the largest FFT window are zero-padded (reflection padding needs more)
         self.shortest = max([m.n_fft for m in self.mel.mels] + list(self.stft.n_ffts))
-        self.pesq, self.stoi, self.skipped = _optional_metrics()
+        self.pesq, self.stoi, self.dnsmos, self.skipped = _optional_metrics(set(optional))
 
     @torch.no_grad()
     def __call__(self, estimate: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
@@ -98,14 +115,24 @@ class Quality:
             "stft": float(self.stft(est, ref)),
             "si_sdr": float(si_sdr(est, ref)),
         }
-        if float(ref.pow(2).sum()) < 1e-12:  # both are ratios to the reference's energy
+        silent = float(ref.pow(2).sum()) < 1e-12
+        if silent:  # these are ratios to the reference's energy
             out["stft"] = out["si_sdr"] = math.nan
         mono_est, mono_ref = estimate.mean(0), reference.mean(0)
         if self.pesq is not None:
             out["pesq"] = self._pesq(mono_est, mono_ref)
         if self.stoi is not None:
             out["stoi"] = self._stoi(mono_est, mono_ref)
-        return out
+        bands = band_error_db(estimate, reference, self.rate)
+        if silent:
+            bands = torch.full_like(bands, math.nan)
+        out["band_db"], out["bands_db"] = worst_band(bands), bands.tolist()
+        return out | self.of_input(estimate)
+
+    @torch.no_grad()
+    def of_input(self, wav: torch.Tensor) -> dict[str, float]:
+        """The non-intrusive scores (DNSMOS) of one signal (c, t) alone."""
+        return {} if self.dnsmos is None else self.dnsmos(wav, self.rate)
 
     def _stoi(self, est: torch.Tensor, ref: torch.Tensor) -> float:
         """NaN where STOI is undefined (under ~0.4 s of sound once silence is removed)."""
@@ -129,18 +156,29 @@ class Quality:
             return math.nan
 
 
-def _optional_metrics():
-    """(pesq function or None, stoi function or None, names of the metrics skipped and why)."""
-    skipped = {}
-    try:
-        from pesq import pesq
-    except ImportError:
-        pesq, skipped["pesq"] = None, "the pesq package is not installed (pip install pesq)"
-    try:
-        from pystoi import stoi
-    except ImportError:
-        stoi, skipped["stoi"] = None, "the pystoi package is not installed (pip install pystoi)"
-    return pesq, stoi, skipped
+def _optional_metrics(wanted: set[str]):
+    """(pesq function, stoi function, DNSMOS scorer, each None when not wanted or not
+    installed; the names of the metrics skipped and why)."""
+    from codec.dnsmos import DNSMOS, DNSMOSUnavailable
+
+    skipped = {name: "not asked for (--metrics)" for name in OPTIONAL_METRICS if name not in wanted}
+    pesq = stoi = dnsmos = None
+    if "pesq" in wanted:
+        try:
+            from pesq import pesq
+        except ImportError:
+            skipped["pesq"] = "the pesq package is not installed (pip install pesq)"
+    if "stoi" in wanted:
+        try:
+            from pystoi import stoi
+        except ImportError:
+            skipped["stoi"] = "the pystoi package is not installed (pip install pystoi)"
+    if "dnsmos" in wanted:
+        try:
+            dnsmos = DNSMOS()
+        except DNSMOSUnavailable as err:
+            skipped["dnsmos"] = str(err)
+    return pesq, stoi, dnsmos, skipped
 
 
 @dataclass
@@ -155,7 +193,9 @@ class Evaluation:
     files: int = 0
 
     def summary(self) -> list[dict]:
-        """Means per (codec, bandwidth), in the order first seen."""
+        """Means per (codec, bandwidth), in the order first seen. `bands_db` is the mean error
+        per band (BAND_EDGES_HZ) and `band_db` the signed error of its worst band (not a mean
+        of each file's worst). The input's own scores are the codec "input" (kbps None)."""
         groups: dict[tuple, list[dict]] = {}
         for row in self.rows:
             groups.setdefault((row["codec"], row["target_kbps"]), []).append(row)
@@ -166,12 +206,38 @@ class Evaluation:
                 values = [r[key] for r in rows if key in r and math.isfinite(r[key])]
                 if values:
                     mean[key] = sum(values) / len(values)
+            bands = [r["bands_db"] for r in rows if "bands_db" in r]
+            if bands:
+                per_band = torch.tensor(bands, dtype=torch.float64).nanmean(0)
+                mean["bands_db"] = [round(float(v), 3) for v in per_band]  # NaN above Nyquist
+                worst = worst_band(per_band)
+                if math.isfinite(worst):
+                    mean["band_db"] = worst
             if codec == "codec":
                 mean["levels"] = rows[0]["levels"]
                 stats = self.code_stats.get(kbps)
                 if stats:
                     mean["entropy_kbps"] = stats["entropy_kbps"]
             out.append(mean)
+        return out
+
+    def opus_equivalent(self, means: list[dict] | None = None) -> dict[str, dict[str, dict]]:
+        """Per bandwidth of ours and metric: the Opus rate that scores as ours does, as
+        {"kbps", "bound"} (codec.equivalent_rate); {} when Opus was not compared."""
+        means = self.summary() if means is None else means
+        opus = [m for m in means if m["codec"] == "opus"]
+        out = {}
+        for ours in (m for m in means if m["codec"] == "codec"):
+            rates = {}
+            for metric in METRICS:
+                if metric == "band_db" or metric not in ours:
+                    continue  # a band error is not better or worse with rate
+                curve = [(m["target_kbps"], m[metric]) for m in opus if metric in m]
+                rate = equivalent_rate(ours[metric], curve, metric in HIGHER_IS_BETTER)
+                if rate is not None:
+                    rates[metric] = rate.as_dict()
+            if rates:
+                out[f"{ours['target_kbps']:g}"] = rates
         return out
 
 
@@ -183,12 +249,16 @@ def evaluate(
     spectrogram_dir: Path | None = None,
     spectrograms: int = 3,
     progress=None,
+    opus_kbps: tuple[float, ...] = OPUS_LADDER,
+    optional_metrics=OPTIONAL_METRICS,
 ) -> Evaluation:
-    """Run every file through the model at every bandwidth (and through Opus when asked)."""
+    """Run every file through the model at every bandwidth (and through Opus at each rate of
+    `opus_kbps` when asked)."""
     if compare_opus:
         opus_tools()
+    opus_rates = sorted(set(opus_kbps)) if compare_opus else []
     windowing = Windowing.for_model(model)
-    quality = Quality(model.sample_rate)
+    quality = Quality(model.sample_rate, optional_metrics)
     result = Evaluation(skipped_metrics=dict(quality.skipped), files=len(paths))
     levels_for = {kbps: model.levels_for(kbps, None) for kbps in bandwidths}
     codes_by_kbps: dict[float, list[torch.Tensor]] = {kbps: [] for kbps in bandwidths}
@@ -199,7 +269,7 @@ def evaluate(
             try:
                 reference = read_for(path, model.sample_rate, model.channels)
                 rows, codes, decoded = _evaluate_file(
-                    model, path, reference, levels_for, compare_opus, quality, windowing, workdir
+                    model, path, reference, levels_for, opus_rates, quality, windowing, workdir
                 )
             except AudioError as err:  # names the file already
                 result.problems.append(str(err))
@@ -225,12 +295,15 @@ def evaluate(
     return result
 
 
-def _evaluate_file(model, path, reference, levels_for, compare_opus, quality, windowing, workdir):
+def _evaluate_file(model, path, reference, levels_for, opus_rates, quality, windowing, workdir):
     """One file at every bandwidth -> (rows, codes by kbps, decoded signals by (codec, kbps))."""
     rate = model.sample_rate
     seconds = reference.shape[-1] / rate
     (clip,) = quality_by_level(model, [reference], levels_for.values(), quality, windowing)
     rows, codes_by_kbps, decoded_by = [], {}, {}
+    own = quality.of_input(reference)
+    if own:
+        rows.append({"file": str(path), "codec": INPUT, "target_kbps": None} | own)
     for kbps, levels in levels_for.items():
         codes = clip.codes[:, :levels].contiguous()
         codes_by_kbps[kbps] = codes
@@ -239,11 +312,11 @@ def _evaluate_file(model, path, reference, levels_for, compare_opus, quality, wi
         row["file_kbps"] = len(stored) * 8 / seconds / 1000
         rows.append(row | clip.scores[levels])
         decoded_by[("codec", kbps)] = clip.decoded[levels]
-        if compare_opus:
-            opus, opus_kbps = opus_roundtrip(reference, rate, kbps, workdir)
-            row = {"file": str(path), "codec": "opus", "target_kbps": kbps, "file_kbps": opus_kbps}
-            rows.append(row | quality(opus, reference))
-            decoded_by[("opus", kbps)] = opus
+    for kbps in opus_rates:
+        opus, opus_kbps = opus_roundtrip(reference, rate, kbps, workdir)
+        row = {"file": str(path), "codec": "opus", "target_kbps": kbps, "file_kbps": opus_kbps}
+        rows.append(row | quality(opus, reference))
+        decoded_by[("opus", kbps)] = opus
     return rows, codes_by_kbps, decoded_by
 
 
@@ -256,10 +329,10 @@ def write_report(result: Evaluation, out: Path, model: Codec) -> list[Path]:
     means = result.summary()
     columns = ["file", "codec", "target_kbps", "levels", "file_kbps", *METRICS]
     table = io.StringIO()
-    writer = csv.DictWriter(table, columns, restval="", lineterminator="\n")
+    writer = csv.DictWriter(table, columns, restval="", extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in result.rows:
-        writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+        writer.writerow({k: _cell(v) for k, v in row.items()})
     written = [atomic_write_bytes(out / "results.csv", table.getvalue().encode())]
     summary = {
         "model": {
@@ -272,6 +345,8 @@ def write_report(result: Evaluation, out: Path, model: Codec) -> list[Path]:
         "problems": result.problems,
         "skipped_metrics": result.skipped_metrics,
         "means": means,
+        "band_edges_hz": [round(edge, 1) for edge in BAND_EDGES_HZ],
+        "opus_equivalent_kbps": result.opus_equivalent(means),
         "code_statistics": {f"{k:g}": v for k, v in result.code_stats.items()},
     }
     written.append(atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode()))
@@ -279,3 +354,9 @@ def write_report(result: Evaluation, out: Path, model: Codec) -> list[Path]:
     if result.rows:
         written.append(rate_distortion_plot(out / "rate_distortion.png", means))
     return written
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)

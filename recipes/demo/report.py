@@ -89,7 +89,7 @@ def mean_rows(per_clip: list[list[dict]]) -> list[dict]:
     for position in range(max(len(rows) for rows in per_clip)):
         rows = [rows[position] for rows in per_clip if len(rows) > position]
         mean = {"codec": rows[0]["codec"], "kbps": rows[0]["kbps"]}
-        for key in {k for r in rows for k in r} - {"codec", "kbps"}:
+        for key in {k for r in rows for k in r} - {"codec", "kbps", "bands_db"}:
             values = [r[key] for r in rows if key in r and math.isfinite(r[key])]
             mean[key] = sum(values) / len(values) if values else math.nan
         out.append(mean)
