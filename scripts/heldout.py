@@ -1,6 +1,7 @@
-"""Print the held-out (validation) files of a training run, one path a line:
+"""Print the held-out files of a training run, one path a line: its validation split (the
+default; runs are chosen on it) or its test split (`--split test`; reported once per model):
 
-python scripts/heldout.py RUN_DIR [--limit N]
+python scripts/heldout.py RUN_DIR [--split valid|test] [--limit N]
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from codec.train import held_out_paths
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--split", choices=["valid", "test"], default="valid")
     parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args()
     try:
-        paths = held_out_paths(args.run_dir)
+        paths = held_out_paths(args.run_dir, args.split)
     except ValueError as err:
         sys.exit(str(err))
     if not paths:
-        sys.exit(f"{args.run_dir}: no held-out files (valid_fraction 0, or the data is gone)")
+        sys.exit(
+            f"{args.run_dir}: no {args.split} files ({args.split}_fraction 0, or the data is gone)"
+        )
     for path in paths[: args.limit]:
         print(path)

@@ -4,9 +4,10 @@ the files that a training run on the corpus holds out:
     python scripts/pack_corpus.py SRC OUT [--max-mib 56] [--rate 16000] [--experiment NAME]
 
 For taking real speech to a machine that has none (the GPU one-shot, scripts/gpu_oneshot.sh,
-carries OUT). The held-out split is the trainer's own: `codec.train.data.split_manifest` over
-SRC with the experiment's data.valid_fraction and seed, so no packed file is one that a run of
-that experiment on SRC validates on (recipes/speech16k/results/heldout55.txt among them).
+carries OUT). The held-out splits are the trainer's own: `codec.train.data.split_manifest` over
+SRC with the experiment's data settings, so no packed file is one that a run of that
+experiment on SRC validates or is tested on (recipes/speech16k/results/heldout55.txt among
+them).
 
 The training files are taken in the order of a hash of their path relative to SRC, which
 spreads the subset over the corpus (levels, speakers, languages) and makes it the same for the
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from codec.audio import AudioError, read_for, write_audio
 from codec.train import compose_config
-from codec.train.data import AudioRecord, build_manifest, split_manifest, split_seed
+from codec.train.data import AudioRecord, build_manifest, split_cfg
 
 MANIFEST = "PACKED.txt"
 
@@ -39,8 +40,8 @@ def training_records(src: Path, experiment: str) -> tuple[list[AudioRecord], int
         print(f"warning: left out {problem}", file=sys.stderr)
     if not records:
         raise SystemExit(f"{src}: no readable audio")
-    train, valid = split_manifest(records, cfg.data.valid_fraction, seed=split_seed(cfg))
-    return train, len(valid)
+    split = split_cfg(cfg, records)
+    return split.train, len(split.valid) + len(split.test)
 
 
 def packing_order(records: list[AudioRecord]) -> list[AudioRecord]:

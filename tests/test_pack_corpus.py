@@ -26,9 +26,9 @@ def test_packs_training_files_only_within_the_budget(tmp_path, monkeypatch, fsdd
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(path)
     train, held_out = pack_corpus.training_records(src, "speech16k_gpu")
-    assert held_out == 2 and len(train) == 38  # valid_fraction 0.05 of 40 files
+    assert held_out == 4 and len(train) == 36  # valid and test fractions 0.05 of 40 files
 
-    budget = 0.25  # MiB: some of the 38 files, not all
+    budget = 0.25  # MiB: some of the 36 files, not all
     run(monkeypatch, str(src), str(tmp_path / "a"), "--max-mib", str(budget))
     run(monkeypatch, str(src), str(tmp_path / "b"), "--max-mib", str(budget))
     flacs = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.flac"))
@@ -41,7 +41,7 @@ def test_packs_training_files_only_within_the_budget(tmp_path, monkeypatch, fsdd
     info = sf.info(str(tmp_path / "a" / flacs[0]))
     assert (info.samplerate, info.channels, info.format) == (16000, 1, "FLAC")
     listed = (tmp_path / "a" / pack_corpus.MANIFEST).read_text().splitlines()
-    assert listed[0].startswith(f"# {len(flacs)} of the 38 training files")
+    assert listed[0].startswith(f"# {len(flacs)} of the 36 training files")
     assert sorted(Path(line.split("\t")[0]) for line in listed[1:]) == flacs
 
     capsys.readouterr()

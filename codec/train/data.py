@@ -1,16 +1,19 @@
 """Training data: manifests of audio folders, a deterministic split, random fixed-length
 segments at the model's rate and channels, and the built-in demo corpus.
 
-    folder(s) -> build_manifest -> [AudioRecord] -> split_manifest -> (train, valid)
+    folder(s) -> build_manifest -> [AudioRecord] -> split_manifest -> (train, valid, test)
     train -> SegmentDataset[i] -> (wav (channels, segment), files skipped while reading)
 
 Rules that a user can rely on:
 - Files are found recursively by extension (AUDIO_SUFFIXES), in sorted order. A file whose
   header cannot be read, or that has no samples, is left out of the manifest and reported.
-- The split hashes each file's path relative to its root folder with `data.split_seed`, not the
-  training seed, so runs with other seeds hold out the same files; it does not depend on where
-  the corpus is mounted or on the order files were found. Adding files can move a few old ones
-  between train and valid; a resumed run refuses a split that would train on its held-out files.
+- Three splits: train; valid (`data.valid_fraction`: the trainer validates on it, runs are
+  chosen and stopped on it); test (`data.test_fraction`: never read by the trainer, scored once
+  per shipped model). The split hashes each file's path relative to its root folder with
+  `data.split_seed`, not the training seed, so runs with other seeds hold out the same files; it
+  does not depend on where the corpus is mounted or on the order files were found. Adding files
+  can move a few old ones between splits; a resumed run refuses a split that would train on
+  files it held out.
 - Each epoch draws one random segment per `segment_seconds` of audio, so long files are seen in
   proportion to their length. Files shorter than a segment are zero-padded at the end
   (`short="pad"`) or left out (`short="skip"`).
@@ -29,6 +32,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -105,15 +109,25 @@ def _unit_hash(text: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+class Split(NamedTuple):
+    train: list[AudioRecord]
+    valid: list[AudioRecord]
+    test: list[AudioRecord]
+
+
 def split_manifest(
-    records: list[AudioRecord], valid_fraction: float, seed: int = 0
-) -> tuple[list[AudioRecord], list[AudioRecord]]:
-    """(train, valid): in each folder, the `valid_fraction` of its records whose hashed keys
-    are smallest go to valid (at least one record in all when the fraction is positive and
-    there are two or more). Per folder, so that adding a folder to a corpus leaves the other
-    folders' held-out files as they were."""
-    if not 0.0 <= valid_fraction < 1.0:
-        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+    records: list[AudioRecord], valid_fraction: float, seed: int = 0, test_fraction: float = 0.0
+) -> Split:
+    """(train, valid, test): in each folder, records ranked by their hashed keys; the first
+    `valid_fraction` go to valid, the next `test_fraction` to test (valid and test each get at
+    least one record in all when their fraction is positive and there are records to spare).
+    Per folder, so that adding a folder to a corpus leaves the other folders' held-out files as
+    they were; valid is the same whatever `test_fraction` is."""
+    if not (0.0 <= valid_fraction and 0.0 <= test_fraction and valid_fraction + test_fraction < 1):
+        raise ValueError(
+            "valid_fraction and test_fraction must be >= 0 with a sum below 1, got "
+            f"{valid_fraction} and {test_fraction}"
+        )
 
     def rank(record: AudioRecord):
         return _unit_hash(f"{seed}:{record.key}"), record.key
@@ -121,14 +135,21 @@ def split_manifest(
     by_root: dict[int, list[AudioRecord]] = {}
     for record in records:
         by_root.setdefault(record.root, []).append(record)
-    valid = []
+    valid, test = [], []
     for group in by_root.values():
-        valid += sorted(group, key=rank)[: round(len(group) * valid_fraction)]
+        ranked = sorted(group, key=rank)
+        n_valid = round(len(group) * valid_fraction)
+        valid += ranked[:n_valid]
+        test += ranked[n_valid : n_valid + round(len(group) * test_fraction)]
+    ranked = sorted(records, key=rank)
     if not valid and valid_fraction > 0 and len(records) >= 2:
-        valid = [min(records, key=rank)]
+        valid = [next(r for r in ranked if r not in test)]
+    if not test and test_fraction > 0 and len(records) >= 3:
+        test = [next(r for r in ranked if r not in valid)]
     valid = sorted(valid, key=lambda r: (r.root, r.key))
-    chosen = {id(r) for r in valid}
-    return [r for r in records if id(r) not in chosen], valid
+    test = sorted(test, key=lambda r: (r.root, r.key))
+    chosen = {id(r) for r in valid + test}
+    return Split([r for r in records if id(r) not in chosen], valid, test)
 
 
 class SegmentDataset(torch.utils.data.Dataset):
@@ -313,7 +334,8 @@ def make_demo_corpus(
 
 # -- a training run's data, from its config -------------------------------------------------------
 
-HELD_OUT_FILE = "heldout.txt"
+HELD_OUT_FILE = "heldout.txt"  # the validation split
+TEST_FILE = "test.txt"  # the test split
 
 
 def data_roots(cfg: DictConfig, run_dir: Path) -> list[Path]:
@@ -333,8 +355,9 @@ def build_loader(
     rank: int = 0,
     world: int = 1,
 ):
-    """(training DataLoader of segments at `sample_rate` and `channels`, validation records,
-    files skipped as unreadable). The demo corpus is generated (rank 0) when missing."""
+    """(training DataLoader of segments at `sample_rate` and `channels`, the held-out split
+    (its `train` is the loader's records), files skipped as unreadable). The demo corpus is
+    generated (rank 0) when missing."""
     data = cfg.data
     roots = data_roots(cfg, run_dir)
     if data.kind == "demo":
@@ -348,9 +371,9 @@ def build_loader(
     records, problems = build_manifest(roots)
     if not records:
         raise SystemExit(f"codec train: no readable audio in {', '.join(map(str, roots))}")
-    train, valid = split_manifest(records, data.valid_fraction, seed=split_seed(cfg))
+    split = split_cfg(cfg, records)
     dataset = SegmentDataset(
-        train,
+        split.train,
         sample_rate,
         channels,
         data.segment_seconds,
@@ -374,13 +397,22 @@ def build_loader(
         persistent_workers=data.num_workers > 0,
         worker_init_fn=leave_stop_signals_to_the_trainer,
     )
-    return loader, valid, problems
+    return loader, split, problems
 
 
 def split_seed(cfg: DictConfig) -> int:
     """The seed of a run's held-out split: `data.split_seed`, or for configs saved before that
     setting existed, the training seed (which used to choose the split)."""
     return cfg.data.get("split_seed", cfg.seed)
+
+
+def split_cfg(cfg: DictConfig, records: list[AudioRecord]) -> Split:
+    """split_manifest with a run's data settings (configs saved before `data.test_fraction`
+    existed have no test split)."""
+    data = cfg.data
+    return split_manifest(
+        records, data.valid_fraction, split_seed(cfg), data.get("test_fraction", 0.0)
+    )
 
 
 def leave_stop_signals_to_the_trainer(_worker_id: int) -> None:
@@ -391,19 +423,19 @@ def leave_stop_signals_to_the_trainer(_worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def held_out_paths(run_dir) -> list[Path]:
-    """The files a run validates on and never trains on: the list it wrote when it started
-    (run_dir/heldout.txt), or for runs older than that list, the split rebuilt from its saved
-    config (the same while the data folders have not changed)."""
+def held_out_paths(run_dir, split: str = "valid") -> list[Path]:
+    """The files of a run's validation split (`split="valid"`: it validates on them) or test
+    split ("test"); it never trains on either. The list it wrote when it started
+    (run_dir/heldout.txt, run_dir/test.txt), or for runs older than that list, the split
+    rebuilt from its saved config (the same while the data folders have not changed)."""
+    if split not in ("valid", "test"):
+        raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
     run_dir = Path(run_dir)
-    listed = run_dir / HELD_OUT_FILE
+    listed = run_dir / (HELD_OUT_FILE if split == "valid" else TEST_FILE)
     if listed.is_file():
         return [Path(line) for line in listed.read_text().splitlines() if line]
     if not (run_dir / "config.yaml").is_file():
-        raise ValueError(f"{run_dir}: not a training run (no {HELD_OUT_FILE} or config.yaml)")
+        raise ValueError(f"{run_dir}: not a training run (no {listed.name} or config.yaml)")
     cfg = OmegaConf.load(run_dir / "config.yaml")
     records, _ = build_manifest(data_roots(cfg, run_dir))
-    return [
-        Path(r.path)
-        for r in split_manifest(records, cfg.data.valid_fraction, seed=split_seed(cfg))[1]
-    ]
+    return [Path(r.path) for r in getattr(split_cfg(cfg, records), split)]

@@ -42,7 +42,7 @@ from codec.models.deepen import deepen_seanet, is_deepening
 from codec.quality import level_ladder, quality_by_level
 from codec.quantize import NonFiniteInputError
 from codec.train.checkpoint import list_checkpoints
-from codec.train.data import HELD_OUT_FILE, build_loader, held_out_paths
+from codec.train.data import HELD_OUT_FILE, TEST_FILE, build_loader, held_out_paths
 from codec.train.display import TensorBoard
 from codec.train.loop import Environment, Log, NonFiniteStep, check_finite
 from codec.train.optim import make_optimizer, make_schedule
@@ -145,7 +145,7 @@ class CompressionSolver:
         if self.disc is not None:
             self.disc.to(self.device)
         model = self.model  # the data follow the model built, whatever the model group says
-        self.loader, self.valid_records, self.skipped_files = build_loader(
+        self.loader, self.split, self.skipped_files = build_loader(
             cfg,
             model.sample_rate,
             model.channels,
@@ -201,18 +201,24 @@ class CompressionSolver:
         """A resumed run must not train on files it held out so far (another split seed,
         fraction or corpus would move them). Runs too old to have heldout.txt are checked
         against the split their saved config gives."""
-        try:
-            held_out = held_out_paths(run_dir)
-        except ValueError:  # neither heldout.txt nor config.yaml: nothing recorded to keep
-            return
+        held_out = []
+        for split in ("valid", "test"):
+            try:
+                held_out += held_out_paths(run_dir, split)
+            except ValueError:  # neither the list nor config.yaml: nothing recorded to keep
+                pass
         training = {record.path for record in self.loader.dataset.records}
         moved = [str(path) for path in held_out if str(path) in training]
         if moved:
             raise SystemExit(
                 f"{run_dir}: resuming would train on {len(moved)} of its held-out files "
                 f"({moved[0]}, ...); resume with the data settings it started with "
-                "(data.root, data.split_seed, data.valid_fraction)"
+                "(data.root, data.split_seed, data.valid_fraction, data.test_fraction)"
             )
+
+    @property
+    def valid_records(self):
+        return self.split.valid
 
     @property
     def best_metric(self) -> str:
@@ -221,8 +227,8 @@ class CompressionSolver:
     # -- what the loop asks for ----------------------------------------------------------------
 
     def write_run_files(self, run_dir: Path) -> None:
-        held_out = "".join(f"{record.path}\n" for record in self.valid_records)
-        atomic_write_bytes(run_dir / HELD_OUT_FILE, held_out.encode())
+        for name, records in ((HELD_OUT_FILE, self.split.valid), (TEST_FILE, self.split.test)):
+            atomic_write_bytes(run_dir / name, "".join(f"{r.path}\n" for r in records).encode())
         for problem in self.skipped_files:
             print(f"warning: skipped {problem}", file=sys.stderr)
 

@@ -43,19 +43,33 @@ def test_manifest_reads_headers_and_names_the_files_it_left_out(speech_folder):
 
 def test_split_is_deterministic_and_stable(speech_folder, tmp_path):
     records, _ = build_manifest([speech_folder])
-    train, valid = split_manifest(records, 0.25, seed=3)
+    train, valid, _ = split_manifest(records, 0.25, seed=3)
     assert len(valid) == 3 and len(train) == 9
     assert not {r.key for r in train} & {r.key for r in valid}
     # the same corpus elsewhere, found in another order, splits the same way
     moved = tmp_path / "moved"
     shutil.copytree(speech_folder, moved)
     again, _ = build_manifest([moved])
-    _, valid_moved = split_manifest(list(reversed(again)), 0.25, seed=3)
+    _, valid_moved, _ = split_manifest(list(reversed(again)), 0.25, seed=3)
     assert [r.key for r in valid_moved] == [r.key for r in valid]
     # another seed gives another split
     assert [r.key for r in split_manifest(records, 0.25, seed=4)[1]] != [r.key for r in valid]
     with pytest.raises(ValueError, match="valid_fraction"):
         split_manifest(records, 1.0)
+
+
+def test_the_test_split_is_apart_and_leaves_valid_as_it_was(speech_folder):
+    records, _ = build_manifest([speech_folder])
+    two = split_manifest(records, 0.25, seed=3)
+    three = split_manifest(records, 0.25, seed=3, test_fraction=0.25)
+    assert three.valid == two.valid and two.test == []
+    assert len(three.test) == 3 and len(three.train) == 6
+    keys = [{r.key for r in part} for part in three]
+    assert not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
+    assert set().union(*keys) == {r.key for r in records}
+    assert len(split_manifest(records[:3], 0.01, test_fraction=0.01).test) == 1  # at least one
+    with pytest.raises(ValueError, match="test_fraction"):
+        split_manifest(records, 0.5, test_fraction=0.5)
 
 
 def test_segments_are_resampled_deterministic_and_cover_real_speech(speech_folder):
@@ -133,12 +147,12 @@ def test_adding_a_folder_keeps_the_held_out_files_of_the_others(speech_folder, t
     """Each folder is split on its own: a second corpus leaves the first one's held-out
     files (and so the figures measured on them) as they were."""
     records, _ = build_manifest([speech_folder])
-    _, valid = split_manifest(records, 0.25, seed=3)
+    _, valid, _ = split_manifest(records, 0.25, seed=3)
     other = tmp_path / "other"
     shutil.copytree(speech_folder / "a", other / "x")  # the same keys' names under another root
     both, _ = build_manifest([speech_folder, other])
     assert len(both) > len(records)
-    _, valid_both = split_manifest(both, 0.25, seed=3)
+    _, valid_both, _ = split_manifest(both, 0.25, seed=3)
     assert [r.path for r in valid_both if r.root == 0] == [r.path for r in valid]
     assert [r for r in valid_both if r.root == 1]  # the new folder holds out its own share
     # the floor of one held-out record applies to the corpus, not to each folder

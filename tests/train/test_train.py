@@ -81,6 +81,21 @@ def test_other_seeds_hold_out_the_same_files_and_a_resume_never_trains_on_them(
     assert [p.name for p in list_checkpoints(first)] == ["step_00000002.ckpt"]
 
 
+def test_the_test_split_is_written_never_trained_on_and_kept_on_resume(
+    tmp_path, tiny_train_overrides
+):
+    common = [*tiny_train_overrides, "data.count=20", "trainer.valid_every=100"]
+    run = tmp_path / "run"
+    main([*common, "data.test_fraction=0.1", "trainer.steps=2", f"run_dir={run}"])
+    valid, test = (set((run / name).read_text().split()) for name in ("heldout.txt", "test.txt"))
+    assert len(valid) == 2 and len(test) == 2 and not valid & test
+    assert {str(p) for p in held_out_paths(run, "test")} == test
+    (run / "test.txt").unlink()  # an older run: the split is rebuilt from its config
+    assert {str(p) for p in held_out_paths(run, "test")} == test
+    with pytest.raises(SystemExit, match="would train on 2 of its held-out files"):
+        main([*common, "data.test_fraction=0", "trainer.steps=4", f"run_dir={run}"])
+
+
 def test_non_finite_steps_are_skipped_then_the_last_checkpoint_restored(
     tmp_path, monkeypatch, metrics_records, tiny_train_overrides
 ):
