@@ -49,6 +49,7 @@ from codec.audio import (
     write_audio,
 )
 from codec.fileio import AUDIO_SUFFIXES
+from codec.train.augment import build_augment
 
 # A segment is drawn from another file at most this many times before the item fails loudly:
 # a corpus whose files all fail is a configuration error, not bad luck.
@@ -156,7 +157,9 @@ class SegmentDataset(torch.utils.data.Dataset):
     """Random fixed-length segments of the records at the model's rate and channels.
 
     item -> (wav (channels, round(segment_seconds * sample_rate)) float32, skipped files: int)
-    Deterministic for a given seed, epoch and index, in any number of DataLoader workers."""
+    Deterministic for a given seed, epoch and index, in any number of DataLoader workers.
+    `augment(wav, rate, rng)` (codec.train.augment), when given, changes each segment after
+    loudness normalisation."""
 
     def __init__(
         self,
@@ -167,6 +170,7 @@ class SegmentDataset(torch.utils.data.Dataset):
         loudness_lufs: float | None = None,
         short: str = "pad",
         seed: int = 0,
+        augment=None,
     ):
         if short not in ("pad", "skip"):
             raise ValueError(f"short must be 'pad' or 'skip', got {short!r}")
@@ -175,6 +179,7 @@ class SegmentDataset(torch.utils.data.Dataset):
         if self.segment <= 0:
             raise ValueError(f"segment_seconds must be positive, got {segment_seconds}")
         self.loudness_lufs, self.seed, self.epoch = loudness_lufs, seed, 0
+        self.augment = augment
         if short == "skip":
             records = [r for r in records if r.seconds >= segment_seconds]
         if not records:
@@ -217,6 +222,8 @@ class SegmentDataset(torch.utils.data.Dataset):
             wav = apply_gain_db(wav, loudness_gain_db(wav, self.sample_rate, self.loudness_lufs))
         if wav.shape[-1] < self.segment:
             wav = torch.nn.functional.pad(wav, (0, self.segment - wav.shape[-1]))
+        if self.augment is not None:
+            wav = self.augment(wav, self.sample_rate, rng)
         return wav.contiguous()
 
 
@@ -380,6 +387,7 @@ def build_loader(
         loudness_lufs=loudness_lufs,
         short=data.short,
         seed=cfg.seed,
+        augment=build_augment(cfg.get("augment")),
     )
     sampler = None
     if world > 1:
