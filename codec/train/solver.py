@@ -39,6 +39,7 @@ from codec.losses import (
 from codec.metrics import si_sdr
 from codec.models import Codec, CodecConfig
 from codec.models.deepen import deepen_seanet, is_deepening
+from codec.models.names import resolve_model
 from codec.quality import level_ladder, quality_by_level
 from codec.quantize import NonFiniteInputError
 from codec.train.checkpoint import list_checkpoints
@@ -49,10 +50,11 @@ from codec.train.optim import make_optimizer, make_schedule
 
 
 def build_model(cfg: DictConfig) -> Codec:
-    """The `model` group's architecture, or with init_from=DIR the saved model in DIR, with its
-    own architecture and weights (an imported EnCodec fine-tunes as itself)."""
+    """The `model` group's architecture, or with init_from=DIR (or a shipped or imported model's
+    name) the saved model there, with its own architecture and weights (an imported EnCodec
+    fine-tunes as itself)."""
     if cfg.init_from:
-        model = Codec.from_pretrained(cfg.init_from, inference=False)
+        model = Codec.from_pretrained(resolve_model(cfg.init_from), inference=False)
         changes = cfg.get("init_changes")
         changes = OmegaConf.to_container(changes, resolve=True) if changes else {}
         if changes:
