@@ -212,6 +212,10 @@ class Balancer:
 
     One backward call for everything keeps DDP's gradient reduction to one per step. Losses that
     do not depend on the audio (e.g. commitment) are the caller's extra roots.
+
+    Each loss's EMA is bias-corrected by its own count of steps, so a loss that joins late (the
+    adversarial terms from `discriminator.start_step`) is scaled by its own gradient norm, not
+    by a near-empty average that would amplify it up to 1 / (1 - decay) times.
     """
 
     def __init__(
@@ -225,18 +229,28 @@ class Balancer:
             raise ValueError("balancer weights must be non-negative and not empty")
         self.weights, self.decay, self.total_norm, self.eps = dict(weights), decay, total_norm, eps
         self.norm_ema: dict[str, float] = {}
-        self.ema_weight = 0.0  # bias correction, as in Adam
+        self.ema_weight: dict[str, float] = {}  # bias correction per loss, as in Adam
 
     def state_dict(self) -> dict:
-        return {"norm_ema": dict(self.norm_ema), "ema_weight": self.ema_weight}
+        return {"norm_ema": dict(self.norm_ema), "ema_weight": dict(self.ema_weight)}
 
     def load_state_dict(self, state: dict) -> None:
         self.norm_ema = {k: float(v) for k, v in state["norm_ema"].items()}
-        self.ema_weight = float(state["ema_weight"])
+        weight = state["ema_weight"]
+        if not isinstance(weight, dict):  # checkpoints of one shared count: every loss had it
+            weight = dict.fromkeys(self.norm_ema, weight)
+        self.ema_weight = {k: float(v) for k, v in weight.items()}
 
-    def combine(self, losses: dict[str, torch.Tensor], audio: torch.Tensor):
+    def combine(
+        self,
+        losses: dict[str, torch.Tensor],
+        audio: torch.Tensor,
+        gains: dict[str, float] | None = None,
+    ):
         """The balanced gradient of `losses` with respect to `audio` (same shape), and each
-        loss's own gradient norm (for logging)."""
+        loss's own gradient norm (for logging). `gains` (default 1) multiply some losses'
+        weights for this step, e.g. to ramp the adversarial terms in."""
+        gains = gains or {}
         unknown = set(losses) - set(self.weights)
         if unknown:
             raise ValueError(f"no balancer weight for: {', '.join(sorted(unknown))}")
@@ -250,13 +264,14 @@ class Balancer:
             ddp.all_reduce_sum_(stacked)
             stacked /= ddp.world()[1]
         values = stacked.tolist()
-        self.ema_weight = self.decay * self.ema_weight + 1.0
         for name, value in zip(losses, values):
             self.norm_ema[name] = self.decay * self.norm_ema.get(name, 0.0) + value
-        total_weight = sum(self.weights[name] for name in losses)
+            self.ema_weight[name] = self.decay * self.ema_weight.get(name, 0.0) + 1.0
+        weights = {name: self.weights[name] * gains.get(name, 1.0) for name in losses}
+        total_weight = sum(weights.values())
         combined = torch.zeros_like(audio)
         for name in losses:
-            ema = self.norm_ema[name] / self.ema_weight
-            scale = self.total_norm * self.weights[name] / total_weight / (ema + self.eps)
+            ema = self.norm_ema[name] / self.ema_weight[name]
+            scale = self.total_norm * weights[name] / total_weight / (ema + self.eps)
             combined.add_(grads[name], alpha=scale)
         return combined, dict(zip(losses, values))

@@ -94,6 +94,24 @@ def test_balancer_gives_each_loss_its_weight_share_of_the_gradient():
         balancer.combine({"other": audio.sum()}, audio)
 
 
+def test_a_loss_that_joins_late_gets_its_share_not_more():
+    # the adversarial terms join at discriminator.start_step: their norm EMA starts then
+    torch.manual_seed(0)
+    audio = torch.randn(4, 1, 100, requires_grad=True)
+    target = torch.randn(4, 1, 100)
+    balancer = Balancer({"rec": 1.0, "adv": 1.0}, decay=0.9)
+    for _ in range(50):
+        balancer.combine({"rec": (audio - target).pow(2).mean()}, audio)
+    losses = {"rec": (audio - target).pow(2).mean(), "adv": 1e-3 * audio.abs().mean()}
+    grads = {n: torch.autograd.grad(v, audio, retain_graph=True)[0] for n, v in losses.items()}
+    unit = {n: g / g.reshape(4, -1).norm(dim=1).mean() for n, g in grads.items()}
+    combined, _ = balancer.combine(losses, audio)
+    torch.testing.assert_close(combined, 0.5 * unit["rec"] + 0.5 * unit["adv"])
+    # a gain of 0 (the start of the adversarial ramp) leaves the whole norm to the others
+    combined, _ = balancer.combine(losses, audio, gains={"adv": 0.0})
+    torch.testing.assert_close(combined, unit["rec"])
+
+
 def test_balancer_state_round_trip():
     audio = torch.randn(2, 1, 10, requires_grad=True)
     a = Balancer({"l1": 1.0})
@@ -101,6 +119,9 @@ def test_balancer_state_round_trip():
     b = Balancer({"l1": 1.0})
     b.load_state_dict(a.state_dict())
     assert b.norm_ema == a.norm_ema and b.ema_weight == a.ema_weight
+    # checkpoints from before the per-loss count held one count for every loss
+    b.load_state_dict({"norm_ema": {"l1": 2.0}, "ema_weight": 3.0})
+    assert b.ema_weight == {"l1": 3.0}
 
 
 def test_mel_levels_see_a_gain_exactly_and_a_tilt_but_not_the_frame_order(fsdd_root):

@@ -351,12 +351,18 @@ class CompressionSolver:
 
         self.opt_g.zero_grad(set_to_none=True)
         w_commit = torch.full_like(commitment, cfg.loss.commitment)
+        gains = {}
+        if adversarial:  # an untrained discriminator's gradients are noise: ramp them in
+            ramp = cfg.discriminator.get("ramp_steps", 0)
+            gain = min(1.0, (step - cfg.discriminator.start_step + 1) / ramp) if ramp else 1.0
+            gains = {"adv": gain, "feat": gain}
+            logs["adv_gain"] = gain
         if self.balancer is not None:
-            grad, norms = self.balancer.combine(losses, audio)
+            grad, norms = self.balancer.combine(losses, audio, gains)
             torch.autograd.backward([audio, commitment], [grad, w_commit])
             logs.update({f"grad_{k}": v for k, v in norms.items()})
         else:
-            total = sum(self.weights[k] * v for k, v in losses.items())
+            total = sum(self.weights[k] * gains.get(k, 1.0) * v for k, v in losses.items())
             (total + cfg.loss.commitment * commitment).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
         if not torch.isfinite(grad_norm):

@@ -327,6 +327,19 @@ def test_every_reconstruction_term_trains_through_the_balancer(
     assert -1 <= logged[0]["stoi"] < 0
 
 
+def test_adversarial_terms_start_at_their_step_and_ramp_in(
+    tmp_path, metrics_records, tiny_train_overrides
+):
+    run = tmp_path / "run"
+    ramp = ["discriminator.start_step=1", "discriminator.ramp_steps=4"]
+    steps = ["trainer.steps=4", "trainer.log_every=1", "trainer.valid_every=100"]
+    main([*tiny_train_overrides, *ramp, *steps, f"run_dir={run}"])
+    logged = [r for r in metrics_records(run) if "mel" in r]
+    assert "adv" not in logged[0] and "adv_gain" not in logged[0]  # step 0: no discriminator
+    assert [r["adv_gain"] for r in logged[1:]] == [0.25, 0.5, 0.75]
+    assert all(math.isfinite(r["adv"]) and r["grad_adv"] > 0 for r in logged[1:])
+
+
 def test_learning_rate_warms_up_then_decays_to_the_floor():
     from codec.train.optim import lr_factor
 
