@@ -60,7 +60,7 @@ def ceiling(paths, decode, rate: int, channels: int, problems: list[str]):
             decoded = F.pad(decoded, (0, wav.shape[-1] - decoded.shape[-1]))  # a short decoder
             by_metric = scores.setdefault(name, {metric: [] for metric in METRICS})
             for metric, value in quality(decoded, wav).items():
-                if not math.isnan(value):
+                if metric in by_metric and not math.isnan(value):
                     by_metric[metric].append(value)
     means = {
         name: {m: sum(v) / len(v) if v else math.nan for m, v in by_metric.items()}
