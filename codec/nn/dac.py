@@ -102,7 +102,7 @@ class DACEncoder(nn.Module):
     """(b, channels, t) -> (b, dimension, ceil(t / hop_length)); `n_filters` channels after the
     first conv, doubling at each rate."""
 
-    causal = False
+    causal, pad_mode = False, "zeros"
 
     def __init__(
         self,
@@ -131,7 +131,7 @@ class DACDecoder(nn.Module):
     """(b, dimension, f) -> (b, channels, output_length(f)) in [-1, 1]; `n_filters` channels
     after the first conv, halving at each rate (DAC's decoder_dim)."""
 
-    causal = False
+    causal, pad_mode = False, "zeros"
 
     def __init__(
         self,

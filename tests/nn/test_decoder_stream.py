@@ -2,13 +2,11 @@
 streaming path and the quantizer's checked lookup, and what each of them leaves to those."""
 
 import itertools
-import warnings
 
 import pytest
 import torch
 from torch import nn
 
-from codec.models.codec import LEAN_STREAM_FRAMES
 from codec.nn import SEANetDecoder, fold_weight_norm, for_cpu_inference, streaming
 from codec.nn.decoder_stream import SEANetDecoderStream
 from codec.quantize import GroupedResidualVQ, ResidualVQ
@@ -50,7 +48,7 @@ def test_stream_equals_the_layers_streaming(pad_mode, true_skip, residual_layers
     identity shortcut, a first chunk of one frame reflects itself as the layers' path does."""
     decoder = _decoder(pad_mode=pad_mode, true_skip=true_skip, n_residual_layers=residual_layers)
     latents = torch.randn(2, 12, 23)
-    with torch.no_grad(), streaming(decoder):
+    with torch.no_grad(), streaming(decoder, 2):
         general = _chunked(decoder, latents, sizes)
     stream = SEANetDecoderStream.of(decoder)
     assert stream is not None
@@ -114,33 +112,3 @@ def test_code_table_leaves_dropped_and_out_of_range_codes_to_the_checked_lookup(
         assert table(broken) is None
     assert table(torch.zeros(1, 3, 5, 1, dtype=torch.long)) is None  # more levels than it has
     assert CodeTable.of(_quantizer("grouped", factorized=True, codebook_dim=4)) is None
-
-
-def test_codec_streams_through_the_lean_path_and_reports_bad_codes(tiny_codec):
-    model = tiny_codec(causal=True).eval()
-    codes = model.encode(torch.randn(1, 1, 64 * 12) * 0.1)
-    with torch.no_grad(), streaming(model):  # the layers' general path
-        general = torch.cat([model.decode(codes[..., k : k + 1]) for k in range(12)], -1)
-    with model.streaming():
-        lean = torch.cat([model.decode(codes[..., k : k + 1]) for k in range(12)], -1)
-        assert callable(model._frame_decoder)
-        bad = codes[..., :1].clone()
-        bad[0, 0, 0, 0] = 64
-        with pytest.raises(ValueError, match="out of range"):
-            model.decode(bad)
-    assert model._frame_decoder is None
-    torch.testing.assert_close(lean, general, atol=1e-5, rtol=1e-5)
-
-
-def test_long_first_chunks_and_bfloat16_stream_through_the_layers(tiny_codec):
-    """The CLI decodes long chunks: the layers' kernels are faster there."""
-    model = tiny_codec(causal=True).eval()
-    codes = model.encode(torch.randn(1, 1, 64 * (LEAN_STREAM_FRAMES + 1)) * 0.1)
-    with model.streaming():
-        model.decode(codes)
-        assert model._frame_decoder is None
-    model.precision = "bfloat16"
-    with model.streaming(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # where bf16 is emulated: float32, with a warning
-        model.decode(codes[..., :1])
-        assert model._frame_decoder is None
