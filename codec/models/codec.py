@@ -38,6 +38,9 @@ class Codec(nn.Module):
         config = config or CodecConfig()
         self.config = config
         self.precision = "float32"  # inference precision of encoder and decoder; see `encode`
+        # another runtime for inference (codec.runtime.onnx.attach): encode_frames,
+        # decode_frames and streaming(batch_size) in place of the layers'
+        self.runtime = None
         self.encoder = build_part("encoder", *config.part("encoder"), config)
         self.quantizer = build_part("quantizer", *config.part("quantizer"), config)
         self.decoder = build_part("decoder", *config.part("decoder"), config)
@@ -178,6 +181,8 @@ class Codec(nn.Module):
         return F.pad(wav.float(), (0, missing)) if missing > 0 else wav.float()
 
     def _encode_frames(self, wav: torch.Tensor, levels: int) -> torch.Tensor:
+        if self.runtime is not None:
+            return self.runtime.encode_frames(wav, levels)
         _, codes, _ = self._quantize(self._latents(wav), num_levels=levels)
         return codes[:, :, :levels]
 
@@ -246,6 +251,8 @@ class Codec(nn.Module):
         return wav if length is None else wav[..., :length]
 
     def _decode_frames(self, codes: torch.Tensor) -> torch.Tensor:
+        if self.runtime is not None:
+            return self.runtime.decode_frames(codes)
         quantized = self.quantizer.get_output_from_indices(rearrange(codes, "b g q f -> g b f q"))
         return self._decode_latents(quantized)
 
@@ -271,6 +278,8 @@ class Codec(nn.Module):
         reset_streaming; they are dropped when the block ends."""
         if not self.causal:
             raise ValueError("streaming needs a causal model (this one is non-causal)")
+        if self.runtime is not None:
+            return self.runtime.streaming(batch_size)
         return streaming(self, batch_size)
 
     # -- identity ------------------------------------------------------------------------------
@@ -299,8 +308,11 @@ class Codec(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory, inference: bool = True) -> Codec:
-        """Load a folder written by `save_pretrained`; nothing is unpickled. With `inference`,
-        weight norm is folded away and the model is in eval mode."""
+        """Load a folder written by `save_pretrained`, or a model by the short name the CLI
+        takes (a shipped model such as "speech16k", or one imported into the cache such as
+        "encodec_24khz"); nothing is unpickled. With `inference`, weight norm is folded away
+        and the model is in eval mode."""
         from codec.models.folder import load_model
+        from codec.models.names import resolve_model
 
-        return load_model(directory, inference=inference)
+        return load_model(resolve_model(directory), inference=inference)

@@ -33,8 +33,10 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 from torch.nn.utils import parametrizations, parametrize
 
+from codec.nn.export_ops import exportable_lstm
 from codec.nn.streaming import State, StreamingModule
 
 NORMS = ("weight_norm", "time_group_norm", "none")
@@ -90,14 +92,16 @@ def fold_weight_norm(module: nn.Module) -> nn.Module:
     return module
 
 
-def pad1d(x: torch.Tensor, left: int, right, mode: str) -> torch.Tensor:
-    """x padded on its last axis (any leading shape) by reflection or zeros; `right` may be
-    arithmetic on x's length. Reflection works on inputs shorter than the padding too (as
-    EnCodec: the input zero-extended to max(left, right) + 1 samples first, the extension cut
-    off after)."""
+def pad1d(x: torch.Tensor, left: int, right, mode: str, reach=None) -> torch.Tensor:
+    """x padded on its last axis (any leading shape) by reflection or zeros. Reflection works
+    on inputs shorter than the padding too (as EnCodec: the input zero-extended to
+    max(left, reach) + 1 samples first, the extension cut off after). `reach` (default
+    `right`; may be arithmetic on x's length) is the right padding that defines that
+    extension when more is padded than any output reads, which keeps `right` a fixed amount."""
     if pad_mode_of(mode) == "zeros":
         return F.pad(x, (left, right))
-    return torch.cat([_reflected_left(x, left), x, _reflected_right(x, right, left)], -1)
+    reach = right if reach is None else reach
+    return torch.cat([_reflected_left(x, left), x, _reflected_right(x, right, left, reach)], -1)
 
 
 def _taps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -110,14 +114,16 @@ def _taps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 def _reflected_left(x: torch.Tensor, left: int) -> torch.Tensor:
     """The `left` samples before x, x[left], ..., x[1] (zero past the end of a short x)."""
+    if statically_known_true(left < x.shape[-1]):  # a fixed length that is long enough
+        return x[..., 1 : left + 1].flip(-1)
     return _taps(x, torch.arange(left, 0, -1, device=x.device))
 
 
-def _reflected_right(x: torch.Tensor, right, left: int) -> torch.Tensor:
+def _reflected_right(x: torch.Tensor, right, left: int, reach) -> torch.Tensor:
     """The `right` samples after x's end, reflected about its last sample; for x shorter than
-    the padding, about the last sample of its zero extension to max(left, right) + 1."""
+    the padding, about the last sample of its zero extension to max(left, reach) + 1."""
     t = x.shape[-1]
-    n = torch.sym_max(t, torch.sym_max(left, right) + 1)  # length after zero extension
+    n = torch.sym_max(t, torch.sym_max(left, reach) + 1)  # length after zero extension
     position = torch.arange(right, device=x.device) + t
     source = torch.where(position < n, t, 2 * (n - 1) - position)  # t: in the zero extension
     return _taps(x, source)
@@ -224,11 +230,12 @@ class Conv1d(StreamingModule[ConvState]):
                 f"{self.stride}"
             )
         t, right = x.shape[-1], (-x.shape[-1]) % self.stride
-        joined = torch.cat([state.history.to(x.dtype), x], -1)
-        if state.first is not None:
+        history = state.history.to(x.dtype)
+        if state.first is not None:  # a first chunk is padded by its own reflection
             first = state.first[:, None, None]
-            joined = torch.where(first, pad1d(x, self.padding, 0, "reflect"), joined)
+            history = torch.where(first, _reflected_left(x, self.padding), history)
             state.first = torch.zeros_like(state.first)
+        joined = torch.cat([history, x], -1)
         if not right:
             state.history = joined[..., t:]
             return joined
@@ -238,23 +245,28 @@ class Conv1d(StreamingModule[ConvState]):
             padded = torch.where(first, pad1d(x, self.padding, right, "reflect"), padded)
         return padded
 
+    def _few_frames_apply(self, x: torch.Tensor) -> bool:
+        """Whether a streaming chunk is short enough for `_few_frames_conv` (eager only: an
+        exported graph keeps the conv, whose length is free)."""
+        if torch.compiler.is_exporting() or torch.is_grad_enabled() or self.stride != 1:
+            return False
+        depthwise = self.groups == self.conv.in_channels == self.conv.out_channels
+        few = x.shape[-1] - self.effective_kernel < FEW_FRAMES
+        return few and (self.groups == 1 or depthwise)
+
+    def _few_frames(self, x: torch.Tensor) -> torch.Tensor:
+        return _few_frames_conv(x, self.conv, self.dilation)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_streaming:
             x = self._with_history(x)
-            depthwise = self.groups == self.conv.in_channels == self.conv.out_channels
-            few = x.shape[-1] - self.effective_kernel < FEW_FRAMES and self.stride == 1
-            if few and (self.groups == 1 or depthwise) and not torch.is_grad_enabled():
-                y = _few_frames_conv(x, self.conv, self.dilation)
-            else:
-                y = self.conv(x)
+            y = self._few_frames(x) if self._few_frames_apply(x) else self.conv(x)
         else:
+            # stride - 1 samples more than a multiple of the stride needs on the right: they
+            # reach no output frame, and the amounts stay fixed whatever the length
             left, right = self.left_padding, self.padding - self.left_padding
-            if self.pad_mode == "zeros":
-                # stride - 1 zeros more than a multiple of the stride needs: they reach no
-                # output frame, and the amounts stay fixed whatever the length
-                y = self.conv(F.pad(x, (left, right + self.stride - 1)))
-            else:
-                y = self.conv(pad1d(x, left, right + (-x.shape[-1]) % self.stride, "reflect"))
+            reach = right + (-x.shape[-1]) % self.stride  # what the last frame reads
+            y = self.conv(pad1d(x, left, right + self.stride - 1, self.pad_mode, reach))
         return y if self.norm is None else self.norm(y)
 
 
@@ -341,13 +353,24 @@ class LSTM(StreamingModule[LSTMState]):
         zeros = torch.zeros(shape, device=self._device())
         return LSTMState(zeros, zeros.clone())
 
+    def _run(self, seq: torch.Tensor, state):
+        """nn.LSTM(seq, state); while exporting, one op per layer that keeps the length free."""
+        if torch.compiler.is_exporting():
+            return exportable_lstm(self.lstm, seq, state)
+        return self.lstm(seq, state)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         seq = x.transpose(1, 2)
         if self.is_streaming:
             state = self.streaming_state(x.shape[0])
-            carried = (state.h.transpose(0, 1).to(seq.dtype), state.c.transpose(0, 1).to(seq.dtype))
-            out, (h, c) = self.lstm(seq, tuple(t.contiguous() for t in carried))
+            carried = (state.h.transpose(0, 1), state.c.transpose(0, 1))
+            carried = tuple(
+                t.to(seq.dtype).clone(memory_format=torch.contiguous_format) for t in carried
+            )
+            out, (h, c) = self._run(seq, carried)
             state.h, state.c = h.transpose(0, 1), c.transpose(0, 1)
         else:
-            out = self.lstm(seq)[0]
-        return (out + seq).transpose(1, 2)
+            out = self._run(seq, None)[0]
+        # a (b, c, t) copy, not a view of (b, t, c) memory: the conv after it would otherwise
+        # ask for its layout, which torch.export answers by fixing the batch size to 1
+        return (out + seq).transpose(1, 2).clone(memory_format=torch.contiguous_format)

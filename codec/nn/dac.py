@@ -123,8 +123,7 @@ class DACEncoder(nn.Module):
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad = -x.shape[-1] % self.hop_length
-        return self.block(F.pad(x, (0, pad)) if pad else x)
+        return self.block(F.pad(x, (0, -x.shape[-1] % self.hop_length)))
 
 
 class DACDecoder(nn.Module):

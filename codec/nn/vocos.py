@@ -208,9 +208,28 @@ class ISTFTDecoder(nn.Module):
             two=2,
         )
         magnitude = spec[0].clamp(max=MAX_LOG_MAGNITUDE).exp()
-        frames = torch.fft.irfft(torch.polar(magnitude, spec[1]), n=self.n_fft)
+        frames = self._inverse_rfft(magnitude, spec[1])
         wav = self.synthesis(frames)
         return rearrange(wav, "(b c) t -> b c t", c=self.channels)
+
+    def _inverse_rfft(self, magnitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """irfft of the bins magnitude * e^(i phase), (..., bins) -> (..., n_fft). While
+        exporting, as two products with a fixed real basis: the exporters have no complex
+        numbers, and torch.export's irfft fixes the batch size."""
+        if not torch.compiler.is_exporting():
+            return torch.fft.irfft(torch.polar(magnitude, phase), n=self.n_fft)
+        cosines, sines = _inverse_rfft_basis(self.n_fft, magnitude.device)
+        return (magnitude * phase.cos()) @ cosines + (magnitude * phase.sin()) @ sines
+
+
+def _inverse_rfft_basis(n_fft: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(bins, n_fft) each: irfft(X)[n] = sum_k Re X_k cosines[k, n] + Im X_k sines[k, n] (the
+    imaginary parts of the first and last bins drop out, as irfft ignores them)."""
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
+    angle = 2 * math.pi * k * torch.arange(n_fft, dtype=torch.float64) / n_fft
+    weight = torch.full_like(k, 2.0 / n_fft)
+    weight[0] = weight[-1] = 1.0 / n_fft
+    return (angle.cos() * weight).float().to(device), (-angle.sin() * weight).float().to(device)
 
 
 class STFTFeatures(nn.Module):
