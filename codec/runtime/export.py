@@ -117,13 +117,15 @@ def prepared(model: Codec) -> Codec:
     """A plain copy of `model` for export, built anew from its config and weights (a deep copy
     would share weight norm's parametrized classes, whose folding would reach the original):
     eval mode, no gradients, weight norm folded, float32, on the CPU."""
+    state = {
+        k: v.detach().cpu().float() if v.is_floating_point() else v.cpu()
+        for k, v in model.state_dict().items()
+    }
     plain = Codec(model.config)
-    plain.load_state_dict(
-        {
-            k: v.detach().cpu().float() if v.is_floating_point() else v.cpu()
-            for k, v in model.state_dict().items()
-        }
-    )
+    folded = not any(".parametrizations." in key for key in state)
+    if folded:  # a model loaded for inference: fold the copy's weight norm first
+        fold_weight_norm(plain)
+    plain.load_state_dict(state)
     return fold_weight_norm(plain.eval().requires_grad_(False))
 
 

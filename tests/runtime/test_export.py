@@ -231,3 +231,23 @@ def test_a_stream_restarts_items_and_checks_its_batch(exported):
         stream.encode(audio[:1])
     with pytest.raises(ValueError, match="whole hops"):
         stream.encode(audio[..., :5])
+
+
+@pytest.mark.slow
+def test_a_reflect_padded_stream_ends_on_a_partial_chunk_as_the_layers_do(exported):
+    """coding.py streams a reflection-padded file alone, its last chunk as long as what is
+    left: on the graphs, the whole hops run as steps and the partial rest on the layers,
+    from the steps' state."""
+    from codec.coding import Windowing, encode_batch
+
+    model, graphs = exported("seanet_reflect")
+    torch.manual_seed(3)
+    signal = torch.randn(1, model.hop_length * 20 + 17) * 0.3
+    windowing = Windowing(chunk_frames=8, context_frames=0, quantum_frames=8)
+    (reference,) = encode_batch(model, [signal], model.levels, windowing)
+    attach_onnx(model, graphs)
+    try:
+        (codes,) = encode_batch(model, [signal], model.levels, windowing)
+    finally:
+        model.runtime = None
+    assert torch.equal(codes, reference)
