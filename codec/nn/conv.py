@@ -270,23 +270,6 @@ class Conv1d(StreamingModule[ConvState]):
         return y if self.norm is None else self.norm(y)
 
 
-def polyphase_transposed(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
-    """conv_transpose1d(x, weight, stride) for a kernel of 2 x stride, x (b, c_in, f), weight
-    (c_in, c_out, 2s) -> (b, c_out, (f + 1) s): output block j (s samples) is
-    x[j] @ first half + x[j - 1] @ second half of the kernel."""
-    b, _, f = x.shape
-    c_out, s = weight.shape[1], stride
-    rows = x.transpose(1, 2).clone(memory_format=torch.contiguous_format)  # (b, f, c_in)
-    blocks = []
-    for half in (weight[..., :s], weight[..., s:]):
-        matrix = half.permute(0, 2, 1).reshape(half.shape[0], s * c_out)  # (c_in, s c_out)
-        blocks.append(torch.matmul(rows, matrix))  # (b, f, s * c_out), sample-major
-    zeros = blocks[0].new_zeros(b, 1, s * c_out)
-    joined = torch.cat([blocks[0], zeros], 1) + torch.cat([zeros, blocks[1]], 1)
-    joined = joined.reshape(b, (f + 1) * s, c_out).transpose(1, 2)
-    return joined.clone(memory_format=torch.contiguous_format)
-
-
 @dataclasses.dataclass
 class ConvTransposeState(State):
     """tail (b, c_out, overlap): the output samples that the next frames still add to."""
@@ -331,17 +314,8 @@ class ConvTranspose1d(StreamingModule[ConvTransposeState]):
             torch.zeros(batch_size, channels, self.overlap, device=self._device())
         )
 
-    def _transposed(self, x: torch.Tensor) -> torch.Tensor:
-        """The transposed conv without bias, (b, c_in, f) -> (b, c_out, (f - 1) * s + k).
-        Exporting a streaming step, a kernel of 2 x stride runs as two matrix products on the
-        frames (polyphase): on a frame at a time onnxruntime's ConvTranspose costs more."""
-        polyphase = self.convtr.kernel_size[0] == 2 * self.stride and self.is_streaming
-        if not (polyphase and torch.compiler.is_exporting()):
-            return self.convtr(x)
-        return polyphase_transposed(x, self.convtr.weight, self.stride)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._transposed(x)  # (b, c, (f - 1) * s + k)
+        y = self.convtr(x)  # (b, c, (f - 1) * s + k)
         n = x.shape[-1] * self.stride
         left = 0 if self.causal else self.overlap - self.overlap // 2
         if self.norm is not None:
