@@ -10,8 +10,8 @@ writes, with `torch.onnx.export` (torch.export underneath, dynamic shapes):
                         level -> audio (batch, channels, frames * hop)
     encoder_step.onnx   causal models, one frame per call: (audio (batch, channels, hop),
     decoder_step.onnx   *state) -> (codes (batch, groups, levels, 1), *new state) and (codes
-                        (batch, groups, L, 1), *state) -> (audio (batch, channels, hop),
-                        *new state)
+                        (batch, groups, levels, 1), -1 for a level not coded, *state) ->
+                        (audio (batch, channels, hop), *new state)
     manifest.json       what the model is (id, weights hash, rates, code shape), each graph's
                         file, sha256 and input and output names, and the state tensors' names,
                         shapes (batch first) and dtypes with their fresh values (zeros, or
@@ -169,10 +169,9 @@ def _export_step(graph, kind: str, model: Codec, path: Path) -> dict:
             x = torch.zeros(1, model.channels, model.hop_length)
             x_shape = {0: batch}
             io = ("audio", "codes")
-        else:
-            levels = torch.export.Dim("levels", min=1, max=model.levels)
+        else:  # every level: a stream of fewer passes -1 (dropped) for the rest
             x = torch.zeros(1, model.groups, model.levels, 1, dtype=torch.long)
-            x_shape = {0: batch, 2: levels}
+            x_shape = {0: batch}
             io = ("codes", "audio")
         states = [f"state.{i}" for i in range(len(names))]
         shapes = (x_shape, tuple({0: batch} for _ in names))  # forward(x, *state)

@@ -211,7 +211,16 @@ class Stream:
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """codes (b, groups, L, n) -> audio (b, channels, n * hop), frame by frame."""
         self._check_batch(codes)
-        codes = np.ascontiguousarray(codes, dtype=np.int64)
+        missing = self.graphs.levels - codes.shape[2]  # the step takes every level
+        if missing < 0:
+            raise ValueError(
+                f"codes of {codes.shape[2]} levels; the model has {self.graphs.levels}"
+            )
+        codes = np.pad(
+            np.asarray(codes, dtype=np.int64),
+            ((0, 0), (0, 0), (0, missing), (0, 0)),
+            constant_values=-1,
+        )
         pieces = [
             self._step("decoder_step", "codes", codes[..., k : k + 1])
             for k in range(codes.shape[-1])
