@@ -3,7 +3,8 @@
     codec encode IN... -m MODEL [-o OUT] [-b KBPS | -q LEVELS] [--batch-size N] [-r] [--force]
     codec decode IN.codes... [-m MODEL] [-o OUT] [--sr RATE] [--format wav|flac] [--force]
     codec info FILE.codes | MODEL_DIR
-    codec import SRC [-o MODEL_DIR] [--from FORMAT]   (EnCodec .th or HF folder, DAC .pth, a name)
+    codec import SRC [-o MODEL_DIR] [--from FORMAT]   (EnCodec .th, DAC .pth, HF folder, a name)
+    codec export MODEL -o DIR [-q LEVELS | -b KBPS] [--force]   (ONNX graphs; docs/onnx.md)
     codec tokenize DATA... -m MODEL -o OUT [-b KBPS | -q LEVELS] [--shard-size N]
     codec eval DATA... -m MODEL [--bandwidths KBPS...] [--compare opus] [-o REPORT_DIR]
     codec train [KEY=VALUE ...]      (Hydra overrides; see configs/)
@@ -144,13 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "-o", "--output", type=Path, help="model folder (default: the cache, by model name)"
     )
-    imp.add_argument("--from", dest="format", choices=["encodec", "encodec-hf", "dac"])
+    imp.add_argument("--from", dest="format", choices=["encodec", "encodec-hf", "dac", "dac-hf"])
     imp.add_argument(
         "--kind",
         choices=["encodec_24khz", "encodec_48khz", "dac_16khz", "dac_24khz", "dac_44khz"],
         help="model kind",
     )
     imp.add_argument("--force", action="store_true", help="replace an existing model folder")
+
+    exp = sub.add_parser("export", help="a model -> ONNX graphs for onnxruntime (docs/onnx.md)")
+    exp.add_argument("model", type=Path, metavar="MODEL", help="model folder or short name")
+    exp.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    add_rate_options(exp)
+    exp.add_argument("--force", action="store_true", help="replace an existing folder")
 
     info = sub.add_parser("info", help="describe a .codes file or a saved model")
     info.add_argument("target", type=Path, metavar="FILE_OR_MODEL")
@@ -183,6 +190,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         choices=["float32", "bfloat16"],
         default="float32",
         help="convolution precision (bfloat16: ~2x faster on CPUs with AVX512-BF16)",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="onnx: run exported graphs on onnxruntime (CPU; exported once into the cache)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -241,7 +254,7 @@ def progress_bar(items, quiet: bool, desc: str, total: int | None = None):
     return tqdm(items, desc=desc, unit="file", total=total)
 
 
-def _load_model(path: Path | None, device: str, precision: str = "float32"):
+def _load_model(path: Path | None, device: str, precision: str = "float32", runtime: str = "torch"):
     from codec.models import Codec
     from codec.models.names import resolve_model
     from codec.nn import cpu_isa, native_bf16
@@ -254,9 +267,43 @@ def _load_model(path: Path | None, device: str, precision: str = "float32"):
             f"--precision bfloat16: this CPU ({cpu_isa()}) has no native bf16 arithmetic and "
             "would run many times slower than float32; use float32"
         )
+    if runtime == "onnx":
+        _check_onnx(device, precision)
     model = Codec.from_pretrained(resolve_model(path)).to(device)
     model.precision = precision
+    if runtime == "onnx":
+        import torch
+
+        from codec.runtime import use_onnx
+
+        log = lambda line: print(f"note: {line}", file=sys.stderr, flush=True)  # noqa: E731
+        use_onnx(model, threads=torch.get_num_threads(), log=log)
     return model
+
+
+def _check_onnx(device, precision: str) -> None:
+    if device.type != "cpu" or precision != "float32":
+        raise UsageError("--runtime onnx runs float32 on the CPU (--device cpu)")
+    missing = [m for m in ("onnxruntime", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(f"--runtime onnx needs {', '.join(missing)}: pip install 'codec[onnx]'")
+
+
+def run_export(args) -> None:
+    from codec.models import Codec
+    from codec.models.names import resolve_model
+    from codec.runtime import export_model
+
+    _check_onnx(_usable_device("cpu"), "float32")
+    model = Codec.from_pretrained(resolve_model(args.model), inference=False)
+    levels = model.levels_for(args.bandwidth, args.levels)
+    folder = export_model(model, args.output, levels=levels, force=args.force)
+    print(
+        f"exported {model.model_id} to {folder} (encoder at {levels} levels, "
+        f"{model.bitrate(levels) / 1000:.3g} kbps"
+        + ("; one-frame streaming steps" if model.causal and model.segmentation is None else "")
+        + ")"
+    )
 
 
 def run_import(args) -> None:
@@ -288,7 +335,7 @@ def run_encode(args, errors: list[str]) -> int:
     from codec.codes_file import write_codes
     from codec.coding import Windowing, codes_header, encode_files
 
-    model = _load_model(args.model, args.device, args.precision)
+    model = _load_model(args.model, args.device, args.precision, args.runtime)
     levels = model.levels_for(args.bandwidth, args.levels)
     windowing = Windowing.for_model(model, args.chunk_seconds)
     files = collect(args.inputs, AUDIO_SUFFIXES, args.recursive, errors)
@@ -371,7 +418,7 @@ class ModelsByName:
             self.loaded[None] = self._load(args.model)
 
     def _load(self, path):
-        return _load_model(path, self.args.device, self.args.precision)
+        return _load_model(path, self.args.device, self.args.precision, self.args.runtime)
 
     def get(self, model_id: str):
         if None in self.loaded:
@@ -392,7 +439,7 @@ def run_tokenize(args, errors: list[str]) -> int:
     from codec.coding import Windowing, encode_files, model_header_fields
     from codec.shards import tokenize
 
-    model = _load_model(args.model, args.device, args.precision)
+    model = _load_model(args.model, args.device, args.precision, args.runtime)
     levels = model.levels_for(args.bandwidth, args.levels)
     windowing = Windowing.for_model(model, args.chunk_seconds)
     found = collect(args.inputs, AUDIO_SUFFIXES, args.recursive, errors)
@@ -527,6 +574,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "import":
             run_import(args)
+            return 0
+        if args.command == "export":
+            run_export(args)
             return 0
         if args.command == "train":
             from codec.train import main as train

@@ -250,14 +250,14 @@ def _encode_streaming(model: Codec, signals: list, levels: int, windowing: Windo
     layers pad as the offline pass does."""
     hop, chunk = model.hop_length, windowing.chunk_frames
     device = next(model.parameters()).device
-    alone = _pads_by_reflection(model)
+    alone = model.encoder.pad_mode == "reflect"  # a file's end is padded by its reflection
     per_batch = 1 if alone else _per_batch(model, chunk * hop)
     result = []
     for start in range(0, len(signals), per_batch):
         group = signals[start : start + per_batch]
         frames = [model.frames_for(s.shape[-1]) for s in group]
         codes = torch.empty(len(group), model.groups, levels, max(frames), dtype=torch.long)
-        with model.streaming():
+        with model.streaming(batch_size=len(group)):
             for k in range(0, max(frames), chunk):
                 size = chunk * hop
                 if alone:
@@ -267,12 +267,6 @@ def _encode_streaming(model: Codec, signals: list, levels: int, windowing: Windo
                 codes[..., k : k + part.shape[-1]] = part[..., : codes.shape[-1] - k]
         result.extend(c[..., :f] for c, f in zip(codes, frames))
     return result
-
-
-def _pads_by_reflection(model: Codec) -> bool:
-    from codec.nn import Conv1d
-
-    return any(isinstance(m, Conv1d) and m.pad_mode == "reflect" for m in model.modules())
 
 
 def model_header_fields(model: Codec, levels: int) -> dict:

@@ -76,3 +76,20 @@ def test_a_codes_file_finds_the_shipped_model_without_m(tmp_path):
     original = read_for(clip, 16000, 1)
     assert abs(wav.shape[-1] - original.shape[-1]) == 0
     assert float(si_sdr(wav[None], original[None]).mean()) > 0.0
+
+
+def test_from_pretrained_takes_the_short_names_the_cli_takes(tmp_path, monkeypatch):
+    """A shipped model by name, one imported into the cache by name, and a name that is
+    neither: one line naming the places looked at."""
+    assert Codec.from_pretrained("speech16k").model_hash == resolve_model_hash()
+    monkeypatch.setenv("CODEC_CACHE", str(tmp_path))
+    from codec.models.names import models_dir
+
+    Codec.from_pretrained("speech16k").save_pretrained(models_dir() / "mine")
+    assert Codec.from_pretrained("mine").model_id == "speech16k"
+    with pytest.raises(FileNotFoundError, match="no model folder, shipped model or imported"):
+        Codec.from_pretrained("no_such_model")
+
+
+def resolve_model_hash() -> str:
+    return json.loads((PRETRAINED / "speech16k" / "config.json").read_text())["weights_hash"]

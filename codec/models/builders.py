@@ -5,9 +5,11 @@ function that builds the module. Adding an architecture is one module in codec/n
 here and one file in configs/model/{encoder,decoder,quantizer}/.
 
 Every encoder maps (b, channels, t) -> (b, dimension, ceil(t / hop_length)) and exposes
-`hop_length` and `causal`; every decoder maps (b, dimension, f) -> (b, channels, f * hop_length)
-(or fewer samples, DAC 1.0's, reported by its `output_length(f)`; the Codec pads the rest with
-zeros) and exposes `hop_length` and `causal`; every quantizer has the GroupedResidualVQ interface.
+`hop_length`, `causal` and `pad_mode` ("zeros" or "reflect": how it pads a signal's ends, which
+tells whether files zero-padded side by side in a batch code as they do alone); every decoder
+maps (b, dimension, f) -> (b, channels, f * hop_length) (or fewer samples, DAC 1.0's, reported
+by its `output_length(f)`; the Codec pads the rest with zeros) and exposes `hop_length`,
+`causal` and `pad_mode`; every quantizer has the GroupedResidualVQ interface.
 """
 
 from __future__ import annotations

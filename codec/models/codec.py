@@ -9,7 +9,6 @@ bits per second = frame_rate * groups * levels * log2(codebook_size).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import warnings
@@ -23,15 +22,8 @@ from codec.models.builders import build_part
 from codec.models.config import CodecConfig
 from codec.models.segments import Segmentation, overlap_add, rms_scale
 from codec.nn import cpu_isa, native_bf16, streaming
-from codec.nn.decoder_stream import SEANetDecoderStream
-from codec.quantize.code_table import CodeTable
 
 PRECISIONS = ("float32", "bfloat16")
-# a stream whose first decode call has up to this many frames decodes through
-# SEANetDecoderStream (a few calls per chunk); longer chunks (the CLI's) take the layers'
-# kernels, which win there
-LEAN_STREAM_FRAMES = 16
-PENDING = "pending"
 
 
 class Codec(nn.Module):
@@ -46,7 +38,9 @@ class Codec(nn.Module):
         config = config or CodecConfig()
         self.config = config
         self.precision = "float32"  # inference precision of encoder and decoder; see `encode`
-        self._frame_decoder = None  # inside `streaming()`: PENDING, then a function or None
+        # another runtime for inference (codec.runtime.onnx.attach): encode_frames,
+        # decode_frames and streaming(batch_size) in place of the layers'
+        self.runtime = None
         self.encoder = build_part("encoder", *config.part("encoder"), config)
         self.quantizer = build_part("quantizer", *config.part("quantizer"), config)
         self.decoder = build_part("decoder", *config.part("decoder"), config)
@@ -187,6 +181,8 @@ class Codec(nn.Module):
         return F.pad(wav.float(), (0, missing)) if missing > 0 else wav.float()
 
     def _encode_frames(self, wav: torch.Tensor, levels: int) -> torch.Tensor:
+        if self.runtime is not None:
+            return self.runtime.encode_frames(wav, levels)
         _, codes, _ = self._quantize(self._latents(wav), num_levels=levels)
         return codes[:, :, :levels]
 
@@ -255,11 +251,8 @@ class Codec(nn.Module):
         return wav if length is None else wav[..., :length]
 
     def _decode_frames(self, codes: torch.Tensor) -> torch.Tensor:
-        if self._frame_decoder is PENDING:  # a stream's first chunk picks its path
-            small = codes.shape[-1] <= LEAN_STREAM_FRAMES
-            self._frame_decoder = self._lean_frame_decoder() if small else None
-        if self._frame_decoder is not None:
-            return self._frame_decoder(codes)
+        if self.runtime is not None:
+            return self.runtime.decode_frames(codes)
         quantized = self.quantizer.get_output_from_indices(rearrange(codes, "b g q f -> g b f q"))
         return self._decode_latents(quantized)
 
@@ -271,48 +264,23 @@ class Codec(nn.Module):
         audio = self._decode_latents(quantized)[..., : wav.shape[-1]]
         return {"audio": audio, "commitment": losses.sum(), "codes": codes}
 
-    def streaming(self):
-        """Context manager for stateful chunk-by-chunk coding of a causal model:
+    def streaming(self, batch_size: int = 1):
+        """Context manager for stateful chunk-by-chunk coding of a causal model, `batch_size`
+        streams side by side (codec.nn.streaming):
 
-            with model.streaming():
+            with model.streaming(batch_size=1):
                 codes = [model.encode(chunk) for chunk in chunks]   # chunks: multiples of hop
 
-        gives the offline codes (and `decode` frame by frame the offline audio); latency is one
-        hop. State is cleared when the block ends. In float32 on the CPU, a causal SEANet
-        decoder whose first chunk has at most LEAN_STREAM_FRAMES frames decodes the block through
-        `SEANetDecoderStream` and `CodeTable` (a few calls per frame instead of hundreds; the
-        same audio within float rounding), with the weights as they are at that first call."""
+        gives the offline codes (and `decode` frame by frame the offline audio; with
+        reflection padding, once the first chunk is longer than every layer's padding);
+        latency is one hop. The layers' states can be read and set with
+        codec.nn.get_streaming_state / set_streaming_state, items restarted with
+        reset_streaming; they are dropped when the block ends."""
         if not self.causal:
             raise ValueError("streaming needs a causal model (this one is non-causal)")
-        return self._streaming_block()
-
-    @contextlib.contextmanager
-    def _streaming_block(self):
-        with streaming(self):
-            lean = self.precision == "float32" and self.segmentation is None
-            self._frame_decoder = PENDING if lean else None
-            try:
-                yield self
-            finally:
-                self._frame_decoder = None
-
-    def _lean_frame_decoder(self):
-        """codes (b, g, levels, f) -> wav (b, c, f * hop) through a SEANetDecoderStream (with
-        a CodeTable where the quantizer has one), or None where the decoder has no stream."""
-        decoder = SEANetDecoderStream.of(self.decoder)
-        if decoder is None:
-            return None
-        table = CodeTable.of(self.quantizer)
-
-        def decode(codes: torch.Tensor) -> torch.Tensor:
-            quantized = None if table is None else table(codes)
-            if quantized is None:  # codes the table leaves to the checked path
-                quantized = self.quantizer.get_output_from_indices(
-                    rearrange(codes, "b g q f -> g b f q")
-                )
-            return decoder(quantized)
-
-        return decode
+        if self.runtime is not None:
+            return self.runtime.streaming(batch_size)
+        return streaming(self, batch_size)
 
     # -- identity ------------------------------------------------------------------------------
 
@@ -340,8 +308,11 @@ class Codec(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory, inference: bool = True) -> Codec:
-        """Load a folder written by `save_pretrained`; nothing is unpickled. With `inference`,
-        weight norm is folded away and the model is in eval mode."""
+        """Load a folder written by `save_pretrained`, or a model by the short name the CLI
+        takes (a shipped model such as "speech16k", or one imported into the cache such as
+        "encodec_24khz"); nothing is unpickled. With `inference`, weight norm is folded away
+        and the model is in eval mode."""
         from codec.models.folder import load_model
+        from codec.models.names import resolve_model
 
-        return load_model(directory, inference=inference)
+        return load_model(resolve_model(directory), inference=inference)

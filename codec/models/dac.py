@@ -12,6 +12,14 @@ file's name (dac_16khz, dac_24khz, dac_44khz), else DAC's default 44.1 kHz.
     quantizer.quantizers.L.{in_proj,out_proj}.*, .codebook.weight
     decoder.model.I.block.{0.alpha, 1.*, 2..4}              Snake, transposed conv, residual units
 
+Hugging Face transformers' `DacModel` folders (config.json with model_type "dac" and
+model.safetensors, weight norm removed or kept as parametrizations) are read by renaming their
+tensors to DAC's (`encoder.conv1` -> `encoder.block.0`, `encoder.block.I.res_unitJ` ->
+`encoder.block.I+1.block.J-1`, `decoder.block.I.conv_t1` -> `decoder.model.I+1.block.1`, ...)
+and writing a plain weight w as weight norm's (g = |w| per output, v = w), which gives w back.
+transformers' `DacModel.encode` does not pad the input to a multiple of the hop as DAC does;
+the imported model does (so the codes agree on inputs of whole hops).
+
 The quantizer becomes a factorized GRVQ (one group, learnable codebooks, commitment 0.25,
 codebook 1, per-item dropout p = 0.5 as DAC was trained); the decoder keeps DAC 1.0's lengths
 (no output_padding: 320 f - 8 samples at 16 and 24 kHz, padded with zeros by the Codec).
@@ -19,12 +27,18 @@ codebook 1, per-item dropout p = 0.5 as DAC was trained); the decoder keeps DAC 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import torch
 
-from codec.models.checkpoints import CheckpointError, read_torch_file, tensor_dict
+from codec.models.checkpoints import (
+    CheckpointError,
+    read_safetensors,
+    read_torch_file,
+    tensor_dict,
+)
 from codec.models.codec import Codec
 from codec.models.config import CodecConfig
 from codec.models.options import ConfigError
@@ -74,6 +88,92 @@ def read_pth(path: Path, data=None) -> tuple[dict[str, torch.Tensor], dict]:
     if not isinstance(kwargs, dict):
         raise CheckpointError(f"{path}: DAC metadata.kwargs is not a mapping")
     return state, kwargs
+
+
+def is_hf_dac_folder(folder: Path) -> bool:
+    """Whether `folder` holds a transformers DacModel (config.json's model_type is "dac")."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(config, dict) and config.get("model_type") == "dac"
+
+
+def _hf_name(key: str) -> str | None:
+    """A transformers DacModel tensor name -> DAC's (None: not one of the model's)."""
+    rules = [
+        (r"^encoder\.conv1\.", "encoder.block.0."),
+        (r"^decoder\.conv1\.", "decoder.model.0."),
+    ]
+    for pattern, replacement in rules:
+        if re.match(pattern, key):
+            return re.sub(pattern, replacement, key)
+    unit = {"snake1": 0, "conv1": 1, "snake2": 2, "conv2": 3}
+    match = re.match(r"^(encoder|decoder)\.block\.(\d+)\.(.+)$", key)
+    if match:
+        side, index, rest = match.group(1), int(match.group(2)) + 1, match.group(3)
+        parent = "encoder.block" if side == "encoder" else "decoder.model"
+        res = re.match(r"^res_unit(\d)\.(snake1|conv1|snake2|conv2)\.(.+)$", rest)
+        if res:
+            j = int(res.group(1)) - 1 + (0 if side == "encoder" else 2)
+            return f"{parent}.{index}.block.{j}.block.{unit[res.group(2)]}.{res.group(3)}"
+        own = {"snake1": 3, "conv1": 4} if side == "encoder" else {"snake1": 0, "conv_t1": 1}
+        layer, _, leaf = rest.partition(".")
+        if layer in own:
+            return f"{parent}.{index}.block.{own[layer]}.{leaf}"
+        return None
+    if key.startswith("quantizer."):
+        return key
+    return key  # the encoder's and decoder's last Snake and conv: placed below
+
+
+def _weight_norm_pair(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight_g, weight_v) of old-style weight norm (dim 0) that give `weight` back."""
+    dims = tuple(range(1, weight.ndim))
+    return weight.norm(dim=dims, keepdim=True), weight
+
+
+def read_hf_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """A transformers DacModel folder -> (state dict under DAC's names, metadata kwargs)."""
+    config_path, weights = folder / "config.json", folder / "model.safetensors"
+    for path in (config_path, weights):
+        if not path.is_file():
+            raise CheckpointError(f"{folder}: not a Hugging Face DAC folder (no {path.name})")
+    try:
+        config = json.loads(config_path.read_text())
+        if not isinstance(config, dict) or config.get("model_type") != "dac":
+            raise ValueError("model_type is not dac")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{config_path}: not a DAC config ({err})") from None
+    hf = tensor_dict(read_safetensors(weights), weights)
+    blocks = {
+        side: len({int(m.group(1)) for k in hf if (m := re.match(rf"^{side}\.block\.(\d+)\.", k))})
+        for side in ("encoder", "decoder")
+    }
+    tails = {  # the last Snake and conv of each side
+        "encoder.snake1.": f"encoder.block.{blocks['encoder'] + 1}.",
+        "encoder.conv2.": f"encoder.block.{blocks['encoder'] + 2}.",
+        "decoder.snake1.": f"decoder.model.{blocks['decoder'] + 1}.",
+        "decoder.conv2.": f"decoder.model.{blocks['decoder'] + 2}.",
+    }
+    state: dict[str, torch.Tensor] = {}
+    for key, tensor in hf.items():
+        name = next((key.replace(a, b, 1) for a, b in tails.items() if key.startswith(a)), None)
+        name = name or _hf_name(key)
+        if name is None:
+            raise CheckpointError(f"{weights}: unknown DAC tensor {key}")
+        name = name.replace(".parametrizations.weight.original0", ".weight_g")
+        name = name.replace(".parametrizations.weight.original1", ".weight_v")
+        if name.endswith(".weight") and not name.endswith("codebook.weight"):
+            g, v = _weight_norm_pair(tensor)
+            (
+                state[name[: -len("weight")] + "weight_g"],
+                state[name[: -len("weight")] + "weight_v"],
+            ) = g, v
+        else:
+            state[name] = tensor
+    kwargs = {"sample_rate": config.get("sampling_rate")}
+    return state, {k: v for k, v in kwargs.items() if v is not None}
 
 
 # -- architecture from shapes ----------------------------------------------------------------
@@ -267,10 +367,11 @@ def dac_state(state: dict, model: Codec, path: Path) -> dict[str, torch.Tensor]:
 
 
 def import_dac(source, kind: str | None = None, data=None) -> Codec:
-    """A DAC `.pth` file -> Codec (weight norm kept, train-ready). `kind` (dac_16khz, dac_24khz,
-    dac_44khz) defaults to the file name's; `data`: the file's contents if already read."""
+    """A DAC `.pth` file or a transformers DacModel folder -> Codec (weight norm kept,
+    train-ready). `kind` (dac_16khz, dac_24khz, dac_44khz) defaults to the file name's;
+    `data`: the file's contents if already read."""
     path = Path(source)
-    state, kwargs = read_pth(path, data)
+    state, kwargs = read_hf_folder(path) if path.is_dir() else read_pth(path, data)
     kind = kind or kind_of_file(path)
     if kind is not None and kind not in RATES:
         raise CheckpointError(f"{path}: unknown DAC kind {kind!r} ({', '.join(RATES)})")

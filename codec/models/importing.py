@@ -2,11 +2,13 @@
 
     import_checkpoint("encodec_24khz-d7cc33bc.th")   # the original EnCodec file
     import_checkpoint("path/to/hf-encodec-folder")    # transformers' EncodecModel folder
+    import_checkpoint("path/to/hf-dac-folder")        # transformers' DacModel folder
     import_checkpoint("encodec_24khz")                # a known name: downloaded when online
     import_checkpoint("weights_16khz.pth")            # a DAC file ({"state_dict", "metadata"})
     import_checkpoint("dac_16khz")                    # dac_16khz, dac_24khz, dac_44khz
 
-The format is detected from the files (`fmt` overrides): a folder is Hugging Face EnCodec; a
+The format is detected from the files (`fmt` overrides): a folder is Hugging Face DAC when its
+config.json says model_type "dac", else Hugging Face EnCodec; a
 PyTorch file named dac* or encodec* is that, any other is told by its contents (DAC's
 {"state_dict", "metadata"} or a plain state dict). Nothing is written unless the whole
 import succeeded, and the folder appears by one rename.
@@ -21,7 +23,7 @@ from pathlib import Path
 from codec.models.checkpoints import CheckpointError
 from codec.models.codec import Codec
 
-FORMATS = ("encodec", "encodec-hf", "dac")
+FORMATS = ("encodec", "encodec-hf", "dac", "dac-hf")
 TORCH_SUFFIXES = (".th", ".pt", ".pth", ".ckpt", ".bin")
 
 
@@ -35,11 +37,11 @@ def sniff_format(path: Path):
     PyTorch file named dac* or encodec* is that; any other is read once, and DAC's
     {"state_dict", "metadata"} is "dac", anything else "encodec"."""
     from codec.models.checkpoints import read_torch_file
-    from codec.models.dac import is_dac_checkpoint
+    from codec.models.dac import is_dac_checkpoint, is_hf_dac_folder
 
     if path.is_dir():
         if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
-            return "encodec-hf", None
+            return ("dac-hf" if is_hf_dac_folder(path) else "encodec-hf"), None
         raise CheckpointError(f"{path}: a folder without config.json and model.safetensors")
     if path.suffix not in TORCH_SUFFIXES:
         raise CheckpointError(
@@ -75,7 +77,7 @@ def import_checkpoint(source, fmt: str | None = None, kind: str | None = None) -
         fmt, data = sniff_format(path)  # a file read to tell its format is not read again
     if fmt not in FORMATS:
         raise CheckpointError(f"--from must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if fmt == "dac":
+    if fmt in ("dac", "dac-hf"):
         return import_dac(path, kind=kind, data=data)
     return import_encodec(path, kind=kind)
 

@@ -6,17 +6,21 @@ Causal layers pad only on the left; non-causal ones split the padding, the large
 Each conv's `pad_mode` is "reflect" or "zeros" ("constant" is an alias of "zeros"); reflection
 zero-extends an input shorter than the padding first, as EnCodec does.
 
+The padding amounts are fixed numbers or arithmetic on the input's length, never Python
+branches on it, so `torch.export` (and through it `torch.onnx.export`) traces one graph that
+serves every length.
+
 `norm`: "weight_norm" (a weight-norm parametrization, folded away for inference by
 `fold_weight_norm`), "time_group_norm" (EnCodec 48 kHz: GroupNorm(1, c_out) over channels and
 time after the conv; non-causal only) or "none".
 
-Streaming API: `with streaming(module): y1 = module(x1); y2 = module(x2); ...` turns every
-streamable layer inside `module` stateful for the duration of the block and clears the state
-after it. Chunks must be whole multiples of the model's total stride. A causal conv keeps the
-last `padding` input samples between calls; on the first chunk its left padding is zeros or the
-reflection of that chunk, so with reflection a stream equals the offline output exactly once
-the first chunk is longer than the padding at every layer. A causal transposed conv keeps its
-overlapping tail.
+Streaming (`codec.nn.streaming`): a causal conv's state is the last `padding` input samples
+(zeros before the first chunk, which so equals the offline left padding with zeros); with
+reflection, a flag per item marks a stream's first chunk, which is padded by its own
+reflection, so a reflect-padded stream equals the offline output once the first chunk is longer
+than the padding at every layer. Chunks must be whole multiples of the model's total stride; a
+chunk that is not is the stream's last, padded on the right as the offline signal's end is. A
+causal transposed conv keeps its overlapping tail; the LSTM its (h, c).
 
 The fast CPU inference path (time-major layout, fused kernels) is a separate conversion:
 `codec.nn.inference.for_cpu_inference`.
@@ -24,13 +28,16 @@ The fast CPU inference path (time-major layout, fused kernels) is a separate con
 
 from __future__ import annotations
 
-import contextlib
-import math
+import dataclasses
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 from torch.nn.utils import parametrizations, parametrize
+
+from codec.nn.export_ops import exportable_lstm
+from codec.nn.streaming import State, StreamingModule
 
 NORMS = ("weight_norm", "time_group_norm", "none")
 PAD_MODES = {"reflect": "reflect", "zeros": "zeros", "constant": "zeros"}
@@ -85,18 +92,41 @@ def fold_weight_norm(module: nn.Module) -> nn.Module:
     return module
 
 
-def pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
-    """F.pad of the last axis (any leading shape) by reflection or zeros; reflection also works
-    on inputs shorter than the padding (zero-extended first, as EnCodec does)."""
+def pad1d(x: torch.Tensor, left: int, right, mode: str, reach=None) -> torch.Tensor:
+    """x padded on its last axis (any leading shape) by reflection or zeros. Reflection works
+    on inputs shorter than the padding too (as EnCodec: the input zero-extended to
+    max(left, reach) + 1 samples first, the extension cut off after). `reach` (default
+    `right`; may be arithmetic on x's length) is the right padding that defines that
+    extension when more is padded than any output reads, which keeps `right` a fixed amount."""
     if pad_mode_of(mode) == "zeros":
         return F.pad(x, (left, right))
-    extra = (0, 0) * (x.ndim - 3)  # F.pad reflects as many axes as it is given pairs
-    shortfall = max(left, right) - x.shape[-1] + 1
-    if shortfall > 0:
-        x = F.pad(x, (0, shortfall))
-        out = F.pad(x, (left, right, *extra), mode="reflect")
-        return out[..., : out.shape[-1] - shortfall]
-    return F.pad(x, (left, right, *extra), mode="reflect")
+    reach = right if reach is None else reach
+    return torch.cat([_reflected_left(x, left), x, _reflected_right(x, right, left, reach)], -1)
+
+
+def _taps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x[..., index], zero where index is past x's end."""
+    t = x.shape[-1]
+    inside = index < t
+    picked = x.index_select(-1, index.clamp(0, t - 1))
+    return picked * inside.to(x.dtype)
+
+
+def _reflected_left(x: torch.Tensor, left: int) -> torch.Tensor:
+    """The `left` samples before x, x[left], ..., x[1] (zero past the end of a short x)."""
+    if statically_known_true(left < x.shape[-1]):  # a fixed length that is long enough
+        return x[..., 1 : left + 1].flip(-1)
+    return _taps(x, torch.arange(left, 0, -1, device=x.device))
+
+
+def _reflected_right(x: torch.Tensor, right, left: int, reach) -> torch.Tensor:
+    """The `right` samples after x's end, reflected about its last sample; for x shorter than
+    the padding, about the last sample of its zero extension to max(left, reach) + 1."""
+    t = x.shape[-1]
+    n = torch.sym_max(t, torch.sym_max(left, reach) + 1)  # length after zero extension
+    position = torch.arange(right, device=x.device) + t
+    source = torch.where(position < n, t, 2 * (n - 1) - position)  # t: in the zero extension
+    return _taps(x, source)
 
 
 FEW_FRAMES = 8  # a streaming chunk of fewer output frames runs as products of the taps
@@ -122,31 +152,23 @@ def _few_frames_conv(x: torch.Tensor, conv: nn.Conv1d, dilation: int) -> torch.T
     return y if bias is None else y + bias[:, None]
 
 
-ENDED = "ended"  # the streaming state of a conv whose stream ended on a partial chunk
+@dataclasses.dataclass
+class ConvState(State):
+    """history (b, c_in, padding): the last input samples (zeros before any); first (b,) bool,
+    reflect-padded convs only: the item's next chunk is its stream's first; ended: the last
+    chunk was partial, so the stream is over (bookkeeping of eager streams, not a tensor)."""
+
+    history: torch.Tensor
+    first: torch.Tensor | None = None
+    ended: bool = False
+
+    @classmethod
+    def fresh_like(cls, state: ConvState) -> ConvState:
+        first = None if state.first is None else torch.ones_like(state.first)
+        return cls(torch.zeros_like(state.history), first)
 
 
-class StreamingModule(nn.Module):
-    """A layer that can keep state between calls while `streaming` is on."""
-
-    def __init__(self):
-        super().__init__()
-        self._streaming = False
-        self._state = None
-
-
-@contextlib.contextmanager
-def streaming(module: nn.Module):
-    layers = [m for m in module.modules() if isinstance(m, StreamingModule)]
-    for layer in layers:
-        layer._streaming, layer._state = True, None
-    try:
-        yield module
-    finally:
-        for layer in layers:
-            layer._streaming, layer._state = False, None
-
-
-class Conv1d(StreamingModule):
+class Conv1d(StreamingModule[ConvState]):
     """(b, c_in, t) -> (b, c_out, ceil(t / stride)), causal or centred padding."""
 
     def __init__(
@@ -180,73 +202,86 @@ class Conv1d(StreamingModule):
         self.kernel_size, self.dilation, self.groups = kernel_size, dilation, groups
         self.effective_kernel = (kernel_size - 1) * dilation + 1
         self.padding = self.effective_kernel - stride
+        # causal: all padding on the left; else the larger half
+        self.left_padding = self.padding if causal else self.padding - self.padding // 2
 
     def _padding_for(self, length: int) -> tuple[int, int]:
         """(left, right) padding that gives ceil(length / stride) frames."""
-        frames = math.ceil(length / self.stride)
-        extra = max(0, (frames - 1) * self.stride + self.effective_kernel - self.padding - length)
-        if self.causal:
-            return self.padding, extra
-        return self.padding - self.padding // 2, self.padding // 2 + extra
+        return self.left_padding, self.padding - self.left_padding + (-length) % self.stride
 
-    def _stream_layout(self, length: int) -> tuple[bool, int, int]:
-        """Streaming, a chunk of `length` samples: (join the kept history before it?, left and
-        right padding). The first chunk pads its own left side; a chunk that is not a multiple
-        of the stride is the stream's last and is padded on the right as the offline signal's
-        end is, so a stream ending on a partial chunk still gives the offline frames."""
-        if self._state is ENDED:
+    def init_streaming_state(self, batch_size: int) -> ConvState | None:
+        if not self.causal or not self.padding:  # runs as offline: nothing to carry
+            return None
+        device = self._device()
+        history = torch.zeros(batch_size, self.conv.in_channels, self.padding, device=device)
+        first = None
+        if self.pad_mode == "reflect":
+            first = torch.ones(batch_size, dtype=torch.bool, device=device)
+        return ConvState(history, first)
+
+    def _with_history(self, x: torch.Tensor) -> torch.Tensor:
+        """Streaming: x after the kept last `padding` samples (on a stream's first chunk, with
+        reflection, after its own reflection), plus the right padding of a stream's last
+        partial chunk; keeps the new last samples."""
+        state = self.streaming_state(x.shape[0])
+        if state.ended:
             raise ValueError(
                 "this stream has ended: its last chunk was not a multiple of the stride "
                 f"{self.stride}"
             )
-        if self._state is None:
-            return False, *self._padding_for(length)
-        frames = math.ceil(length / self.stride)
-        needed = (frames - 1) * self.stride + self.effective_kernel
-        return True, 0, needed - self.padding - length
+        t, right = x.shape[-1], (-x.shape[-1]) % self.stride
+        history = state.history.to(x.dtype)
+        if state.first is not None:  # a first chunk is padded by its own reflection
+            first = state.first[:, None, None]
+            history = torch.where(first, _reflected_left(x, self.padding), history)
+            state.first = torch.zeros_like(state.first)
+        joined = torch.cat([history, x], -1)
+        if not right:
+            state.history = joined[..., t:]
+            return joined
+        state.ended = True  # a partial chunk: the end of the signal
+        padded = pad1d(joined, 0, right, self.pad_mode)
+        if state.first is not None:  # a whole stream in one chunk: padded as offline
+            padded = torch.where(first, pad1d(x, self.padding, right, "reflect"), padded)
+        return padded
 
-    def _keep_history(self, joined: torch.Tensor, length: int) -> None:
-        ended = length % self.stride
-        self._state = ENDED if ended else joined[..., joined.shape[-1] - self.padding :]
+    def _few_frames_apply(self, x: torch.Tensor) -> bool:
+        """Whether a streaming chunk is short enough for `_few_frames_conv` (eager only: an
+        exported graph keeps the conv, whose length is free)."""
+        if torch.compiler.is_exporting() or torch.is_grad_enabled() or self.stride != 1:
+            return False
+        depthwise = self.groups == self.conv.in_channels == self.conv.out_channels
+        few = x.shape[-1] - self.effective_kernel < FEW_FRAMES
+        return few and (self.groups == 1 or depthwise)
 
-    def _with_history(self, x: torch.Tensor) -> torch.Tensor:
-        """Streaming: x after the kept last `padding` samples (on the first chunk, after its
-        causal padding), plus the right padding of a stream's last partial chunk; keeps the
-        new last samples."""
-        if not self.padding and not x.shape[-1] % self.stride:
-            return x
-        join, left, right = self._stream_layout(x.shape[-1])
-        joined = torch.cat([self._state, x], -1) if join else pad1d(x, left, 0, self.pad_mode)
-        self._keep_history(joined, x.shape[-1])
-        if not join and right:  # the whole stream in one partial chunk: exactly offline
-            return pad1d(x, left, right, self.pad_mode)
-        return pad1d(joined, 0, right, self.pad_mode) if right else joined
+    def _few_frames(self, x: torch.Tensor) -> torch.Tensor:
+        return _few_frames_conv(x, self.conv, self.dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._streaming and self.causal:
+        if self.is_streaming:
             x = self._with_history(x)
-            depthwise = self.groups == self.conv.in_channels == self.conv.out_channels
-            few = x.shape[-1] - self.effective_kernel < FEW_FRAMES and self.stride == 1
-            if few and (self.groups == 1 or depthwise) and not torch.is_grad_enabled():
-                y = _few_frames_conv(x, self.conv, self.dilation)
-            else:
-                y = self.conv(x)
+            y = self._few_frames(x) if self._few_frames_apply(x) else self.conv(x)
         else:
-            left, right = self._padding_for(x.shape[-1])
-            if self.pad_mode == "zeros" and right <= left:
-                # zero padding inside the conv (symmetric, surplus outputs dropped) saves
-                # copying x
-                conv = self.conv
-                y = F.conv1d(
-                    x, conv.weight, conv.bias, conv.stride, left, conv.dilation, conv.groups
-                )
-                y = y[..., : math.ceil(x.shape[-1] / self.stride)]
-            else:
-                y = self.conv(pad1d(x, left, right, self.pad_mode))
+            # stride - 1 samples more than a multiple of the stride needs on the right: they
+            # reach no output frame, and the amounts stay fixed whatever the length
+            left, right = self.left_padding, self.padding - self.left_padding
+            reach = right + (-x.shape[-1]) % self.stride  # what the last frame reads
+            y = self.conv(pad1d(x, left, right + self.stride - 1, self.pad_mode, reach))
         return y if self.norm is None else self.norm(y)
 
 
-class ConvTranspose1d(StreamingModule):
+@dataclasses.dataclass
+class ConvTransposeState(State):
+    """tail (b, c_out, overlap): the output samples that the next frames still add to."""
+
+    tail: torch.Tensor
+
+    @classmethod
+    def fresh_like(cls, state: ConvTransposeState) -> ConvTransposeState:
+        return cls(torch.zeros_like(state.tail))
+
+
+class ConvTranspose1d(StreamingModule[ConvTransposeState]):
     """(b, c_in, f) -> (b, c_out, f * stride); causal layers trim all overlap on the right.
 
     The bias is a parameter of its own, added once after trimming (or, with time_group_norm,
@@ -271,22 +306,41 @@ class ConvTranspose1d(StreamingModule):
         self.causal, self.stride = causal, stride
         self.overlap = kernel_size - stride
 
+    def init_streaming_state(self, batch_size: int) -> ConvTransposeState | None:
+        if not self.causal or self.overlap <= 0:
+            return None
+        channels = self.convtr.out_channels
+        return ConvTransposeState(
+            torch.zeros(batch_size, channels, self.overlap, device=self._device())
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.convtr(x)  # (b, c, (f - 1) * s + k)
         n = x.shape[-1] * self.stride
         left = 0 if self.causal else self.overlap - self.overlap // 2
         if self.norm is not None:
             return self.norm(y + self.bias[:, None])[..., left : left + n]
-        bias = self.bias[:, None]
-        if self._streaming and self.causal:
-            if self._state is not None:
-                tail = self._state
-                y = torch.cat([y[..., : tail.shape[-1]] + tail, y[..., tail.shape[-1] :]], -1)
-            self._state = y[..., n:]
-        return y[..., left : left + n] + bias
+        if self.is_streaming:
+            state = self.streaming_state(x.shape[0])
+            head = y[..., : self.overlap] + state.tail.to(y.dtype)
+            y = torch.cat([head, y[..., self.overlap :]], -1)
+            state.tail = y[..., n:]
+        return y[..., left : left + n] + self.bias[:, None]
 
 
-class LSTM(StreamingModule):
+@dataclasses.dataclass
+class LSTMState(State):
+    """h and c, each (b, layers, hidden)."""
+
+    h: torch.Tensor
+    c: torch.Tensor
+
+    @classmethod
+    def fresh_like(cls, state: LSTMState) -> LSTMState:
+        return cls(torch.zeros_like(state.h), torch.zeros_like(state.c))
+
+
+class LSTM(StreamingModule[LSTMState]):
     """Bottleneck LSTM with a skip connection: (b, c, t) -> (b, c, t); carries (h, c) while
     streaming."""
 
@@ -294,10 +348,29 @@ class LSTM(StreamingModule):
         super().__init__()
         self.lstm = nn.LSTM(channels, channels, layers, batch_first=True)
 
+    def init_streaming_state(self, batch_size: int) -> LSTMState:
+        shape = (batch_size, self.lstm.num_layers, self.lstm.hidden_size)
+        zeros = torch.zeros(shape, device=self._device())
+        return LSTMState(zeros, zeros.clone())
+
+    def _run(self, seq: torch.Tensor, state):
+        """nn.LSTM(seq, state); while exporting, one op per layer that keeps the length free."""
+        if torch.compiler.is_exporting():
+            return exportable_lstm(self.lstm, seq, state)
+        return self.lstm(seq, state)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         seq = x.transpose(1, 2)
-        if self._streaming:
-            out, self._state = self.lstm(seq, self._state)
+        if self.is_streaming:
+            state = self.streaming_state(x.shape[0])
+            carried = (state.h.transpose(0, 1), state.c.transpose(0, 1))
+            carried = tuple(
+                t.to(seq.dtype).clone(memory_format=torch.contiguous_format) for t in carried
+            )
+            out, (h, c) = self._run(seq, carried)
+            state.h, state.c = h.transpose(0, 1), c.transpose(0, 1)
         else:
-            out = self.lstm(seq)[0]
-        return (out + seq).transpose(1, 2)
+            out = self._run(seq, None)[0]
+        # a (b, c, t) copy, not a view of (b, t, c) memory: the conv after it would otherwise
+        # ask for its layout, which torch.export answers by fixing the batch size to 1
+        return (out + seq).transpose(1, 2).clone(memory_format=torch.contiguous_format)

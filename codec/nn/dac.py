@@ -102,7 +102,7 @@ class DACEncoder(nn.Module):
     """(b, channels, t) -> (b, dimension, ceil(t / hop_length)); `n_filters` channels after the
     first conv, doubling at each rate."""
 
-    causal = False
+    causal, pad_mode = False, "zeros"
 
     def __init__(
         self,
@@ -123,15 +123,14 @@ class DACEncoder(nn.Module):
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad = -x.shape[-1] % self.hop_length
-        return self.block(F.pad(x, (0, pad)) if pad else x)
+        return self.block(F.pad(x, (0, -x.shape[-1] % self.hop_length)))
 
 
 class DACDecoder(nn.Module):
     """(b, dimension, f) -> (b, channels, output_length(f)) in [-1, 1]; `n_filters` channels
     after the first conv, halving at each rate (DAC's decoder_dim)."""
 
-    causal = False
+    causal, pad_mode = False, "zeros"
 
     def __init__(
         self,

@@ -178,29 +178,15 @@ class TimeMajorConv1d(TimeMajorLayer, Conv1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 3:
             return super().forward(x)
-        if self._streaming and self.causal:
-            return self._conv(self._with_history_rows(x), 0, 0)
+        if self.is_streaming:
+            joined = self._with_history(from_time_major(x))
+            return self._conv(time_major(joined), 0, 0)
         return self._conv(x, *self._padding_for(x.shape[-1]))
 
     @property
     def pointwise(self) -> bool:
         """A 1x1 conv (kernel 1, stride 1, one group): one matrix product per sample."""
         return (self.kernel_size, self.dilation, self.groups, self.stride) == (1, 1, 1, 1)
-
-    def _with_history_rows(self, x: torch.Tensor) -> torch.Tensor:
-        """Conv1d._with_history on time-major x, joining (b, t, c) rows so that the result
-        stays time-major."""
-        if not self.padding and not x.shape[-1] % self.stride:
-            return x
-        join, left, right = self._stream_layout(x.shape[-1])
-        if join:
-            joined = _from_rows(torch.cat([_rows(self._state.to(x.dtype)), _rows(x)], 1))
-        else:
-            joined = _time_major_out(_pad(x, left, 0, self.pad_mode)) if left else x
-        self._keep_history(joined, x.shape[-1])
-        if not join and right:  # the whole stream in one partial chunk: exactly offline
-            return _time_major_out(_pad(x, left, right, self.pad_mode))
-        return _time_major_out(_pad(joined, 0, right, self.pad_mode)) if right else joined
 
     def _conv(self, x: torch.Tensor, left: int, right: int) -> torch.Tensor:
         """x padded by `left` / `right` (zeros or reflection), then the conv."""
@@ -301,10 +287,10 @@ class TimeMajorConvTranspose1d(TimeMajorLayer, ConvTranspose1d):
         dtype = _compute_dtype(x)
         rows = self._transposed_rows(_rows(x.to(dtype)))  # (b, (f - 1) * s + k, c_out)
         n = x.shape[-1] * self.stride
-        if self._streaming and self.causal:
-            if self._state is not None:
-                rows[:, : self.overlap] += self._state
-            self._state = rows[:, n:]
+        if self.is_streaming:
+            state = self.streaming_state(x.shape[0])
+            rows[:, : self.overlap] += state.tail.transpose(1, 2).to(dtype)
+            state.tail = rows[:, n:].transpose(1, 2)
             rows = rows[:, :n]
         else:
             left = 0 if self.causal else self.overlap - self.overlap // 2
@@ -341,12 +327,17 @@ class TimeMajorLSTM(TimeMajorLayer, LSTM):
         if x.ndim == 3:
             return super().forward(x)
         seq = _rows(x)
-        if not self._streaming:
+        if not self.is_streaming:
             out = self.lstm(seq)[0]
-        elif seq.shape[1] <= LSTM_STEP_LIMIT:
-            out, self._state = self._steps(seq, self._state)
         else:
-            out, self._state = self.lstm(seq, self._state)
+            state = self.streaming_state(x.shape[0])
+            carried = (state.h.transpose(0, 1), state.c.transpose(0, 1))
+            if seq.shape[1] <= LSTM_STEP_LIMIT:
+                out, (h, c) = self._steps(seq, carried)
+            else:
+                carried = tuple(t.to(seq.dtype).contiguous() for t in carried)
+                out, (h, c) = self.lstm(seq, carried)
+            state.h, state.c = h.transpose(0, 1), c.transpose(0, 1)
         return _from_rows(out.add_(seq))
 
     def _steps(self, seq: torch.Tensor, state):
@@ -355,9 +346,6 @@ class TimeMajorLSTM(TimeMajorLayer, LSTM):
         -> (b, t, c), (h, c) each (layers, b, c)."""
         lstm, (b, t, _) = self.lstm, seq.shape
         hidden = lstm.hidden_size
-        if state is None:
-            zeros = seq.new_zeros(lstm.num_layers, b, hidden)
-            state = (zeros, zeros)
         hs, cs = [], []
         inputs = seq
         for layer in range(lstm.num_layers):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from codec.nn.activations import make_activation
-from codec.nn.conv import LSTM, Conv1d, ConvTranspose1d
+from codec.nn.conv import LSTM, Conv1d, ConvTranspose1d, pad_mode_of
 
 
 class ResidualUnit(nn.Module):
@@ -71,7 +71,7 @@ class SEANet(nn.Module):
         super().__init__()
         self.channels, self.dimension, self.ratios = channels, dimension, list(ratios)
         self.hop_length = math.prod(self.ratios)
-        self.causal = causal
+        self.causal, self.pad_mode = causal, pad_mode_of(pad_mode)
         self._conv = dict(causal=causal, norm=norm, pad_mode=pad_mode)
         self._unit = dict(
             kernel_size=residual_kernel_size,

@@ -23,6 +23,7 @@ result.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -30,7 +31,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from codec.nn.conv import Conv1d, StreamingModule
+from codec.nn.conv import Conv1d
+from codec.nn.streaming import State, StreamingModule
 
 COMPRESSION = 0.3  # the encoder's STFT magnitude exponent
 MAX_LOG_MAGNITUDE = 8.0  # exp(8) ~ 3000: a bound on the decoder's predicted magnitudes
@@ -110,30 +112,56 @@ def _check_stft(hop_length: int, istft_hop: int, n_fft: int) -> None:
         raise ValueError(f"n_fft {n_fft} must be a multiple of istft_hop {istft_hop}")
 
 
-class OverlapAdd(StreamingModule):
+@dataclasses.dataclass
+class OverlapAddState(State):
+    """tail (b * channels, n_fft / hop - 1, hop): the blocks that later frames complete."""
+
+    tail: torch.Tensor
+
+    @classmethod
+    def fresh_like(cls, state: OverlapAddState) -> OverlapAddState:
+        return cls(torch.zeros_like(state.tail))
+
+    def reset(self, mask: torch.Tensor) -> None:  # one row per item and channel
+        super().reset(mask.repeat_interleave(self.tail.shape[0] // mask.shape[0]))
+
+    def batch_size(self) -> int:  # streams, not items: checked by the decoder's rows
+        return self.tail.shape[0]
+
+
+class OverlapAdd(StreamingModule[OverlapAddState]):
     """Inverse-STFT synthesis: windowed frames (b, n, n_fft) at hop h -> (b, n * h) samples,
     divided by the steady-state sum of squared windows (so a stream's first n_fft / h - 1
     frames fade in). Frame j's window starts at sample (j - lookahead) * h. Streaming (causal,
-    lookahead 0): the tails that later frames complete are carried between calls."""
+    lookahead 0): the tails that later frames complete are carried between calls, one row per
+    item and channel (`channels`)."""
 
-    def __init__(self, n_fft: int, hop: int, lookahead: int):
+    def __init__(self, n_fft: int, hop: int, lookahead: int, channels: int = 1):
         super().__init__()
         self.hop, self.overlap, self.lookahead = hop, n_fft // hop, lookahead
+        self.channels = channels
         window = torch.hann_window(n_fft, periodic=True)
         envelope = window.square().view(self.overlap, hop).sum(0)
         self.register_buffer("window", window, persistent=False)
         self.register_buffer("envelope", envelope, persistent=False)
+
+    def init_streaming_state(self, batch_size: int) -> OverlapAddState | None:
+        if self.lookahead or self.overlap == 1:  # non-causal, or nothing to carry
+            return None
+        rows = batch_size * self.channels
+        return OverlapAddState(torch.zeros(rows, self.overlap - 1, self.hop, device=self._device()))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         n, k = frames.shape[1], self.overlap
         parts = rearrange(frames * self.window, "b n (k h) -> b n k h", k=k)
         # block s of the output gathers part i of frame s - i
         blocks = sum(F.pad(parts[:, :, i], (0, 0, i, k - 1 - i)) for i in range(k))
-        if self._streaming:
-            if self._state is not None:
-                carried = self._state.shape[1]
-                blocks = torch.cat([blocks[:, :carried] + self._state, blocks[:, carried:]], 1)
-            blocks, self._state = blocks[:, :n], blocks[:, n:]
+        if self.is_streaming:
+            state = self.streaming_state(frames.shape[0])
+            carried = k - 1
+            head = blocks[:, :carried] + state.tail.to(blocks.dtype)
+            blocks = torch.cat([head, blocks[:, carried:]], 1)
+            blocks, state.tail = blocks[:, :n], blocks[:, n:]
         else:
             blocks = blocks[:, self.lookahead : self.lookahead + n]
         return rearrange(blocks / self.envelope, "b n h -> b (n h)")
@@ -159,6 +187,7 @@ class ISTFTDecoder(nn.Module):
         super().__init__()
         _check_stft(hop_length, istft_hop, n_fft)
         self.channels, self.hop_length, self.causal = channels, hop_length, causal
+        self.pad_mode = "zeros"
         self.n_fft, self.per_frame = n_fft, hop_length // istft_hop
         self.backbone = ConvNeXt(
             dimension, n_filters, hidden, n_blocks, kernel_size, causal, embed_norm=False
@@ -166,7 +195,8 @@ class ISTFTDecoder(nn.Module):
         bins = n_fft // 2 + 1
         self.head = nn.Linear(n_filters, self.per_frame * channels * 2 * bins)
         overlap = n_fft // istft_hop
-        self.synthesis = OverlapAdd(n_fft, istft_hop, 0 if causal else (overlap - 1) // 2)
+        lookahead = 0 if causal else (overlap - 1) // 2
+        self.synthesis = OverlapAdd(n_fft, istft_hop, lookahead, channels)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.head(self.backbone(z))  # (b, f, r * c * 2 * bins)
@@ -178,25 +208,45 @@ class ISTFTDecoder(nn.Module):
             two=2,
         )
         magnitude = spec[0].clamp(max=MAX_LOG_MAGNITUDE).exp()
-        frames = torch.fft.irfft(torch.polar(magnitude, spec[1]), n=self.n_fft)
+        frames = self._inverse_rfft(magnitude, spec[1])
         wav = self.synthesis(frames)
         return rearrange(wav, "(b c) t -> b c t", c=self.channels)
+
+    def _inverse_rfft(self, magnitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """irfft of the bins magnitude * e^(i phase), (..., bins) -> (..., n_fft). While
+        exporting, as two products with a fixed real basis: the exporters have no complex
+        numbers, and torch.export's irfft fixes the batch size."""
+        if not torch.compiler.is_exporting():
+            return torch.fft.irfft(torch.polar(magnitude, phase), n=self.n_fft)
+        cosines, sines = _inverse_rfft_basis(self.n_fft, magnitude.device)
+        return (magnitude * phase.cos()) @ cosines + (magnitude * phase.sin()) @ sines
+
+
+def _inverse_rfft_basis(n_fft: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(bins, n_fft) each: irfft(X)[n] = sum_k Re X_k cosines[k, n] + Im X_k sines[k, n] (the
+    imaginary parts of the first and last bins drop out, as irfft ignores them)."""
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
+    angle = 2 * math.pi * k * torch.arange(n_fft, dtype=torch.float64) / n_fft
+    weight = torch.full_like(k, 2.0 / n_fft)
+    weight[0] = weight[-1] = 1.0 / n_fft
+    return (angle.cos() * weight).float().to(device), (-angle.sin() * weight).float().to(device)
 
 
 class STFTFeatures(nn.Module):
     """(b, channels, t) -> (b, channels * 2 * (n_fft / 2 + 1), ceil(t / hop)): the real and
     imaginary parts of a Hann-windowed STFT, magnitude compressed to |X|^0.3. Computed as a
-    strided conv with a fixed (not saved, not trained) Fourier basis, so it streams like any
-    causal conv."""
+    strided conv (one group per channel) with a fixed (not saved, not trained) Fourier basis,
+    so it streams like any causal conv."""
 
     def __init__(self, channels: int, n_fft: int, hop: int, causal: bool):
         super().__init__()
         self.channels = channels
         self.frames = Conv1d(
-            1,
-            n_fft + 2,
+            channels,
+            channels * (n_fft + 2),
             n_fft,
             stride=hop,
+            groups=channels,
             bias=False,
             causal=causal,
             norm="none",
@@ -204,15 +254,14 @@ class STFTFeatures(nn.Module):
         )
         conv = self.frames.conv
         del conv.weight
-        conv.register_buffer("weight", _fourier_basis(n_fft), persistent=False)
+        basis = _fourier_basis(n_fft).repeat(channels, 1, 1)
+        conv.register_buffer("weight", basis, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spec = self.frames(rearrange(x, "b c t -> (b c) 1 t").float())
-        re, im = spec.chunk(2, dim=1)
+        spec = rearrange(self.frames(x.float()), "b (c k) f -> b c k f", c=self.channels)
+        re, im = spec.chunk(2, dim=2)
         gain = (re.square() + im.square() + 1e-12).pow((COMPRESSION - 1) / 2)
-        return rearrange(
-            torch.cat([re * gain, im * gain], 1), "(b c) k f -> b (c k) f", c=self.channels
-        )
+        return rearrange(torch.cat([re * gain, im * gain], 2), "b c k f -> b (c k) f")
 
 
 def _fourier_basis(n_fft: int) -> torch.Tensor:
@@ -243,7 +292,7 @@ class STFTEncoder(nn.Module):
     ):
         super().__init__()
         _check_stft(hop_length, istft_hop, n_fft)
-        self.hop_length, self.causal = hop_length, causal
+        self.hop_length, self.causal, self.pad_mode = hop_length, causal, "zeros"
         per_frame = hop_length // istft_hop
         self.features = STFTFeatures(channels, n_fft, istft_hop, causal)
         self.backbone = ConvNeXt(

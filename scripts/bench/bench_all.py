@@ -2,12 +2,14 @@
 
     python scripts/bench/bench_all.py [--quick] [--output BENCHMARKS.md]
 
-Benchmarks: the quantizer against vector-quantize-pytorch, the codec against the `encodec`
-package (encode, decode, streaming, a 10 and a 60 minute file), an imported DAC 16 kHz model
-against the `descript-audio-codec` package (encode, decode), the frame-rate decoder beside
-SEANet's and the shipped model's streaming decode, training throughput, the Snake activation,
-and the time `make demo` takes (full mode only). Each runs in its own process, one after
-another, so none slows another (their total time is not measured here).
+Benchmarks: the quantizer against vector-quantize-pytorch, the CPU runtimes (ONNX Runtime
+against PyTorch's paths on the shipped model, EnCodec 24 kHz and DAC 16 kHz), the codec
+against the `encodec` package (encode, decode, streaming, a 10 and a 60 minute file), an
+imported DAC 16 kHz model against the `descript-audio-codec` package (encode, decode), the
+frame-rate decoder beside SEANet's and the shipped model's streaming decode, training
+throughput, the Snake activation, and the time `make demo` takes (full mode only). Each runs in
+its own process, one after another, so none slows another (their total time is not measured
+here).
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ def benchmarks(quick: bool, python: str) -> list[tuple[str, list[str]]]:
         (
             "Quantizer vs vector-quantize-pytorch",
             [python, "scripts/bench/bench_quantize.py", *flag],
+        ),
+        (
+            "CPU runtimes: ONNX Runtime against PyTorch's paths, whole files and frame by frame",
+            [python, "scripts/bench/bench_runtime.py", *(["--runs", "3"] if quick else [])],
         ),
         (
             "Codec vs the encodec package (encode, decode, streaming, long files)",

@@ -126,12 +126,12 @@ def machine_ceilings() -> str:
     )
 
 
-def streaming_rtf(seconds: float = 10.0, layers: bool = False) -> float:
-    """`layers`: through the layers' general streaming path instead of SEANetDecoderStream."""
+def streaming_rtf(seconds: float = 10.0) -> float:
+    """Through the layers' streaming path (ONNX Runtime's steps: bench_runtime.py)."""
     torch.set_num_threads(1)
     model = ours_model(theirs_model())
     codes = model.encode(torch.randn(1, 1, int(24000 * seconds)) * 0.1, bandwidth=6)
-    return streaming_real_time(model, codes, layers)
+    return streaming_real_time(model, codes)
 
 
 def long_file(minutes: float, model_dir: Path, folder: Path) -> tuple[float, float]:
@@ -194,11 +194,7 @@ def main() -> None:
     print(f"{'case (encodec always float32)':<32} {'encodec s':>10} {'ours s':>8} {'speed-up':>9}")
     for name, theirs_s, ours_s in rows:
         print(f"{name:<32} {theirs_s:>10.3f} {ours_s:>8.3f} {theirs_s / ours_s:>8.2f}x")
-    lean, general = streaming_rtf(), streaming_rtf(layers=True)
-    print(
-        f"streaming decode, one frame at a time: {lean:.1f}x real time (the layers' general "
-        f"streaming path {general:.1f}x)"
-    )
+    print(f"streaming decode, one frame at a time, the layers: {streaming_rtf():.1f}x real time")
     if args.skip_long:
         return
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,8 +5,7 @@ rate and latent size, and the shipped speech16k model's streaming decode:
 
 On one thread: a training step of the decoder alone (forward + backward, 8 x 0.5 s), offline
 decoding of 10 s, and streaming decoding frame by frame (one 20 ms frame per call), as medians
-and real-time factors; the shipped model streams through `Codec.streaming()`'s lean path
-(SEANetDecoderStream) and, alternating with it, through the layers' general streaming path.
+and real-time factors; the shipped model streams through `Codec.streaming()` (its layers).
 Both decoders have random weights, are causal, and have the widths of the speech16k CPU
 configurations (configs/experiment/speech16k_cpu{,_istft}.yaml).
 """
@@ -45,11 +44,11 @@ def train_step(decoder: torch.nn.Module, dimension: int):
     return step
 
 
-def streaming_rtf(model: Codec, seconds: float, layers: bool = False) -> float:
+def streaming_rtf(model: Codec, seconds: float) -> float:
     frames = int(seconds * model.frame_rate)
     torch.manual_seed(0)
     codes = torch.randint(0, model.codebook_size, (1, model.groups, model.levels, frames))
-    return streaming_real_time(model, codes, layers)
+    return streaming_real_time(model, codes)
 
 
 def main() -> None:
@@ -90,16 +89,11 @@ def main() -> None:
     shipped = PRETRAINED / "speech16k"
     if (shipped / "config.json").is_file():
         model = Codec.from_pretrained(shipped)
-        paths = {"lean": False, "layers": True}  # SEANetDecoderStream / the layers' streaming
-        rtf = {name: [] for name in paths}
-        for _ in range(runs):
-            for name, layers in paths.items():
-                rtf[name].append(streaming_rtf(model, seconds, layers))
-        lean, general = (statistics.median(rtf[name]) for name in paths)
+        rtf = statistics.median(streaming_rtf(model, seconds) for _ in range(runs))
         print(
-            f"shipped speech16k, streaming decode frame by frame (1 thread, {cpu_isa()}, median "
-            f"of {runs}): {lean:.1f}x real time ({1000 / 50 / lean:.2f} ms per 20 ms frame); "
-            f"the layers' general streaming path {general:.1f}x; ratio {lean / general:.2f}x"
+            f"shipped speech16k, streaming decode frame by frame through its layers (1 thread, "
+            f"{cpu_isa()}, median of {runs}): {rtf:.1f}x real time ({1000 / 50 / rtf:.2f} ms "
+            "per 20 ms frame); ONNX Runtime's step graphs: scripts/bench/bench_runtime.py"
         )
 
 

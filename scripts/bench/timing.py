@@ -8,8 +8,6 @@ from collections.abc import Callable
 
 import torch
 
-import codec.nn
-
 
 def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 2) -> dict:
     """Median seconds of each callable, timed in turn within every round so that machine noise
@@ -26,12 +24,11 @@ def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 2
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def streaming_real_time(model, codes, layers: bool = False) -> float:
+def streaming_real_time(model, codes) -> float:
     """Real-time factor of decoding `codes` (b, g, q, f) one frame per call under
-    `model.streaming()`: seconds of audio per second of wall time. `layers` streams through
-    the layers' general path (`codec.nn.streaming`) instead of the model's lean one."""
-    block = codec.nn.streaming(model) if layers else model.streaming()
-    with torch.inference_mode(), block:
+    `model.streaming()` (the layers' streaming path, or the model's runtime where one is
+    attached): seconds of audio per second of wall time."""
+    with torch.inference_mode(), model.streaming(batch_size=codes.shape[0]):
         start = time.perf_counter()
         for k in range(codes.shape[-1]):
             model.decode(codes[..., k : k + 1])

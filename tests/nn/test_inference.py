@@ -135,7 +135,7 @@ def test_converted_conv_streams_in_uneven_chunks(pad_mode, c_in, c_out, kernel, 
     edges = [(0, 13), (13, 14), (14, 21), (21, 24), (24, 700)]  # first chunk: > the padding
     with torch.no_grad():
         offline = plain(x)
-        with streaming(fast):
+        with streaming(fast, 2):
             chunks = [fast(time_major(x[..., a:b])) for a, b in edges]
     _assert_close(from_time_major(torch.cat(chunks, -1)), offline)
 
@@ -222,7 +222,7 @@ def test_converted_seanet_streams_in_uneven_chunks(pad_mode, activation):
     sizes = [20, 1, 3, LSTM_STEP_LIMIT + 1, LSTM_STEP_LIMIT, 9]  # frames per chunk, cycled
     with torch.no_grad():
         z, y = enc(x), dec(enc(x))
-        with streaming(fast_enc), streaming(fast_dec):
+        with streaming(fast_enc, 2), streaming(fast_dec, 2):
             zs, ys, k, i = [], [], 0, 0
             while k < z.shape[-1]:
                 n = sizes[i % len(sizes)]

@@ -39,7 +39,7 @@ def test_streaming_equals_offline(lstm):
     x = torch.randn(2, 1, 16 * 24)
     with torch.no_grad():
         z, y = enc(x), dec(enc(x))
-        with streaming(enc), streaming(dec):
+        with streaming(enc, 2), streaming(dec, 2):
             z_stream = torch.cat([enc(x[..., k : k + 48]) for k in range(0, x.shape[-1], 48)], -1)
             y_stream = torch.cat([dec(z[..., k : k + 1]) for k in range(z.shape[-1])], -1)
     torch.testing.assert_close(z_stream, z, atol=1e-5, rtol=1e-5)
@@ -61,7 +61,7 @@ def test_streaming_in_uneven_chunks_equals_offline(pad_mode):
     sizes = [20, 1, 3, 17, 9]  # frames per chunk, cycled
     with torch.no_grad():
         z, y = enc(x), dec(enc(x))
-    with torch.no_grad(), streaming(enc), streaming(dec):
+    with torch.no_grad(), streaming(enc, 2), streaming(dec, 2):
         zs, ys, k, i = [], [], 0, 0
         while k < z.shape[-1]:
             n = sizes[i % len(sizes)]

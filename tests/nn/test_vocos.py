@@ -96,7 +96,7 @@ def test_the_causal_decoder_streams_the_offline_output(chunks):
     z = torch.randn(2, 16, sum(chunks))
     with torch.no_grad():
         offline = decoder(z)
-        with streaming(decoder):
+        with streaming(decoder, 2):
             pieces = [decoder(part) for part in z.split(chunks, -1)]
     torch.testing.assert_close(torch.cat(pieces, -1), offline, atol=1e-6, rtol=1e-5)
 
@@ -108,7 +108,7 @@ def test_the_causal_encoder_streams_the_offline_output(chunks):
     x = torch.randn(2, 1, sum(chunks))
     with torch.no_grad():
         offline = encoder(x)
-        with streaming(encoder):
+        with streaming(encoder, 2):
             pieces = [encoder(part) for part in x.split(chunks, -1)]
     torch.testing.assert_close(torch.cat(pieces, -1), offline, atol=1e-5, rtol=1e-5)
 
@@ -141,7 +141,7 @@ def test_the_shipped_configs_build_a_codec_that_trains_and_streams():
     model.eval()
     codes = model.encode(wav)
     offline = model.decode(codes)
-    with model.streaming():
+    with model.streaming(batch_size=2):
         pieces = [model.decode(part) for part in codes.split([3, 1, 6], -1)]
     torch.testing.assert_close(torch.cat(pieces, -1), offline, atol=1e-6, rtol=1e-5)
 
