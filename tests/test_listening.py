@@ -1,0 +1,115 @@
+"""The listening report of `codec eval` (index.html): what it renders and within which limits,
+that it escapes every name it shows, and that it links only files it wrote, by relative path.
+The same pages in a real browser: tests/test_browser.py."""
+
+import html
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from codec.cli import main
+
+HAS_OPUS = shutil.which("opusenc") is not None and shutil.which("opusdec") is not None
+# A file name with markup, an entity, both quotes and non-ASCII letters.
+ODD_NAME = '<b>Zoë & "Ånne"\'s <script>alert(1)<script>.wav'
+
+
+class Links(HTMLParser):
+    """Every src and href of a page, and its text."""
+
+    def __init__(self):
+        super().__init__()
+        self.links, self.tags, self.text = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.links += [value for key, value in attrs if key in ("src", "href")]
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+@pytest.fixture
+def odd_speech(tmp_path, fsdd_root):
+    """Three FSDD recordings, the first under ODD_NAME."""
+    folder = tmp_path / "speech"
+    folder.mkdir()
+    sources = sorted(fsdd_root.glob("*_theo_*.wav"))[:3]
+    names = [ODD_NAME, "plain.wav", "zz_last.wav"]
+    for source, name in zip(sources, names):
+        shutil.copy(source, folder / name)
+    return folder
+
+
+def run_eval(folder, model, out, *extra):
+    compare = ["--compare", "opus"] if HAS_OPUS else []
+    args = ["eval", str(folder), "-m", str(model), "--bandwidths", "3", "6", "-o", str(out)]
+    return main(args + compare + ["--quiet", "--spectrograms", "0", *extra])
+
+
+def test_index_html_renders_limited_clips_with_escaped_names(odd_speech, saved_model, tmp_path):
+    out = tmp_path / "report"
+    assert (
+        run_eval(odd_speech, saved_model, out, "--listen-clips", "2", "--listen-seconds", "0.3")
+        == 0
+    )
+    page = (out / "index.html").read_text()
+    # escaped: the name appears only as text, never as markup
+    assert html.escape(str(odd_speech / ODD_NAME)) in page
+    assert "<b>Zoë" not in page and "<script>alert" not in page
+    parser = Links()
+    parser.feed(page)
+    assert parser.tags.count("script") == 1  # the page's own
+    assert str(odd_speech / ODD_NAME) in "".join(parser.text)
+    # relative links only, each to a file that exists inside the report
+    assert parser.links
+    for link in parser.links:
+        assert "://" not in link and not link.startswith("/") and ".." not in Path(link).parts
+        assert (out / link).is_file(), link
+    manifest = json.loads((out / "listening" / "clips.json").read_text())
+    clips = manifest["clips"]
+    assert [Path(c["file"]).name for c in clips] == [ODD_NAME, "plain.wav"]  # at most 2
+    assert "zz_last.wav" not in page and "2 of 3 file(s) rendered" in page
+    codecs = {"codec", "opus"} if HAS_OPUS else {"codec"}
+    rows = {(r["file"], r["codec"], float(r["target_kbps"])): r for r in _csv(out)}
+    for clip in clips:
+        assert clip["seconds"] > 0.3 and clip["rendered_seconds"] == pytest.approx(0.3)
+        pairs = {(d["codec"], d["target_kbps"]) for d in clip["decoded"]}
+        assert pairs == {(c, k) for c in codecs for k in (3.0, 6.0)}
+        for entry in [clip["original"], *clip["decoded"]]:
+            info = sf.info(str(out / entry["audio"]))
+            assert info.format == "FLAC" and info.frames == round(0.3 * 16000)
+            assert f"src='{entry['audio']}'" in page and f"src='{entry['spectrogram']}'" in page
+        for entry in clip["decoded"]:  # the scores shown are the file's own row in results.csv
+            row = rows[(clip["file"], entry["codec"], entry["target_kbps"])]
+            assert entry["scores"]["mel"] == pytest.approx(float(row["mel"]), rel=1e-5)
+            assert set(entry["scores"]) >= {"file_kbps", "mel", "stft", "si_sdr"}
+
+
+def _csv(out):
+    import csv
+
+    with open(out / "results.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_no_clips_still_writes_the_table_page(odd_speech, saved_model, tmp_path):
+    out = tmp_path / "report"
+    assert run_eval(odd_speech, saved_model, out, "--listen-clips", "0") == 0
+    page = (out / "index.html").read_text()
+    assert "No clips rendered" in page and "rate_distortion.png" in page
+    assert json.loads((out / "listening" / "clips.json").read_text())["clips"] == []
+
+
+def test_score_columns_follow_whatever_keys_the_rows_carry():
+    from codec.listening import score_keys
+
+    rows = [
+        {"file": "a", "codec": "opus", "target_kbps": 6, "file_kbps": 7.1, "mel": 1.0},
+        {"file": "a", "codec": "x", "target_kbps": 6, "dnsmos_ovrl": 3.1, "si_sdr": 4.0},
+    ]
+    assert score_keys(rows) == ["file_kbps", "mel", "si_sdr", "dnsmos_ovrl"]
