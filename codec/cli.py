@@ -2,7 +2,7 @@
 
     codec encode IN... -m MODEL [-o OUT] [-b KBPS | -q LEVELS] [--batch-size N] [-r] [--force]
     codec decode IN.codes... [-m MODEL] [-o OUT] [--sr RATE] [--format wav|flac] [--force]
-    codec info FILE.codes | MODEL_DIR
+    codec info FILE.codes | MODEL (a folder or a name, as -m takes)
     codec import SRC [-o MODEL_DIR] [--from FORMAT]   (EnCodec .th or HF folder, DAC .pth, a name)
     codec tokenize DATA... -m MODEL -o OUT [-b KBPS | -q LEVELS] [--shard-size N]
     codec eval DATA... -m MODEL [--bandwidths KBPS...] [--compare opus] [-o REPORT_DIR]
@@ -194,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--force", action="store_true", help="replace an existing model folder")
 
     info = sub.add_parser("info", help="describe a .codes file or a saved model")
-    info.add_argument("target", type=Path, metavar="FILE_OR_MODEL")
+    info.add_argument(
+        "target", type=Path, metavar="FILE_OR_MODEL", help=".codes file, model folder or name"
+    )
     return parser
 
 
@@ -202,7 +204,13 @@ def add_model_option(p: argparse.ArgumentParser) -> None:
     """-m/--model MODEL_DIR, defaulting to $CODEC_MODEL (checked when the model is loaded)."""
     value = os.environ.get("CODEC_MODEL")
     default = Path(value) if value else None
-    p.add_argument("-m", "--model", type=Path, default=default, help="saved model folder")
+    p.add_argument(
+        "-m",
+        "--model",
+        type=Path,
+        default=default,
+        help="model folder, or the name of a shipped or imported model (e.g. speech16k)",
+    )
 
 
 def add_rate_options(p: argparse.ArgumentParser) -> None:
@@ -561,7 +569,11 @@ def run_mushra(args) -> int:
 
 
 def run_info(args) -> None:
+    from codec.models.names import resolve_model
+
     target: Path = args.target
+    if not target.exists() and target.suffix.lower() not in (".codes", ".ecdc"):
+        target = resolve_model(target)  # a shipped or imported model's name, as -m takes
     if target.is_dir():
         model = _load_model(target, "cpu")
         c = model.config

@@ -76,3 +76,24 @@ def test_a_codes_file_finds_the_shipped_model_without_m(tmp_path):
     original = read_for(clip, 16000, 1)
     assert abs(wav.shape[-1] - original.shape[-1]) == 0
     assert float(si_sdr(wav[None], original[None]).mean()) > 0.0
+
+
+def test_every_command_takes_the_names_that_m_takes(tmp_path, capsys, monkeypatch):
+    """`codec info NAME` describes the model as `-m NAME` loads it, and fine-tuning starts from
+    a name too; a name that is nothing says so instead of "cannot read"."""
+    from omegaconf import OmegaConf
+
+    from codec.train.solver import build_model
+
+    monkeypatch.chdir(tmp_path)  # no folder called speech16k here
+    assert main(["info", "speech16k"]) == 0
+    out = capsys.readouterr().out
+    assert "model speech16k" in out and "3 group(s) x 8 levels x 1024 codes" in out
+    assert main(["info", "no_such_model"]) == 1
+    err = capsys.readouterr().err
+    assert "no_such_model: no model folder, shipped model or imported model" in err
+    assert "cannot read" not in err
+    assert main(["info", "missing.codes"]) == 1
+    assert "missing.codes: cannot read" in capsys.readouterr().err
+    cfg = OmegaConf.create({"init_from": "speech16k", "init_changes": {}})
+    assert build_model(cfg).model_id == "speech16k"
