@@ -316,26 +316,26 @@ def _finite(value) -> bool:
 
 
 def read_sessions(paths) -> tuple[list[Session], list[str]]:
-    """Every file read and checked, together: (sessions, problems). Files from another test
-    than the first good one, or a session given twice, are problems too."""
-    sessions, problems = [], []
-    for path in paths:
+    """Every file read and checked, together: (sessions, problems in the order of `paths`).
+    Files from another test than the first good one, or a session given twice, are problems."""
+    sessions, problems = [], {}
+    for index, path in enumerate(paths):
         try:
-            sessions.append(read_ratings(path))
+            sessions.append((index, read_ratings(path)))
         except MushraError as err:
-            problems.append(str(err))
+            problems[index] = str(err)
     if sessions:
-        first, seen = sessions[0], {}
-        for s in sessions:
+        first, seen = sessions[0][1], {}
+        for index, s in sessions:
             if s.test_id != first.test_id:
                 other = f"{s.test_id}; {first.path} is {first.test_id}"
-                problems.append(f"{s.path}: ratings of another test ({other})")
+                problems[index] = f"{s.path}: ratings of another test ({other})"
             elif s.conditions != first.conditions:
-                problems.append(f"{s.path}: its conditions differ from those of {first.path}")
+                problems[index] = f"{s.path}: its conditions differ from those of {first.path}"
             elif s.session in seen:
-                problems.append(f"{s.path}: the same session as {seen[s.session]}")
+                problems[index] = f"{s.path}: the same session as {seen[s.session]}"
             seen.setdefault(s.session, s.path)
-    return sessions, problems
+    return [s for _, s in sessions], [problems[i] for i in sorted(problems)]
 
 
 @dataclass
