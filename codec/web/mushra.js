@@ -123,22 +123,22 @@ $('position').addEventListener('click', ev => {
 });
 
 // --- trials --------------------------------------------------------------------------------
-let current = -1, rated = {};
+let current = -1, shown = -1, rated = {};
 async function showTrial(index) {
   stop();
+  $('next').disabled = true;
+  const {trial, order} = plan[index];
+  const decoded = {ref: await ctx.decodeAudioData(bytesOf(trial.reference))};
+  for (const cid of order) decoded[cid] = await ctx.decodeAudioData(bytesOf(trial.stimuli[cid]));
+  buffers = decoded;
   current = index;
   pausedAt = 0;
-  const {trial, order} = plan[index];
+  length = buffers.ref.duration;
+  rated = {};
+  lastKey = 'ref';
   $('trial-title').textContent = `Trial ${index + 1} of ${plan.length}`;
   $('next').textContent = index + 1 === plan.length ? 'Finish' : 'Next trial';
-  buffers = {};
-  buffers.ref = await ctx.decodeAudioData(bytesOf(trial.reference));
-  length = buffers.ref.duration;
-  const conds = $('conds');
-  conds.replaceChildren();
-  rated = {};
-  for (const [n, cid] of order.entries()) {
-    buffers[cid] = await ctx.decodeAudioData(bytesOf(trial.stimuli[cid]));
+  const columns = order.map((cid, n) => {
     const column = document.createElement('div');
     column.className = 'cond unrated';
     const button = document.createElement('button');
@@ -154,12 +154,14 @@ async function showTrial(index) {
     out.textContent = '–';
     slider.addEventListener('input', () => rate(cid, Number(slider.value)));
     column.append(button, slider, out);
-    conds.append(column);
-  }
+    return column;
+  });
+  $('conds').replaceChildren(...columns);
   updateNext();
   $('intro').classList.add('hidden');
   $('trial').classList.remove('hidden');
   window.scrollTo(0, 0);
+  shown = index;
 }
 function rate(cid, value) {
   const slider = document.querySelector(`input[data-condition="${cid}"]`);
@@ -175,6 +177,8 @@ function updateNext() {
   $('left').textContent = left ? `${left} sound(s) still to rate` : '';
 }
 $('next').addEventListener('click', async () => {
+  if (shown !== current) return;
+  shown = -1;
   const {trial, order} = plan[current];
   results.push({trial: trial.id, file: trial.file, position: current, order,
                 ratings: Object.fromEntries(order.map(cid => [cid, rated[cid]]))});
@@ -212,7 +216,7 @@ $('download').addEventListener('click', () => {
 
 // --- keys: R reference, 1-9 sounds, space stop/resume, arrows rate or move -----------------
 document.addEventListener('keydown', ev => {
-  if ($('trial').classList.contains('hidden') || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  if (shown < 0 || ev.ctrlKey || ev.metaKey || ev.altKey) return;
   const order = plan[current].order;
   const key = ev.key.toLowerCase();
   if (ev.target.tagName === 'INPUT' && key.startsWith('arrow')) return;  // the slider's own
