@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,7 +202,11 @@ def render_page(
         if has_plot
         else ""
     )
-    sections = [_clip_section(i, clip, keys) for i, clip in enumerate(manifest["clips"])]
+    names = short_names([clip["file"] for clip in manifest["clips"]])
+    sections = [
+        _clip_section(i, clip, name, keys)
+        for i, (clip, name) in enumerate(zip(manifest["clips"], names))
+    ]
     shown = len(manifest["clips"])
     files = about.get("files", shown)
     limit_line = (
@@ -228,7 +233,18 @@ def render_page(
     )
 
 
-def _clip_section(index: int, clip: dict, keys: list[str]) -> str:
+def short_names(paths: list[str]) -> list[str]:
+    """The paths without the folders they all share (the whole path stays in a tooltip)."""
+    if len(paths) == 1:
+        return [Path(paths[0]).name]
+    try:
+        common = os.path.commonpath([os.path.dirname(p) for p in paths])
+    except ValueError:  # absolute and relative paths mixed
+        return list(paths)
+    return [os.path.relpath(p, common) if common else p for p in paths]
+
+
+def _clip_section(index: int, clip: dict, name: str, keys: list[str]) -> str:
     e = html.escape
     cards = [_card(0, "original", "", clip["original"], keys)]
     for number, entry in enumerate(clip["decoded"], start=1):
@@ -239,7 +255,8 @@ def _clip_section(index: int, clip: dict, keys: list[str]) -> str:
         cut = f", first {clip['rendered_seconds']:.1f} s played"
     return (
         f"<section class='clip' id='clip{index}'>"
-        f"<h2><span class='index'>{index + 1}</span> <span class='file'>{e(clip['file'])}</span>"
+        f"<h2><span class='index'>{index + 1}</span> "
+        f"<span class='file' title='{e(clip['file'])}'>{e(name)}</span>"
         f"<span class='dur'>{clip['seconds']:.2f} s{cut}</span></h2>"
         f"<div class='cards'>{''.join(cards)}</div></section>"
     )

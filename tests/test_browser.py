@@ -9,6 +9,7 @@ Screenshots of both pages go to $CODEC_SCREENSHOTS when set (docs/ holds the com
 """
 
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -61,17 +62,18 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def report(browser, tmp_path_factory, fsdd_root):
-    """`codec eval` of the shipped speech16k model on the demo's two wideband speech clips (3 s) and
-    an FSDD recording under ODD_NAME, at 3 and 6 kbps (beside Opus where installed); and
-    `codec mushra page` of it."""
+def report(browser, tmp_path_factory):
+    """`codec eval` of the shipped speech16k model on the demo's two wideband speech clips (3 s
+    of each, and the Czech one's rest under ODD_NAME) at 3 and 6 kbps, beside Opus where
+    installed; and `codec mushra page` of it."""
     root = tmp_path_factory.mktemp("browser")
     speech = root / "speech"
     speech.mkdir()
-    for clip in sorted(DEMO.glob("*.flac")):  # their first 3 s keep the evaluation short
+    for clip in sorted(DEMO.glob("*.flac")):  # 3 s of each keep the evaluation short
         wav, rate = sf.read(clip, frames=3 * 16000)
         sf.write(speech / clip.name, wav, rate)
-    shutil.copy(sorted(fsdd_root.glob("*_nicolas_*.wav"))[0], speech / ODD_NAME)
+    wav, rate = sf.read(DEMO / "cs_z-v-forky.flac", start=3 * 16000)
+    sf.write(speech / ODD_NAME, wav, rate, format="WAV")
     out = root / "report"
     compare = ["--compare", "opus"] if HAS_OPUS else []
     args = ["eval", str(speech), "-m", "speech16k", "--bandwidths", "3", "6", "-o", str(out)]
@@ -86,7 +88,7 @@ def page(browser):
     """A fresh page that records every URL it requests. The pages' Content-Security-Policy
     holds here too, so waits are functions: Playwright evaluates string expressions with eval,
     which the policy refuses."""
-    context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 1180}, accept_downloads=True)
     tab = context.new_page()
     tab.requested = []
     tab.errors = []
@@ -96,14 +98,15 @@ def page(browser):
     context.close()
 
 
-def screenshot(page, name: str, tmp_path) -> Path:
-    """A palette PNG of the visible page, in $CODEC_SCREENSHOTS or tmp_path."""
+def screenshot(page, name: str, tmp_path, height: int) -> Path:
+    """A palette PNG of the page's top `height` pixels, in $CODEC_SCREENSHOTS or tmp_path."""
     from PIL import Image
 
     folder = Path(os.environ.get("CODEC_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    image = Image.open(__import__("io").BytesIO(page.screenshot()))
+    shot = page.screenshot(clip={"x": 0, "y": 0, "width": 1280, "height": height})
+    image = Image.open(io.BytesIO(shot))
     image.convert("RGB").quantize(colors=96).save(path, optimize=True)
     return path
 
@@ -135,10 +138,13 @@ def test_the_listening_report_loads_every_player_and_image(report, page, tmp_pat
     page.wait_for_function("() => [...document.images].every(i => i.complete)")
     images = page.evaluate("[...document.images].map(i => [i.getAttribute('src'), i.naturalWidth])")
     assert images[0][0] == "rate_distortion.png" and all(width > 0 for _, width in images)
-    names = page.evaluate("[...document.querySelectorAll('.clip .file')].map(e => e.textContent)")
-    assert names == [clip["file"] for clip in manifest["clips"]]
-    assert Path(names[-1]).name == ODD_NAME  # shown as written: escaped, not markup
-    screenshot(page, "listening-report.png", tmp_path)
+    names = page.evaluate(
+        "[...document.querySelectorAll('.clip .file')].map(e => [e.textContent, e.title])"
+    )
+    assert [title for _, title in names] == [clip["file"] for clip in manifest["clips"]]
+    assert [name for name, _ in names] == [Path(clip["file"]).name for clip in manifest["clips"]]
+    assert names[-1][0] == ODD_NAME  # shown as written: escaped, not markup
+    screenshot(page, "listening-report.png", tmp_path, 1180)
     # keys: 1 plays clip 1's first decoding; 2 switches to the next at the same position
     page.keyboard.press("1")
     page.wait_for_function("() => document.querySelectorAll('#clip0 audio')[1].currentTime > 0.3")
@@ -199,7 +205,7 @@ def test_scripted_listeners_complete_mushra_sessions_that_aggregate(report, page
             trial_id = page.evaluate(f"plan[{position}].trial.id")
             given[(listener, trial_id)] = ratings
             if seed == 1 and position == 0:
-                screenshot(page, "mushra.png", tmp_path)
+                screenshot(page, "mushra.png", tmp_path, 610)
             page.click("#next")
         page.wait_for_selector("#done:not(.hidden)")
         with page.expect_download() as download:
