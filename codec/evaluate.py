@@ -364,9 +364,7 @@ def write_report(result: Evaluation, out: Path, model: Codec, listening=None) ->
     if listening is not None:
         from codec.listening import write_listening_report
 
-        about = {key: summary[key] for key in ("model", "files", "files_failed")}
-        about["limits"] = listening
-        written += write_listening_report(out, result.rows, means, result.clips, about)
+        written += write_listening_report(out, result.rows, result.clips, summary, listening)
     return written
 
 

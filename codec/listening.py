@@ -29,6 +29,7 @@ from codec.fileio import atomic_write_bytes
 from codec.web import asset, render
 
 MANIFEST = "listening/clips.json"
+INPUT = "input"  # codec.evaluate's rows that score the input itself
 MANIFEST_FORMAT = "codec-listening-report"
 # Keys of a row or a mean that are not scores.
 NOT_SCORES = {"file", "codec", "target_kbps", "levels", "files"}
@@ -102,21 +103,27 @@ def kbps_text(kbps: float) -> str:
     return f"{kbps:g}"
 
 
-def _number(value) -> str:
+def _number(key: str, value) -> str:
+    """A score as codec.report formats it (kbps to 2 decimals); "–" for none or NaN."""
+    from codec.report import FORMATS
+
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         return "–"
-    return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    return ("{:.2f}" if key.endswith("_kbps") else FORMATS.get(key, "{:.3f}")).format(value)
+
+
+def _kbps(kbps) -> str:
+    return "–" if kbps is None else kbps_text(kbps)
 
 
 def write_listening_report(
-    out: Path, rows: list[dict], means: list[dict], clips: list[ListeningClip], about: dict
+    out: Path, rows: list[dict], clips: list[ListeningClip], summary: dict, limits: ListeningLimits
 ) -> list[Path]:
     """Write the clips' audio and spectrograms, listening/clips.json and index.html into `out`
-    (a `codec eval` report folder). `about`: {"model": {...}, "files": n, "files_failed": n,
-    "limits": ListeningLimits}. Returns the paths written (audio and images not listed)."""
+    (a `codec eval` report folder); `summary` is its summary.json (model, files, files_failed,
+    means, opus_equivalent_kbps). Returns the paths written (audio and images not listed)."""
     from codec.report import spectrogram_db_range, spectrogram_strip
 
-    limits: ListeningLimits = about["limits"]
     keys = score_keys(rows)
     manifest_clips = []
     for index, clip in enumerate(clips):
@@ -130,10 +137,9 @@ def write_listening_report(
             stem = folder / f"{number:02d}_{name}"
             write_audio(out / stem.with_suffix(".flac"), wav, clip.rate)
             spectrogram_strip(out / stem.with_suffix(".png"), wav, clip.rate, db_range)
-            scores = {}
-            if kbps is not None:
-                row = _row_for(rows, clip.path, codec, kbps)
-                scores = {k: row[k] for k in keys if k in row}
+            # the original's own scores are the input row's (DNSMOS of the recording)
+            row = _row_for(rows, clip.path, INPUT if kbps is None else codec, kbps)
+            scores = {k: row[k] for k in keys if k in row}
             entries.append(
                 {
                     "codec": codec,
@@ -156,12 +162,12 @@ def write_listening_report(
     manifest = {
         "format": MANIFEST_FORMAT,
         "version": 1,
-        "model": about["model"],
+        "model": summary["model"],
         "limits": {"clips": limits.clips, "seconds": limits.seconds},
         "clips": manifest_clips,
     }
     written = [atomic_write_bytes(out / MANIFEST, json.dumps(manifest, indent=1).encode())]
-    page = render_page(manifest, means, keys, about, (out / "rate_distortion.png").exists())
+    page = render_page(manifest, keys, summary, (out / "rate_distortion.png").exists())
     written.append(atomic_write_bytes(out / "index.html", page.encode()))
     return written
 
@@ -179,11 +185,10 @@ def _row_for(rows: list[dict], path: str, codec: str, kbps: float) -> dict:
     return {}
 
 
-def render_page(
-    manifest: dict, means: list[dict], keys: list[str], about: dict, has_plot: bool
-) -> str:
+def render_page(manifest: dict, keys: list[str], summary: dict, has_plot: bool) -> str:
     """index.html as text: every outside string goes through html.escape."""
     e = html.escape
+    means = summary["means"]
     model = manifest["model"]
     limits = manifest["limits"]
     mean_keys = score_keys(means)
@@ -191,10 +196,9 @@ def render_page(
     body = []
     for mean in means:
         name = mean["codec"] + (f" ({mean['levels']} levels)" if "levels" in mean else "")
-        cells = "".join(f"<td>{_number(mean.get(k))}</td>" for k in mean_keys)
+        cells = "".join(f"<td>{_number(k, mean.get(k))}</td>" for k in mean_keys)
         body.append(
-            f"<tr><td class='name'>{e(name)}</td><td>{kbps_text(mean['target_kbps'])}</td>"
-            f"{cells}</tr>"
+            f"<tr><td class='name'>{e(name)}</td><td>{_kbps(mean['target_kbps'])}</td>{cells}</tr>"
         )
     hints = ", ".join(f"{e(label(k)[0])}: {e(label(k)[1])}" for k in mean_keys if label(k)[1])
     plot = (
@@ -202,13 +206,14 @@ def render_page(
         if has_plot
         else ""
     )
+    equivalent = _equivalent_table(summary.get("opus_equivalent_kbps") or {})
     names = short_names([clip["file"] for clip in manifest["clips"]])
     sections = [
         _clip_section(i, clip, name, keys)
         for i, (clip, name) in enumerate(zip(manifest["clips"], names))
     ]
     shown = len(manifest["clips"])
-    files = about.get("files", shown)
+    files = summary.get("files", shown)
     limit_line = (
         f"{shown} of {files} file(s) rendered below (at most {limits['clips']}, each cut to its "
         f"first {limits['seconds']:g} s; scores are those of the whole file). Every file is in "
@@ -221,15 +226,44 @@ def render_page(
         hash=e(str(model.get("weights_hash", ""))),
         rate=e(str(model.get("sample_rate", ""))),
         files=files,
-        failed=about.get("files_failed", 0),
+        failed=summary.get("files_failed", 0),
         head=head,
         body="\n".join(body),
         hints=hints,
+        equivalent=equivalent,
         plot=plot,
         limit_line=limit_line,
         clips="\n".join(sections) or "<p>No clips rendered.</p>",
         style=asset("listening.css"),
         script=asset("listening.js"),
+    )
+
+
+def _equivalent_table(equivalent: dict[str, dict[str, dict]]) -> str:
+    """summary.json's opus_equivalent_kbps (ours at kbps -> metric -> {"kbps", "bound"}) as an
+    HTML table; "" when Opus was not compared."""
+    from codec.equivalent_rate import EquivalentRate
+
+    metrics = []
+    for rates in equivalent.values():
+        metrics += [m for m in rates if m not in metrics]
+    if not metrics:
+        return ""
+    e = html.escape
+    head = "".join(f"<th>{e(label(m)[0])}</th>" for m in metrics)
+    body = []
+    for kbps, rates in equivalent.items():
+        cells = "".join(
+            f"<td>{e(str(EquivalentRate(**rates[m])))}</td>" if m in rates else "<td>–</td>"
+            for m in metrics
+        )
+        body.append(f"<tr><td class='name'>ours at {e(kbps)} kbps</td>{cells}</tr>")
+    return (
+        "<h2>Opus-equivalent bitrate</h2><p class='note'>The Opus rate (kbps) that scores as "
+        "well as ours, by each score: &lt; before Opus's lowest rate compared when that one "
+        "already does, &gt; before its highest when none does.</p>"
+        f"<table><thead><tr><th>codec</th>{head}</tr></thead><tbody>{''.join(body)}"
+        "</tbody></table>"
     )
 
 
@@ -265,7 +299,7 @@ def _clip_section(index: int, clip: dict, name: str, keys: list[str]) -> str:
 def _card(number: int, name: str, rate: str, entry: dict, keys: list[str]) -> str:
     e = html.escape
     scores = "".join(
-        f"<span title='{e(label(k)[1])}'>{e(label(k)[0])} <b>{_number(entry['scores'][k])}</b>"
+        f"<span title='{e(label(k)[1])}'>{e(label(k)[0])} <b>{_number(k, entry['scores'][k])}</b>"
         "</span>"
         for k in keys
         if k in entry["scores"]

@@ -64,8 +64,8 @@ def browser():
 @pytest.fixture(scope="module")
 def report(browser, tmp_path_factory):
     """`codec eval` of the shipped speech16k model on the demo's two wideband speech clips (3 s
-    of each, and the Czech one's rest under ODD_NAME) at 3 and 6 kbps, beside Opus where
-    installed; and `codec mushra page` of it."""
+    of each, and the Czech one's rest under ODD_NAME) at 3 and 6 kbps, beside Opus at 6 and 8
+    where installed; and `codec mushra page` of it."""
     root = tmp_path_factory.mktemp("browser")
     speech = root / "speech"
     speech.mkdir()
@@ -75,9 +75,10 @@ def report(browser, tmp_path_factory):
     wav, rate = sf.read(DEMO / "cs_z-v-forky.flac", start=3 * 16000)
     sf.write(speech / ODD_NAME, wav, rate, format="WAV")
     out = root / "report"
-    compare = ["--compare", "opus"] if HAS_OPUS else []
+    compare = ["--compare", "opus", "--opus-kbps", "6", "8"] if HAS_OPUS else []
     args = ["eval", str(speech), "-m", "speech16k", "--bandwidths", "3", "6", "-o", str(out)]
     args += ["--quiet", "--spectrograms", "0", "--listen-seconds", "2.5", *compare]
+    args += ["--metrics", "pesq", "stoi"]  # DNSMOS on the page: tests/test_listening.py
     assert main(args) == 0
     assert main(["mushra", "page", str(out)]) == 0
     return out

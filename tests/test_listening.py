@@ -46,17 +46,20 @@ def odd_speech(tmp_path, fsdd_root):
 
 
 def run_eval(folder, model, out, *extra):
-    compare = ["--compare", "opus"] if HAS_OPUS else []
+    compare = ["--compare", "opus", "--opus-kbps", "6", "8"] if HAS_OPUS else []
     args = ["eval", str(folder), "-m", str(model), "--bandwidths", "3", "6", "-o", str(out)]
     return main(args + compare + ["--quiet", "--spectrograms", "0", *extra])
 
 
+def stoi_only(*extra):
+    """The optional metrics cut to STOI (DNSMOS is slow; its own test below)."""
+    return ["--metrics", "stoi", *extra]
+
+
 def test_index_html_renders_limited_clips_with_escaped_names(odd_speech, saved_model, tmp_path):
     out = tmp_path / "report"
-    assert (
-        run_eval(odd_speech, saved_model, out, "--listen-clips", "2", "--listen-seconds", "0.3")
-        == 0
-    )
+    limits = ["--listen-clips", "2", "--listen-seconds", "0.3"]
+    assert run_eval(odd_speech, saved_model, out, *stoi_only(*limits)) == 0
     page = (out / "index.html").read_text()
     # escaped: the name appears only as text, never as markup
     assert html.escape(str(odd_speech / ODD_NAME)) in page
@@ -74,18 +77,18 @@ def test_index_html_renders_limited_clips_with_escaped_names(odd_speech, saved_m
     clips = manifest["clips"]
     assert [Path(c["file"]).name for c in clips] == [ODD_NAME, "plain.wav"]  # at most 2
     assert "zz_last.wav" not in page and "2 of 3 file(s) rendered" in page
-    codecs = {"codec", "opus"} if HAS_OPUS else {"codec"}
-    rows = {(r["file"], r["codec"], float(r["target_kbps"])): r for r in _csv(out)}
+    rows = {(r["file"], r["codec"], str(float(r["target_kbps"] or "nan"))): r for r in _csv(out)}
     for clip in clips:
         assert clip["seconds"] > 0.3 and clip["rendered_seconds"] == pytest.approx(0.3)
-        pairs = {(d["codec"], d["target_kbps"]) for d in clip["decoded"]}
-        assert pairs == {(c, k) for c in codecs for k in (3.0, 6.0)}
+        pairs = [(d["codec"], d["target_kbps"]) for d in clip["decoded"]]
+        opus = [("opus", 6.0), ("opus", 8.0)] if HAS_OPUS else []
+        assert pairs == [("codec", 3.0), ("codec", 6.0), *opus]  # by codec, then by rate
         for entry in [clip["original"], *clip["decoded"]]:
             info = sf.info(str(out / entry["audio"]))
             assert info.format == "FLAC" and info.frames == round(0.3 * 16000)
             assert f"src='{entry['audio']}'" in page and f"src='{entry['spectrogram']}'" in page
         for entry in clip["decoded"]:  # the scores shown are the file's own row in results.csv
-            row = rows[(clip["file"], entry["codec"], entry["target_kbps"])]
+            row = rows[(clip["file"], entry["codec"], str(entry["target_kbps"]))]
             assert entry["scores"]["mel"] == pytest.approx(float(row["mel"]), rel=1e-5)
             assert set(entry["scores"]) >= {"file_kbps", "mel", "stft", "si_sdr"}
 
@@ -97,11 +100,35 @@ def _csv(out):
         return list(csv.DictReader(handle))
 
 
-def test_no_clips_still_writes_the_table_page(odd_speech, saved_model, tmp_path):
+def test_the_original_shows_the_inputs_own_scores_and_no_clips_leaves_the_table(
+    odd_speech, saved_model, tmp_path
+):
+    """With DNSMOS the input is scored itself (codec "input", no bitrate): its scores are the
+    original's on the page and a row of the table; --listen-clips 0 renders no player."""
     out = tmp_path / "report"
-    assert run_eval(odd_speech, saved_model, out, "--listen-clips", "0") == 0
+    args = ["--bandwidths", "6", "--metrics", "dnsmos", "--listen-clips", "1"]
+    assert (
+        main(
+            ["eval", str(odd_speech / "plain.wav"), "-m", str(saved_model), "-o", str(out)]
+            + args
+            + ["--quiet", "--spectrograms", "0"]
+        )
+        == 0
+    )
+    clip = json.loads((out / "listening" / "clips.json").read_text())["clips"][0]
+    scores = clip["original"]["scores"]
+    assert set(scores) == {"dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808"}
+    assert f"DNSMOS OVRL <b>{scores['dnsmos_ovrl']:.3f}</b>" in (out / "index.html").read_text()
+    assert "<td class='name'>input</td><td>–</td>" in (out / "index.html").read_text()
+    assert (
+        main(
+            ["eval", str(odd_speech), "-m", str(saved_model), "-o", str(out)]
+            + stoi_only("--listen-clips", "0", "--quiet", "--bandwidths", "6")
+        )
+        == 0
+    )
     page = (out / "index.html").read_text()
-    assert "No clips rendered" in page and "rate_distortion.png" in page
+    assert "No clips rendered" in page and "rate_distortion.png" in page and "<audio" not in page
     assert json.loads((out / "listening" / "clips.json").read_text())["clips"] == []
 
 

@@ -144,7 +144,7 @@ async function showTrial(index) {
     const button = document.createElement('button');
     button.textContent = String(n + 1);
     button.dataset.key = cid;
-    button.title = n < 9 ? `play (key ${n + 1})` : 'play';
+    button.title = n < 10 ? `play (key ${(n + 1) % 10})` : 'play';
     button.addEventListener('click', () => { toggle(cid); button.blur(); });
     const slider = document.createElement('input');
     Object.assign(slider, {type: 'range', min: 0, max: 100, step: 1, value: 0});
@@ -221,7 +221,9 @@ document.addEventListener('keydown', ev => {
   const key = ev.key.toLowerCase();
   if (ev.target.tagName === 'INPUT' && key.startsWith('arrow')) return;  // the slider's own
   if (key === 'r') toggle('ref');
-  else if (/^[1-9]$/.test(key) && Number(key) <= order.length) toggle(order[Number(key) - 1]);
+  else if (/^[0-9]$/.test(key) && (Number(key) || 10) <= order.length) {
+    toggle(order[(Number(key) || 10) - 1]);  // 0 is the tenth
+  }
   else if (key === ' ') { if (playing) stop(); else play(lastKey); }
   else if ((key === 'arrowup' || key === 'arrowdown') && playing && playing.key !== 'ref') {
     const step = (ev.shiftKey ? 10 : 1) * (key === 'arrowup' ? 1 : -1);
