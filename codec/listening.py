@@ -29,8 +29,8 @@ from codec.fileio import atomic_write_bytes
 from codec.web import asset, render
 
 MANIFEST = "listening/clips.json"
-INPUT = "input"  # codec.evaluate's rows that score the input itself
 MANIFEST_FORMAT = "codec-listening-report"
+INPUT = "input"  # codec.evaluate's rows that score the input itself
 # Keys of a row or a mean that are not scores.
 NOT_SCORES = {"file", "codec", "target_kbps", "levels", "files"}
 
@@ -134,9 +134,9 @@ def write_listening_report(
         entries = []
         for number, (codec, kbps, wav) in enumerate(signals):
             name = "original" if kbps is None else f"{slug(codec)}_{kbps_text(kbps)}kbps"
-            stem = folder / f"{number:02d}_{name}"
-            write_audio(out / stem.with_suffix(".flac"), wav, clip.rate)
-            spectrogram_strip(out / stem.with_suffix(".png"), wav, clip.rate, db_range)
+            audio, image = (folder / f"{number:02d}_{name}.{ext}" for ext in ("flac", "png"))
+            write_audio(out / audio, wav, clip.rate)
+            spectrogram_strip(out / image, wav, clip.rate, db_range)
             # the original's own scores are the input row's (DNSMOS of the recording)
             row = _row_for(rows, clip.path, INPUT if kbps is None else codec, kbps)
             scores = {k: row[k] for k in keys if k in row}
@@ -144,8 +144,8 @@ def write_listening_report(
                 {
                     "codec": codec,
                     "target_kbps": kbps,
-                    "audio": stem.with_suffix(".flac").as_posix(),
-                    "spectrogram": stem.with_suffix(".png").as_posix(),
+                    "audio": audio.as_posix(),
+                    "spectrogram": image.as_posix(),
                     "scores": scores,
                 }
             )

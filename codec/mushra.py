@@ -99,6 +99,13 @@ def read_manifest(report: Path) -> dict:
         raise MushraError(f"{path}: not a listening report manifest of `codec eval`")
     if not manifest.get("clips"):
         raise MushraError(f"{path}: no clips (run `codec eval` with --listen-clips 1 or more)")
+    try:
+        for clip in manifest["clips"]:
+            str(clip["file"]), str(clip["original"]["audio"])
+            for entry in clip["decoded"]:
+                str(entry["codec"]), float(entry["target_kbps"]), str(entry["audio"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise MushraError(f"{path}: a clip lacks its file, audio or bitrate ({err!r})") from None
     return manifest
 
 
@@ -125,10 +132,11 @@ def build_test(
     trials: int | None = None,
     title: str | None = None,
 ) -> dict:
-    """The test from a `codec eval` report folder: {"format", "test_id", "title", "sample_rate",
-    "conditions": [{"id", "name", "kind", "kbps"}], "trials": [{"id", "file", "reference",
-    "stimuli": {condition id: audio id}, "seconds"}], "audio": {audio id: FLAC bytes},
-    "notes": [...]}. `conditions`: the (codec, kbps) pairs to test (default: all in the report)."""
+    """The test from a `codec eval` report folder: {"format", "version", "test_id", "title",
+    "model", "conditions": [{"id", "name", "kind", "kbps"}], "trials": [{"id", "file",
+    "reference", "stimuli": {condition id: audio id}, "seconds", "samples", "sample_rate"}],
+    "audio": {audio id: FLAC bytes}, "notes": [...]}. `conditions`: the (codec, kbps) pairs to
+    test (default: all in the report); `trials`: at most that many clips."""
     manifest = read_manifest(report)
     clips = manifest["clips"][: trials or None]
     available = [(d["codec"], float(d["target_kbps"])) for d in clips[0]["decoded"]]
@@ -154,7 +162,8 @@ def build_test(
         audio[stimuli[REFERENCE]] = _flac_bytes(reference, rate)
         for cid, name, cutoff in ANCHORS:
             if 2 * cutoff >= rate and index == 0:
-                notes.append(f"the {name} is the reference itself: {rate} Hz audio has no content")
+                nothing = f"{rate} Hz audio has nothing above {cutoff / 1000:g} kHz"
+                notes.append(f"the {name} equals the reference: {nothing}")
             stimuli[cid] = f"t{index}-{cid}"
             audio[stimuli[cid]] = _flac_bytes(lowpass(reference, rate, cutoff), rate)
         for pair in chosen:

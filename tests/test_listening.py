@@ -45,9 +45,9 @@ def odd_speech(tmp_path, fsdd_root):
     return folder
 
 
-def run_eval(folder, model, out, *extra):
+def run_eval(folder, model, out, *extra, bandwidths=("3", "6")):
     compare = ["--compare", "opus", "--opus-kbps", "6", "8"] if HAS_OPUS else []
-    args = ["eval", str(folder), "-m", str(model), "--bandwidths", "3", "6", "-o", str(out)]
+    args = ["eval", str(folder), "-m", str(model), "--bandwidths", *bandwidths, "-o", str(out)]
     return main(args + compare + ["--quiet", "--spectrograms", "0", *extra])
 
 
@@ -59,7 +59,8 @@ def stoi_only(*extra):
 def test_index_html_renders_limited_clips_with_escaped_names(odd_speech, saved_model, tmp_path):
     out = tmp_path / "report"
     limits = ["--listen-clips", "2", "--listen-seconds", "0.3"]
-    assert run_eval(odd_speech, saved_model, out, *stoi_only(*limits)) == 0
+    bandwidths = ("3", "4.5")  # a rate with a decimal point names its files too
+    assert run_eval(odd_speech, saved_model, out, *stoi_only(*limits), bandwidths=bandwidths) == 0
     page = (out / "index.html").read_text()
     # escaped: the name appears only as text, never as markup
     assert html.escape(str(odd_speech / ODD_NAME)) in page
@@ -82,7 +83,9 @@ def test_index_html_renders_limited_clips_with_escaped_names(odd_speech, saved_m
         assert clip["seconds"] > 0.3 and clip["rendered_seconds"] == pytest.approx(0.3)
         pairs = [(d["codec"], d["target_kbps"]) for d in clip["decoded"]]
         opus = [("opus", 6.0), ("opus", 8.0)] if HAS_OPUS else []
-        assert pairs == [("codec", 3.0), ("codec", 6.0), *opus]  # by codec, then by rate
+        assert pairs == [("codec", 3.0), ("codec", 4.5), *opus]  # by codec, then by rate
+        names = [Path(d["audio"]).name for d in clip["decoded"]]
+        assert names[:2] == ["01_codec_3kbps.flac", "02_codec_4.5kbps.flac"]
         for entry in [clip["original"], *clip["decoded"]]:
             info = sf.info(str(out / entry["audio"]))
             assert info.format == "FLAC" and info.frames == round(0.3 * 16000)

@@ -119,6 +119,18 @@ def test_page_errors_are_one_line(report, tmp_path, capsys):
     assert "six: not CODEC:KBPS" in capsys.readouterr().err
     assert main(["mushra", "page", str(tmp_path)]) == 1
     assert "clips.json: not found" in capsys.readouterr().err
+    copy = shutil.copytree(report, tmp_path / "copy")
+    manifest = json.loads((copy / "listening" / "clips.json").read_text())
+    del manifest["clips"][1]["decoded"][0]["target_kbps"]
+    (copy / "listening" / "clips.json").write_text(json.dumps(manifest))
+    assert main(["mushra", "page", str(copy)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "clips.json: a clip lacks its file, audio or bitrate" in err and "\n" not in err
+    manifest["clips"][1]["decoded"][0] |= {"target_kbps": 3, "audio": "../../etc/passwd"}
+    (copy / "listening" / "clips.json").write_text(json.dumps(manifest))
+    assert main(["mushra", "page", str(copy)]) == 1
+    assert "'../../etc/passwd' is not a path inside the report" in capsys.readouterr().err
+    assert not (copy / "mushra.html").exists()
 
 
 # --- aggregation ---------------------------------------------------------------------------
