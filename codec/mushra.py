@@ -31,6 +31,7 @@ import torch
 import torchaudio.functional as AF
 
 from codec.audio import AudioError, read_audio
+from codec.errors import first_line
 from codec.fileio import atomic_write_bytes, read_regular_file
 from codec.listening import MANIFEST, MANIFEST_FORMAT, kbps_text
 from codec.web import asset, render, script_json
@@ -262,19 +263,17 @@ def read_ratings(path) -> Session:
     except OSError as err:
         raise MushraError(f"{path}: cannot read ({err.strerror or err})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise MushraError(f"{path}: not JSON ({first_line_of(err)})") from None
+        raise MushraError(f"{path}: not JSON ({first_line(err)})") from None
     except MushraError as err:
         raise MushraError(f"{path}: {err}") from None
     try:
         return _session(path, data)
     except MushraError:
         raise
-    except (KeyError, TypeError, AttributeError, ValueError) as err:
+    except KeyError as err:
+        raise MushraError(f"{path}: not a complete MUSHRA ratings file (no {err})") from None
+    except (TypeError, AttributeError, ValueError) as err:
         raise MushraError(f"{path}: not a complete MUSHRA ratings file ({err})") from None
-
-
-def first_line_of(err: Exception) -> str:
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 def _session(path, data) -> Session:
