@@ -2,10 +2,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# make test installs the test, reference and benchmark extras; make demo only what it needs
+# make test installs the test, reference, benchmark and browser extras (the browser tests also
+# need Debian's chromium: .ci/run installs it); make demo only what it needs
 # (matplotlib for its spectrograms; DEMO_EXTRAS=plot,eval adds PESQ and STOI to its report, but
 # pesq builds from source)
-TEST_EXTRAS ?= dev,reference,bench,plot,eval,tensorboard,onnx
+TEST_EXTRAS ?= dev,reference,bench,plot,eval,tensorboard,onnx,browser
 DEMO_EXTRAS ?= plot
 export FSDD_ROOT ?= $(abspath ../shared/data/fsdd/recordings)
 

@@ -2,11 +2,13 @@
 
     codec encode IN... -m MODEL [-o OUT] [-b KBPS | -q LEVELS] [--batch-size N] [-r] [--force]
     codec decode IN.codes... [-m MODEL] [-o OUT] [--sr RATE] [--format wav|flac] [--force]
-    codec info FILE.codes | MODEL_DIR
+    codec info FILE.codes | MODEL (a folder or a name, as -m takes)
     codec import SRC [-o MODEL_DIR] [--from FORMAT]   (EnCodec .th, DAC .pth, HF folder, a name)
     codec export MODEL -o DIR [-q LEVELS | -b KBPS] [--force]   (ONNX graphs; docs/onnx.md)
     codec tokenize DATA... -m MODEL -o OUT [-b KBPS | -q LEVELS] [--shard-size N]
     codec eval DATA... -m MODEL [--bandwidths KBPS...] [--compare opus] [-o REPORT_DIR]
+    codec mushra page REPORT_DIR [-o TEST.html] [--conditions CODEC:KBPS...] [--trials N]
+    codec mushra aggregate RATINGS.json... [-o OUT_DIR]
     codec train [KEY=VALUE ...]      (Hydra overrides; see configs/)
 
 Each bad input gets one line on stderr naming the file and the problem; the other files are
@@ -130,8 +132,47 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--spectrograms", type=_at_least(0), default=3, help="files to draw (default 3)"
     )
+    ev.add_argument(
+        "--listen-clips",
+        type=_at_least(0),
+        default=6,
+        help="files rendered with players into index.html (default 6)",
+    )
+    ev.add_argument(
+        "--listen-seconds",
+        type=_positive,
+        default=10.0,
+        help="each rendered file is cut to its first S seconds (default 10)",
+    )
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    mushra = sub.add_parser(
+        "mushra", help="a blind MUSHRA listening test from an eval report, and its results"
+    )
+    steps = mushra.add_subparsers(dest="step", metavar="STEP", required=True)
+    page = steps.add_parser(
+        "page", help="an eval report folder -> one self-contained HTML test page"
+    )
+    page.add_argument("report", type=Path, metavar="REPORT_DIR", help="a `codec eval -o` folder")
+    page.add_argument(
+        "-o", "--output", type=Path, help="the test page (default: REPORT_DIR/mushra.html)"
+    )
+    page.add_argument(
+        "--conditions",
+        nargs="+",
+        metavar="CODEC:KBPS",
+        help="what to test, e.g. codec:6 opus:6 opus:8 (default: every one in the report)",
+    )
+    page.add_argument("--trials", type=_at_least(1), help="at most N clips (default: all)")
+    page.add_argument("--title", help="the page's title")
+    agg = steps.add_parser(
+        "aggregate", help="listeners' ratings files -> means and 95%% intervals, post-screened"
+    )
+    agg.add_argument("ratings", nargs="+", type=Path, metavar="RATINGS.json")
+    agg.add_argument(
+        "-o", "--output", type=Path, help="also write mushra.md, mushra.json (and mushra.png)"
+    )
 
     train = sub.add_parser(
         "train", help="train a codec (Hydra overrides, e.g. data=folder data.root=DIR)"
@@ -160,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--force", action="store_true", help="replace an existing folder")
 
     info = sub.add_parser("info", help="describe a .codes file or a saved model")
-    info.add_argument("target", type=Path, metavar="FILE_OR_MODEL")
+    info.add_argument(
+        "target", type=Path, metavar="FILE_OR_MODEL", help=".codes file, model folder or name"
+    )
     return parser
 
 
@@ -168,7 +211,13 @@ def add_model_option(p: argparse.ArgumentParser) -> None:
     """-m/--model MODEL_DIR, defaulting to $CODEC_MODEL (checked when the model is loaded)."""
     value = os.environ.get("CODEC_MODEL")
     default = Path(value) if value else None
-    p.add_argument("-m", "--model", type=Path, default=default, help="saved model folder")
+    p.add_argument(
+        "-m",
+        "--model",
+        type=Path,
+        default=default,
+        help="model folder, or the name of a shipped or imported model (e.g. speech16k)",
+    )
 
 
 def add_rate_options(p: argparse.ArgumentParser) -> None:
@@ -477,6 +526,7 @@ def run_eval(args, errors: list[str]) -> int:
         evaluate,
         write_report,
     )
+    from codec.listening import ListeningLimits
 
     if importlib.util.find_spec("matplotlib") is None:
         raise UsageError("codec eval draws its plots with matplotlib: pip install 'codec[plot]'")
@@ -491,6 +541,7 @@ def run_eval(args, errors: list[str]) -> int:
         raise UsageError("no audio given: pass files or folders, or --files-from LIST")
     paths = [p for p, _ in collect(inputs, AUDIO_SUFFIXES, args.recursive, errors)]
     bandwidths = args.bandwidths or model.bandwidths
+    listening = ListeningLimits(args.listen_clips, args.listen_seconds)
     try:
         result = evaluate(
             model,
@@ -502,12 +553,13 @@ def run_eval(args, errors: list[str]) -> int:
             progress=lambda items: progress_bar(items, args.quiet, "eval"),
             opus_kbps=tuple(args.opus_kbps or OPUS_LADDER),
             optional_metrics=tuple(args.metrics or OPTIONAL_METRICS),
+            listening=listening,
         )
     except OpusUnavailable as err:
         raise UsageError(str(err)) from None
     for problem in result.problems:
         errors.append(problem)
-    written = write_report(result, args.output, model)
+    written = write_report(result, args.output, model, listening)
     print((args.output / "report.md").read_text(), end="")
     for name, why in result.skipped_metrics.items():
         print(f"note: {name} skipped: {why}", file=sys.stderr)
@@ -520,8 +572,55 @@ def run_eval(args, errors: list[str]) -> int:
     return len(paths) - len(result.problems)
 
 
+def run_mushra(args) -> int:
+    from codec import mushra
+
+    if args.step == "page":
+        try:
+            chosen = [mushra.parse_condition(c) for c in args.conditions or []] or None
+        except ValueError as err:
+            raise UsageError(f"--conditions {err}") from None
+        test = mushra.build_test(args.report, chosen, args.trials, args.title)
+        target = args.output or args.report / "mushra.html"
+        mushra.write_test_page(target, test)
+        for note in test["notes"]:
+            print(f"note: {note}", file=sys.stderr)
+        print(
+            f"wrote {target}: {len(test['trials'])} trial(s) of {len(test['conditions'])} "
+            f"sounds (hidden reference, 2 anchors, {len(test['conditions']) - 3} condition(s)), "
+            f"{target.stat().st_size / 2**20:.1f} MiB; test id {test['test_id']}",
+            file=sys.stderr,
+        )
+        return 0
+    sessions, problems = mushra.read_sessions(args.ratings)
+    if problems:  # all or nothing: a result without some listener's file would mislead
+        for line in problems:
+            print(f"error: {line}", file=sys.stderr)
+        print(
+            f"codec mushra aggregate: {len(problems)} bad file(s); nothing aggregated",
+            file=sys.stderr,
+        )
+        return 1
+    results = mushra.aggregate(sessions)
+    print(mushra.results_markdown(sessions, results), end="")
+    if args.output is not None:
+        written = mushra.write_results(args.output, sessions, results)
+        print(f"wrote {', '.join(p.name for p in written)} in {args.output}", file=sys.stderr)
+    if not results:
+        print(
+            "codec mushra aggregate: every listener was excluded by post-screening",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def run_info(args) -> None:
+    from codec.models.names import resolve_model
+
     target: Path = args.target
+    if not target.exists() and target.suffix.lower() not in (".codes", ".ecdc"):
+        target = resolve_model(target)  # a shipped or imported model's name, as -m takes
     if target.is_dir():
         model = _load_model(target, "cpu")
         c = model.config
@@ -572,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "info":
             run_info(args)
             return 0
+        if args.command == "mushra":
+            return run_mushra(args)
         if args.command == "import":
             run_import(args)
             return 0

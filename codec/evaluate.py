@@ -187,6 +187,7 @@ class Evaluation:
     bandwidth, problems (files skipped) and metrics that could not be computed."""
 
     rows: list[dict] = field(default_factory=list)
+    clips: list = field(default_factory=list)  # codec.listening.ListeningClip, for index.html
     code_stats: dict[float, dict] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     skipped_metrics: dict[str, str] = field(default_factory=dict)
@@ -251,9 +252,11 @@ def evaluate(
     progress=None,
     opus_kbps: tuple[float, ...] = OPUS_LADDER,
     optional_metrics=OPTIONAL_METRICS,
+    listening=None,
 ) -> Evaluation:
     """Run every file through the model at every bandwidth (and through Opus at each rate of
-    `opus_kbps` when asked)."""
+    `opus_kbps` when asked). `listening` (codec.listening.ListeningLimits): keep the audio of
+    that many clips for index.html."""
     if compare_opus:
         opus_tools()
     opus_rates = sorted(set(opus_kbps)) if compare_opus else []
@@ -278,6 +281,10 @@ def evaluate(
                 result.problems.append(f"{path}: {err}")
                 continue
             result.rows.extend(rows)
+            if listening is not None and len(result.clips) < listening.clips:
+                from codec.listening import keep_clip
+
+                result.clips.append(keep_clip(path, reference, decoded, rate, listening))
             for kbps, c in codes.items():
                 codes_by_kbps[kbps].append(c)
             if spectrogram_dir is not None and index < spectrograms:
@@ -320,8 +327,9 @@ def _evaluate_file(model, path, reference, levels_for, opus_rates, quality, wind
     return rows, codes_by_kbps, decoded_by
 
 
-def write_report(result: Evaluation, out: Path, model: Codec) -> list[Path]:
-    """results.csv, summary.json, report.md and rate_distortion.png in `out`."""
+def write_report(result: Evaluation, out: Path, model: Codec, listening=None) -> list[Path]:
+    """results.csv, summary.json, report.md and rate_distortion.png in `out`; with `listening`
+    (codec.listening.ListeningLimits) also index.html, its audio and listening/clips.json."""
     from codec.fileio import atomic_write_bytes
     from codec.report import markdown_table, rate_distortion_plot
 
@@ -353,6 +361,10 @@ def write_report(result: Evaluation, out: Path, model: Codec) -> list[Path]:
     written.append(atomic_write_bytes(out / "report.md", markdown_table(result, means).encode()))
     if result.rows:
         written.append(rate_distortion_plot(out / "rate_distortion.png", means))
+    if listening is not None:
+        from codec.listening import write_listening_report
+
+        written += write_listening_report(out, result.rows, result.clips, summary, listening)
     return written
 
 

@@ -125,8 +125,7 @@ def spectrogram_plot(reference: torch.Tensor, decoded: dict, rate: int):
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 1.8 * len(panels)), sharex=True)
     axes = axes if len(panels) > 1 else [axes]
     for ax, (title, wav) in zip(axes, panels):
-        with np.errstate(divide="ignore"):  # digital silence has no log
-            ax.specgram(wav.mean(0).numpy(), NFFT=512, Fs=rate, noverlap=384, cmap="magma")
+        _specgram(ax, wav, rate)
         ax.set_ylabel("Hz")
         ax.set_title(title, fontsize=9)
     axes[-1].set_xlabel("seconds")
@@ -142,4 +141,66 @@ def spectrogram_figure(
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     _pyplot().close(fig)
+    return path
+
+
+def _specgram(ax, wav: torch.Tensor, rate: int, db_range: tuple[float, float] | None = None):
+    """The log spectrogram of wav (c, t), channels averaged, drawn on `ax`."""
+    vmin, vmax = db_range if db_range is not None else (None, None)
+    with np.errstate(divide="ignore"):  # digital silence has no log
+        ax.specgram(
+            wav.mean(0).numpy(), NFFT=512, Fs=rate, noverlap=384, cmap="magma", vmin=vmin, vmax=vmax
+        )
+
+
+def spectrogram_db_range(wav: torch.Tensor, rate: int, span_db: float = 80.0):
+    """(peak - span_db, peak) in dB of wav's spectrogram as _specgram draws it: one colour scale
+    for an original and its decodings, so a darker band is a weaker band."""
+    from matplotlib import mlab
+
+    power, _, _ = mlab.specgram(wav.mean(0).numpy(), NFFT=512, Fs=rate, noverlap=384)
+    peak = 10 * float(np.log10(max(float(power.max()), 1e-20)))
+    return peak - span_db, peak
+
+
+def spectrogram_strip(
+    path: Path, wav: torch.Tensor, rate: int, db_range: tuple[float, float] | None = None
+) -> Path:
+    """A small spectrogram of wav (c, t) alone as a PNG, kHz on the left (one per player of
+    the listening page)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 1.35))
+    _specgram(ax, wav, rate, db_range)
+    ax.set_yticks(ax.get_yticks()[ax.get_yticks() <= rate / 2])
+    ax.set_yticklabels([f"{t / 1000:g}" for t in ax.get_yticks()], fontsize=6)
+    ax.tick_params(axis="x", labelsize=6, length=2, pad=1)
+    ax.tick_params(axis="y", length=2, pad=1)
+    ax.set_ylabel("kHz", fontsize=6, labelpad=1)
+    ax.set_ylim(0, rate / 2)
+    fig.subplots_adjust(left=0.09, right=0.995, top=0.97, bottom=0.15)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+    plt.close(fig)
+    return path
+
+
+def mushra_plot(path: Path, points: list[tuple[str, str, float, float]]) -> Path:
+    """MUSHRA means with 95% intervals: a point per (label, kind, mean, ci95 half-width or NaN),
+    the MUSHRA grade bands behind; the hidden reference and anchors in grey."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(points) + 1.5), 3.4))
+    for low, name in zip(range(0, 100, 20), ("bad", "poor", "fair", "good", "excellent")):
+        ax.axhspan(low, low + 20, color="0.5", alpha=0.04 + 0.03 * (low // 20 % 2), lw=0)
+        ax.text(len(points) - 0.45, low + 10, name, fontsize=7, va="center", color="0.45")
+    for x, (_, kind, mean, ci95) in enumerate(points):
+        colour = {"reference": "0.2", "anchor": "0.55"}.get(kind, "C0")
+        ax.errorbar(x, mean, yerr=0 if np.isnan(ci95) else ci95, fmt="o", color=colour, capsize=3)
+    labels = [label.replace(" ", "\n", 1) for label, *_ in points]
+    ax.set_xticks(range(len(points)), labels, fontsize=7)
+    ax.set_xlim(-0.6, len(points) - 0.4)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("MUSHRA score (mean, 95% CI)", fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
     return path

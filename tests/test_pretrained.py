@@ -93,3 +93,24 @@ def test_from_pretrained_takes_the_short_names_the_cli_takes(tmp_path, monkeypat
 
 def resolve_model_hash() -> str:
     return json.loads((PRETRAINED / "speech16k" / "config.json").read_text())["weights_hash"]
+
+
+def test_every_command_takes_the_names_that_m_takes(tmp_path, capsys, monkeypatch):
+    """`codec info NAME` describes the model as `-m NAME` loads it, and fine-tuning starts from
+    a name too; a name that is nothing says so instead of "cannot read"."""
+    from omegaconf import OmegaConf
+
+    from codec.train.solver import build_model
+
+    monkeypatch.chdir(tmp_path)  # no folder called speech16k here
+    assert main(["info", "speech16k"]) == 0
+    out = capsys.readouterr().out
+    assert "model speech16k" in out and "3 group(s) x 8 levels x 1024 codes" in out
+    assert main(["info", "no_such_model"]) == 1
+    err = capsys.readouterr().err
+    assert "no_such_model: no model folder, shipped model or imported model" in err
+    assert "cannot read" not in err
+    assert main(["info", "missing.codes"]) == 1
+    assert "missing.codes: cannot read" in capsys.readouterr().err
+    cfg = OmegaConf.create({"init_from": "speech16k", "init_changes": {}})
+    assert build_model(cfg).model_id == "speech16k"

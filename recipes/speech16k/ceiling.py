@@ -43,7 +43,7 @@ def ceiling(paths, decode, rate: int, channels: int, problems: list[str]):
     """Mean of each metric per name of `decode(wav (1, c, t)) -> {name: decoded (1, c, t')}`
     over the readable files (NaNs left out), and the number of files scored. A file that cannot
     be read is named in `problems` and left out."""
-    quality = Quality(rate)
+    quality = Quality(rate, ("pesq", "stoi"))  # the columns below; DNSMOS is not one
     scores: dict = {}
     files = 0
     for path in paths:
@@ -60,7 +60,7 @@ def ceiling(paths, decode, rate: int, channels: int, problems: list[str]):
             decoded = F.pad(decoded, (0, wav.shape[-1] - decoded.shape[-1]))  # a short decoder
             by_metric = scores.setdefault(name, {metric: [] for metric in METRICS})
             for metric, value in quality(decoded, wav).items():
-                if metric in by_metric and not math.isnan(value):
+                if metric in by_metric and not math.isnan(value):  # not the per-band list
                     by_metric[metric].append(value)
     means = {
         name: {m: sum(v) / len(v) if v else math.nan for m, v in by_metric.items()}
