@@ -15,7 +15,10 @@ Rules that a user can rely on:
   can move a few old ones between splits; a resumed run refuses a split that would train on
   files it held out.
 - Each epoch draws one random segment per `segment_seconds` of audio, so long files are seen in
-  proportion to their length. Files shorter than a segment are zero-padded at the end
+  proportion to their length. Epoch e's order and segments depend only on (seed, e): the
+  batch sampler (`EpochBatches`) hands the loader (epoch, index) pairs, so a loader worker
+  started in another epoch draws the same segment, and a resumed run starts its epoch at the
+  batch where the checkpoint left it. Files shorter than a segment are zero-padded at the end
   (`short="pad"`) or left out (`short="skip"`).
 - A file that fails while being read (truncated, NaN samples, ...) is skipped with a warning
   naming it, another segment is drawn, and the item reports how many files newly failed (each
@@ -195,8 +198,11 @@ class SegmentDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """item: an index (of the epoch set by set_epoch) or an (epoch, index) pair; loader
+        workers get pairs, because their copy of the dataset never sees set_epoch."""
+        epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
+        rng = np.random.default_rng([self.seed, epoch, index])
         record = self.records[int(np.searchsorted(self.ends, index, side="right"))]
         skipped = 0
         for _ in range(MAX_READ_TRIES):
@@ -225,6 +231,42 @@ class SegmentDataset(torch.utils.data.Dataset):
         if self.augment is not None:
             wav = self.augment(wav, self.sample_rate, rng)
         return wav.contiguous()
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """One rank's batches of (epoch, index) pairs, epoch by epoch, resumable mid-epoch.
+
+    epoch e: a permutation of range(size) from a generator seeded with seed + e -> its first
+    size // world * world entries -> rank r takes entries r, r + world, ... -> batches of
+    `batch_size` (a last short batch is dropped). `set_epoch(e, skip)` starts epoch e at its
+    batch `skip`: a run resumed from a checkpoint sees the batches an uninterrupted run sees.
+    """
+
+    def __init__(self, size: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0):
+        self.size, self.batch_size, self.rank, self.world = size, batch_size, rank, world
+        self.seed, self.epoch, self.skip = seed, 0, 0
+        self.per_epoch = size // world // batch_size
+        if self.per_epoch < 1:
+            raise ValueError(
+                f"the training set gives {size // world} segment(s) per rank, fewer than "
+                f"data.batch_size={batch_size}"
+            )
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __len__(self) -> int:
+        return max(0, self.per_epoch - self.skip)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.size, generator=generator)[
+            : self.size // self.world * self.world
+        ]
+        mine = order[self.rank :: self.world].tolist()
+        for batch in range(self.skip, self.per_epoch):
+            start = batch * self.batch_size
+            yield [(self.epoch, index) for index in mine[start : start + self.batch_size]]
 
 
 # -- the demo corpus ----------------------------------------------------------------------------
@@ -389,18 +431,11 @@ def build_loader(
         seed=cfg.seed,
         augment=build_augment(cfg.get("augment")),
     )
-    sampler = None
-    if world > 1:
-        sampler = torch.utils.data.DistributedSampler(
-            dataset, world, rank, shuffle=True, seed=cfg.seed, drop_last=True
-        )
+    batches = EpochBatches(len(dataset), data.batch_size, rank, world, seed=cfg.seed)
     loader = torch.utils.data.DataLoader(
         dataset,
-        batch_size=data.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
+        batch_sampler=batches,
         num_workers=data.num_workers,
-        drop_last=True,
         generator=torch.Generator().manual_seed(cfg.seed),
         persistent_workers=data.num_workers > 0,
         worker_init_fn=leave_stop_signals_to_the_trainer,

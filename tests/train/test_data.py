@@ -9,6 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from codec.train.data import (
+    EpochBatches,
     SegmentDataset,
     build_manifest,
     make_demo_clip,
@@ -86,6 +87,40 @@ def test_segments_are_resampled_deterministic_and_cover_real_speech(speech_folde
     assert (energy > 1e-5).float().mean() > 0.8
     stereo = SegmentDataset(records, 16000, 2, segment_seconds=0.25)[3][0]
     assert stereo.shape == (2, 4000) and torch.equal(stereo[0], stereo[1])
+
+
+def test_epoch_batches_split_the_epoch_between_ranks_and_resume_mid_epoch():
+    def batches(epoch, skip=0, rank=0, world=1):
+        sampler = EpochBatches(23, 3, rank, world, seed=5)
+        sampler.set_epoch(epoch, skip)
+        return list(sampler)
+
+    whole = batches(2)
+    assert len(whole) == 7 and all(e == 2 for batch in whole for e, _ in batch)
+    assert batches(2, skip=4) == whole[4:]  # where a checkpoint after 4 batches resumes
+    assert batches(2, skip=7) == [] and batches(3) != whole
+    ranks = [batches(1, rank=r, world=2) for r in range(2)]
+    drawn = [i for rank in ranks for batch in rank for _, i in batch]
+    assert len(ranks[0]) == len(ranks[1]) == 3 and len(set(drawn)) == len(drawn)
+    with pytest.raises(ValueError, match="fewer than data.batch_size=8"):
+        EpochBatches(10, 8, 0, 2)
+
+
+def test_loader_workers_draw_each_epochs_own_segments(speech_folder):
+    """A persistent loader worker holds its own copy of the dataset, which set_epoch never
+    reaches; the (epoch, index) pairs of EpochBatches carry the epoch to it."""
+    records, _ = build_manifest([speech_folder])
+    data = SegmentDataset(records[:4], 16000, 1, segment_seconds=0.1, seed=0)
+    sampler = EpochBatches(len(data), 4)
+    loader = torch.utils.data.DataLoader(
+        data, batch_sampler=sampler, num_workers=1, persistent_workers=True
+    )
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        data.set_epoch(epoch)
+        (wav, _), pairs = next(iter(loader)), next(iter(sampler))
+        alone = torch.stack([data[index][0] for _, index in pairs])
+        assert torch.equal(wav, alone), epoch  # the worker drew what this process draws
 
 
 def test_short_files_are_padded_or_skipped(speech_folder):
