@@ -55,13 +55,18 @@ def remove_stale_temps(folder) -> list[Path]:
     return stale
 
 
+def step_of(path) -> int:
+    """The step of a checkpoint from its name, step_<step>.ckpt."""
+    return int(PATTERN.match(Path(path).name).group(1))
+
+
 def list_checkpoints(folder) -> list[Path]:
     """Step checkpoints in `folder`, oldest first."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     found = [p for p in folder.iterdir() if PATTERN.match(p.name)]
-    return sorted(found, key=lambda p: int(PATTERN.match(p.name).group(1)))
+    return sorted(found, key=step_of)
 
 
 def load_checkpoint(path) -> dict:

@@ -5,16 +5,21 @@
         -> for each batch: stop request? -> solver.train_step -> log, validate, checkpoint
         -> final checkpoint and export (run_dir/model)
 
-The loop owns the step and epoch counters, the best validation score, the random state,
-checkpoints (atomic, rotated, weights_only), the logs (run_dir/metrics.jsonl, TensorBoard, a
-progress bar), SIGTERM/SIGINT stop requests, non-finite step skipping with a restore of the last
-good checkpoint, and DDP agreement on all of them. What is trained, and how, is the solver's
-(see `Solver`); `codec.train.solver.CompressionSolver` is the codec's.
+The loop owns the step and epoch counters, the position in the epoch's batches, the best
+validation score, every rank's random state, checkpoints (atomic, rotated, weights_only), the
+logs (run_dir/metrics.jsonl, TensorBoard, a progress bar), SIGTERM/SIGINT stop requests,
+non-finite step skipping with a restore of the last good checkpoint, and DDP agreement on all
+of them (codec.train.agree). What is trained, and how, is the solver's (see `Solver`);
+`codec.train.solver.CompressionSolver` is the codec's.
+
+A resume changes nothing: a checkpoint holds everything the next step depends on (the solver's
+state, each rank's random state, the epoch and how many of its batches were drawn), so a run
+killed and resumed trains the same batches to the same weights as one that never stopped
+(tests/train/test_torchrun_faults.py compares them bit for bit).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -31,12 +36,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from codec.errors import first_line
 from codec.fileio import atomic_write_bytes
-from codec.train.checkpoint import (
-    latest_checkpoint,
-    list_checkpoints,
-    remove_stale_temps,
-    save_checkpoint,
-)
+from codec.train.agree import resume_state, rng_states, set_rng_state, write_outcome
+from codec.train.checkpoint import list_checkpoints, remove_stale_temps, save_checkpoint
 from codec.train.display import Progress, TensorBoard
 from codec.train.signals import StopRequest
 
@@ -60,12 +61,33 @@ class Environment:
         return self.rank == 0
 
 
+def restart_safe_store() -> dict:
+    """init_process_group arguments that keep a restarted torchrun worker group off the keys
+    of the group before it.
+
+    Under torchrun the workers share the agent's TCPStore (TORCHELASTIC_USE_AGENT_STORE), and
+    the agent keeps it across `--max-restarts` restarts. torch 2.11 gives every attempt the same
+    key names, so a restarted rank can read the address a killed rank published and fail with
+    "Gloo connectFullMesh failed ... Connection refused". Each attempt gets its own prefix,
+    TORCHELASTIC_RESTART_COUNT, which every rank of a one-node job shares; elsewhere ({}) the
+    default env:// start is used (a store that rank 0 starts anew)."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return {}
+    agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return {
+        "store": dist.PrefixStore(f"codec/attempt_{attempt}", agent),
+        "rank": int(os.environ["RANK"]),
+        "world_size": int(os.environ["WORLD_SIZE"]),
+    }
+
+
 def setup_distributed() -> tuple[int, int]:
     """(rank, world size), starting the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, **restart_safe_store())
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
@@ -103,7 +125,9 @@ class Solver(Protocol):
     rate_label: str  # and its label on the progress bar
     units_per_step: float  # what one step trains, in the throughput's unit (all ranks)
 
-    def epoch_batches(self, epoch: int) -> Iterable: ...
+    def epoch_batches(self, epoch: int, skip: int = 0) -> Iterable:
+        """Epoch `epoch`'s batches for this rank from its batch `skip` on; the same for the same
+        (epoch, skip) in any process, so that a resumed run draws what an unbroken one does."""
 
     def train_step(self, batch: Any, step: int, log: Log) -> dict[str, float]:
         """One optimisation step; raises NonFiniteStep (gradients cleared) to be skipped."""
@@ -131,6 +155,8 @@ class Loop:
         self.trainer = cfg.trainer
         self.run_dir = Path(cfg.run_dir)
         self.step, self.epoch, self.best, self.bad_steps = 0, 0, float("inf"), 0
+        self.drawn = 0  # batches of this epoch drawn so far (trained or skipped as non-finite)
+        self.resumed_at: int | None = None  # the step of the checkpoint run() resumed from
         wants_board = env.main and self.trainer.tensorboard
         self.board = TensorBoard.open(self.run_dir / "tb") if wants_board else None
         if wants_board and self.board is None:
@@ -138,54 +164,76 @@ class Loop:
 
     # -- checkpoints ---------------------------------------------------------------------------
 
-    def state(self) -> dict:
+    def state(self, rng: list[dict] | None = None) -> dict:
+        """The checkpoint: counters, the solver's state, `rng` (every rank's random state, from
+        agree.rng_states; this process's alone when not given) and the config."""
         return (
             {"step": self.step, "epoch": self.epoch, "best": self.best}
+            | {"drawn": self.drawn, "world": self.env.world}
             | self.solver.state_dict()
             | {
-                "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+                "rng": rng if rng is not None else rng_states(),
                 "config": OmegaConf.to_container(self.cfg, resolve=True),
             }
         )
 
-    def load_state(self, state: dict) -> None:
-        self.step, self.epoch, self.best = state["step"], state["epoch"], state["best"]
+    def load_state(self, state: dict, data_position: bool = True) -> None:
+        """Load a checkpoint; with data_position=False the epoch and batch position are kept
+        (the batches drawn since are not drawn again)."""
+        self.step, self.best = state["step"], state["best"]
+        if data_position:
+            self.epoch, self.drawn = state["epoch"], state.get("drawn", 0)
+            saved_world = state.get("world", self.env.world)
+            if saved_world != self.env.world:  # the same share of the epoch, not the same batches
+                self.drawn = self.drawn * saved_world // self.env.world
         self.solver.load_state_dict(state)
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(_as_tuple(state["rng"]["python"]))
+        if not set_rng_state(state["rng"], self.env.rank):
+            seed = self.cfg.seed * 1_000_003 + self.step * 1_009 + self.env.rank
+            torch.manual_seed(seed)
+            random.seed(seed)
 
-    def save(self, folder: Path | None = None, keep_last: int | None = None) -> None:
-        """Write a checkpoint (rank 0). A failed write (disk full, ...) ends the run with one
-        line; the previous checkpoint is intact because writes are atomic."""
-        if not self.env.main:
-            return
-        folder = folder or self.run_dir
-        keep = self.trainer.keep_last if keep_last is None else keep_last
-        with self._fatal_on_write_error(f"the step {self.step} checkpoint in {folder}"):
-            save_checkpoint(folder, self.step, self.state(), keep)
-
-    def export(self) -> Path:
-        target = self.run_dir / "model"
-        with self._fatal_on_write_error(f"the model {target}"):
-            return self.solver.export(target)
-
-    @contextlib.contextmanager
-    def _fatal_on_write_error(self, what: str):
-        try:
-            yield
-        except OSError as err:  # checkpoints and models are written so that a failure is one
-            why = err.strerror or first_line(err)
-            found = list_checkpoints(self.run_dir)
-            raise SystemExit(
-                f"{self.name}: could not write {what} ({why}); "
-                + (f"{found[-1]} is intact" if found else "no earlier checkpoint exists")
-            ) from None
+    def write(self, checkpoint: bool = True, best: bool = False) -> None:
+        """Rank 0 writes the step checkpoint and the model (`checkpoint`) and the best one
+        (`best`); every rank takes part, because the checkpoint holds every rank's random state
+        and a failed write (disk full, ...) must end every rank, with one line naming the last
+        intact checkpoint (writes are atomic)."""
+        rng = rng_states(self.env.world, self.env.device)
+        failure = None
+        if self.env.main:
+            state, run_dir = self.state(rng), self.run_dir
+            writes = []
+            if best:
+                where = f"the step {self.step} checkpoint in {run_dir / 'best'}"
+                writes.append(
+                    (where, lambda: save_checkpoint(run_dir / "best", self.step, state, 1))
+                )
+            if checkpoint:
+                keep = self.trainer.keep_last
+                where = f"the step {self.step} checkpoint in {run_dir}"
+                writes.append((where, lambda: save_checkpoint(run_dir, self.step, state, keep)))
+                writes.append(
+                    (
+                        f"the model {run_dir / 'model'}",
+                        lambda: self.solver.export(run_dir / "model"),
+                    )
+                )
+            for what, action in writes:
+                try:
+                    action()
+                except OSError as err:  # written so that a failure is an OSError with a reason
+                    found = list_checkpoints(run_dir)
+                    failure = (
+                        f"{self.name}: could not write {what} ({err.strerror or first_line(err)}); "
+                        + (f"{found[-1]} is intact" if found else "no earlier checkpoint exists")
+                    )
+                    break
+        write_outcome(failure, self.env.world, self.env.device)
 
     def restore_last_good(self) -> None:
-        state = latest_checkpoint(self.run_dir)
+        state = resume_state(self.run_dir, self.env.world, self.env.device)
         if state is None:
             raise SystemExit(f"{self.name}: too many non-finite steps and no checkpoint to restore")
-        self.load_state(state)
+        self.load_state(state, data_position=False)
         print(
             f"restored the last good checkpoint {state['path']} (step {self.step}) after "
             f"{self.trainer.max_bad_steps} non-finite steps in a row",
@@ -207,9 +255,12 @@ class Loop:
     # -- the loop ------------------------------------------------------------------------------
 
     def batches(self):
+        """Batches from the current position on; self.drawn counts those handed out."""
         while True:
-            yield from self.solver.epoch_batches(self.epoch)
-            self.epoch += 1
+            for batch in self.solver.epoch_batches(self.epoch, self.drawn):
+                self.drawn += 1
+                yield batch
+            self.epoch, self.drawn = self.epoch + 1, 0
 
     def run(self) -> Path:
         main = self.env.main
@@ -220,12 +271,14 @@ class Loop:
                     print(f"removed {path}, left by an interrupted write", file=sys.stderr)
             atomic_write_bytes(self.run_dir / "config.yaml", OmegaConf.to_yaml(self.cfg).encode())
             self.solver.write_run_files(self.run_dir)
-        resumed = latest_checkpoint(self.run_dir)
+        resumed = resume_state(self.run_dir, self.env.world, self.env.device)
         if resumed is not None:
             self.load_state(resumed)
+            self.resumed_at = self.step
             if main:
                 print(f"resumed from {resumed['path']} at step {self.step}", file=sys.stderr)
-        self.log({"event": "start"} | self.solver.describe())
+        position = {"epoch": self.epoch, "drawn": self.drawn}
+        self.log({"event": "start"} | position | self.solver.describe())
         progress = Progress(
             self.trainer.steps,
             self.step,
@@ -236,9 +289,8 @@ class Loop:
         with StopRequest() as stop:
             self._loop(progress, time.perf_counter(), stop)
         progress.close()
+        self.write()
         if main:
-            self.save()
-            exported = self.export()
             if stop.signal is not None:
                 print(
                     f"stopped by {stop.signal} at step {self.step}: checkpoint and model written; "
@@ -246,20 +298,22 @@ class Loop:
                     file=sys.stderr,
                 )
             else:
-                print(f"trained {self.step} steps; model in {exported}", file=sys.stderr)
+                print(
+                    f"trained {self.step} steps; model in {self.run_dir / 'model'}", file=sys.stderr
+                )
         return self.run_dir / "model"
 
     def _loop(self, progress: Progress, started: float, stop: StopRequest) -> None:
         trainer, env, solver = self.trainer, self.env, self.solver
-        for batch in self.batches():
-            if self.step >= trainer.steps:
-                break
+        batches = self.batches()
+        while self.step < trainer.steps:  # checked before a batch is drawn: none is wasted
             # under DDP, asking the other ranks costs a collective and a host sync, so they
             # are asked every log_every steps; alone, the flag is read every step
             ask = env.world == 1 or self.step % trainer.log_every == 0
             if ask and stop.agreed(env.world, env.device):
                 self.log({"event": "stopped", "signal": stop.signal or "on another rank"})
                 break
+            batch = next(batches)
             try:
                 logs = solver.train_step(batch, self.step, self.log)
                 self.bad_steps = 0
@@ -277,21 +331,16 @@ class Loop:
                 rate = solver.units_per_step * (self.step - progress.start) / max(elapsed, 1e-9)
                 self.log(logs | {solver.rate_name: rate} | solver.step_telemetry())
                 progress.show(self.step, logs, rate)
-            if self.step % trainer.valid_every == 0 or self.step == trainer.steps:
+            better = False
+            validate = self.step % trainer.valid_every == 0 or self.step == trainer.steps
+            if validate:
                 metrics = solver.validate(self.step, self.board) if env.main else {}
                 self.log({"event": "valid"} | metrics)
                 if env.main and metrics.get(solver.best_metric, float("inf")) < self.best:
-                    self.best = metrics[solver.best_metric]
-                    self.save(self.run_dir / "best", keep_last=1)
+                    self.best, better = metrics[solver.best_metric], True
                 if env.main:
                     progress.note(metrics)
-            if self.step % trainer.checkpoint_every == 0 and self.step < trainer.steps:
-                self.save()  # the last step's checkpoint and model are written once, by run()
-                if env.main:
-                    self.export()
-
-
-def _as_tuple(value):
-    if isinstance(value, list):
-        return tuple(_as_tuple(v) for v in value)
-    return value
+            # the last step's checkpoint and model are written once, by run()
+            due = self.step % trainer.checkpoint_every == 0 and self.step < trainer.steps
+            if due or validate:  # on every rank (a collective); `better` is rank 0's alone
+                self.write(checkpoint=due, best=better)

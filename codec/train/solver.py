@@ -191,6 +191,8 @@ class CompressionSolver:
             self.g_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
             if self.disc is not None:
                 self.d_model = torch.nn.parallel.DistributedDataParallel(self.disc, device_ids=ids)
+            if self.ema is not None:  # DDP gave every rank rank 0's weights; the EMA starts there
+                self.ema.load_state_dict(self.model.state_dict())
         steps = cfg.trainer.steps
         self.opt_g = make_optimizer(self.model.parameters(), cfg.optim)
         self.sched_g = make_schedule(self.opt_g, cfg.optim, steps)
@@ -243,11 +245,9 @@ class CompressionSolver:
             record["init_from"] = str(self.cfg.init_from)
         return record
 
-    def epoch_batches(self, epoch: int):
-        if hasattr(self.loader.dataset, "set_epoch"):
-            self.loader.dataset.set_epoch(epoch)
-        if hasattr(self.loader.sampler, "set_epoch"):
-            self.loader.sampler.set_epoch(epoch)
+    def epoch_batches(self, epoch: int, skip: int = 0):
+        self.loader.dataset.set_epoch(epoch)
+        self.loader.batch_sampler.set_epoch(epoch, skip)
         return self.loader
 
     def step_telemetry(self) -> dict:

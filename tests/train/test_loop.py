@@ -26,15 +26,17 @@ class LineFit:
         self.poisoned = set(poisoned)
         self.calls = 0
 
-    def epoch_batches(self, epoch):
+    def epoch_batches(self, epoch, skip=0):
         g = torch.Generator().manual_seed(epoch)
-        for _ in range(4):
+        for batch in range(4):
             x = torch.rand(16, 1, generator=g)
-            yield x, 3 * x + 1
+            if batch >= skip:
+                yield x, 3 * x + 1
 
     def train_step(self, batch, step, log):
         self.calls += 1
         x, y = batch
+        y = y + 0.01 * torch.randn(y.shape)  # a draw from the global generator, as dropout's
         loss = (self.line(x) - y).pow(2).mean()
         if self.calls in self.poisoned:
             raise NonFiniteStep("non-finite loss: loss")
@@ -119,3 +121,23 @@ def test_non_finite_steps_are_skipped_then_the_last_checkpoint_restored(tmp_path
     events = [r.get("event") for r in logged(run)]
     assert events.count("skipped_step") == 2
     assert load_checkpoint(list_checkpoints(run)[-1])["step"] == 5
+
+
+def test_a_run_stopped_mid_epoch_and_resumed_equals_one_that_never_stopped(tmp_path):
+    """4 batches an epoch: stopped after step 5 (epoch 1, one batch drawn), resumed to 10. The
+    resumed run draws the batches and the random numbers the unbroken run drew: its losses
+    and weights are the same bit for bit."""
+    torch.manual_seed(0)
+    whole = LineFit()
+    Loop(whole, ENV, config(tmp_path / "whole", 10)).run()
+    torch.manual_seed(0)
+    Loop(LineFit(), ENV, config(tmp_path / "split", 5)).run()
+    state = load_checkpoint(list_checkpoints(tmp_path / "split")[-1])
+    assert (state["step"], state["epoch"], state["drawn"]) == (5, 1, 1)
+    torch.manual_seed(123)  # a new process seeds anew; the checkpoint's random state wins
+    resumed = LineFit()
+    Loop(resumed, ENV, config(tmp_path / "split", 10)).run()
+    losses = {r["step"]: r["loss"] for r in logged(tmp_path / "whole") if "loss" in r}
+    assert {r["step"]: r["loss"] for r in logged(tmp_path / "split") if "loss" in r} == losses
+    assert torch.equal(resumed.line.weight, whole.line.weight)
+    assert torch.equal(resumed.line.bias, whole.line.bias)
