@@ -18,9 +18,12 @@ still processed; the exit code is 1 when any file failed, 2 for usage errors.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from codec import __version__
@@ -507,6 +510,8 @@ def run_tokenize(args, errors: list[str]) -> int:
     counts = tokenize(
         [p for p, _ in found], root, args.output, encode, meta, args.shard_size, rank, world
     )
+    for path in counts["removed"]:
+        print(f"removed {path}, left by an interrupted write", file=sys.stderr)
     for line in counts["failures"]:
         errors.append(line)
     print(
@@ -660,6 +665,24 @@ def run_info(args) -> None:
         print("  gains (dB): " + ", ".join(f"{g:+.1f}" for g in h.gains))
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a scheduler's stop, or torchrun ending the other ranks when one fails) ends a
+    command as Ctrl-C does: the write in progress removes its temp file, exit code 130."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -690,7 +713,8 @@ def main(argv: list[str] | None = None) -> int:
             "tokenize": run_tokenize,
             "eval": run_eval,
         }[args.command]
-        runner(args, errors)
+        with sigterm_as_interrupt():
+            runner(args, errors)
     except UsageError as err:
         print(f"codec {args.command}: {err}", file=sys.stderr)
         return 2

@@ -9,7 +9,9 @@
 All files are plain .npy (no pickle: `np.load(path, mmap_mode="r")` reads them); the index is
 written last and atomically, so a shard is finished exactly when its index exists, and a
 re-run skips finished shards. Shard k holds files [k * size, (k + 1) * size) of the sorted file
-list; under torchrun, rank r writes the shards k with k % world == r.
+list; under torchrun, rank r writes the shards k with k % world == r. A re-run first deletes
+the temp files that a killed writer of its own shards left (each shard has one writer, so no
+rank touches another's temp files), then writes every shard that has no index.
 """
 
 from __future__ import annotations
@@ -64,6 +66,18 @@ def write_shard(out: Path, shard: int, items: list[tuple[str, str, np.ndarray]],
     atomic_write_bytes(index_path, _npy_bytes(index))  # last: marks the shard finished
 
 
+def remove_stale_temps(out: Path, shards) -> list[Path]:
+    """Delete the temp files (`.NAME.XXXX.tmp`, see codec.fileio.atomic_write) of `shards`'
+    files in `out`; call it only from the one process that writes those shards."""
+    stale = []
+    for shard in shards:
+        for path in shard_paths(out, shard):
+            stale += out.glob(f".{path.name}.*.tmp")
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def tokenize(
     files: list[Path],
     root: Path | None,
@@ -76,15 +90,21 @@ def tokenize(
 ) -> dict[str, int]:
     """Encode `files` (sorted) into shards under `out`; `encode` maps a batch of paths to codes
     (groups, levels, frames) or the exception that file raised. Returns counts of shards
-    written and skipped and of files that failed (each failure is reported by the caller)."""
+    written and skipped and of files that failed, with the failures and the temp files of an
+    interrupted earlier run that were removed (the caller reports both)."""
     out.mkdir(parents=True, exist_ok=True)
+    files = sorted(files)
+    mine = range(rank, (len(files) + shard_size - 1) // shard_size, world)
+    removed = remove_stale_temps(out, mine)
     if rank == 0:
+        for path in out.glob(".meta.json.*.tmp"):
+            path.unlink(missing_ok=True)
+            removed.append(path)
         atomic_write_bytes(out / "meta.json", (json.dumps(meta, indent=2) + "\n").encode())
     dtype = np.uint16 if meta["codebook_size"] <= 1 << 16 else np.int32
-    files = sorted(files)
     counts = {"written": 0, "skipped": 0, "failed": 0}
     failures: list[str] = []
-    for shard in range(rank, (len(files) + shard_size - 1) // shard_size, world):
+    for shard in mine:
         if shard_paths(out, shard)[1].exists():
             counts["skipped"] += 1
             continue
@@ -99,5 +119,5 @@ def tokenize(
             items.append((uid, str(path), flatten_codes(result)))
         write_shard(out, shard, items, dtype)
         counts["written"] += 1
-    counts["failures"] = failures
+    counts["failures"], counts["removed"] = failures, removed
     return counts
