@@ -44,8 +44,8 @@ class Jobs:
     def __init__(self, folder: Path):
         self.folder, self.token, self.started = folder, uuid.uuid4().hex, []
 
-    def start(self, args: list[str], name: str, **popen) -> subprocess.Popen:
-        env = os.environ | {
+    def start(self, args: list[str], name: str, env=None, **popen) -> subprocess.Popen:
+        env = (os.environ if env is None else env) | {
             "CODEC_TEST_JOB": self.token,
             "GLOO_SOCKET_IFNAME": LOOPBACK,  # collectives over loopback only
             "OMP_NUM_THREADS": "1",
@@ -160,6 +160,10 @@ def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def trained_past(run_dir: Path, step: int) -> bool:
+    return any(r.get("step", 0) > step and "mel" in r for r in records(run_dir))
+
+
 def final_state(run_dir: Path) -> dict:
     state = load_checkpoint(list_checkpoints(run_dir)[-1])
     assert state["step"] == STEPS
@@ -213,10 +217,7 @@ def test_a_killed_worker_is_restarted_and_the_run_ends_as_if_never_killed(
     run = tmp_path / "run"
     job = jobs.start(one_node(restarts=1) + train_args(tiny_train_overrides, run), "killed")
 
-    def trained_past_a_checkpoint() -> bool:
-        return any(r.get("step", 0) > EVERY and "mel" in r for r in records(run))
-
-    until(trained_past_a_checkpoint, job, f"step {EVERY + 1}")
+    until(lambda: trained_past(run, EVERY), job, f"step {EVERY + 1}")
     (worker,) = jobs.pids(RANK="1", TORCHELASTIC_RESTART_COUNT="0")
     os.kill(worker, signal.SIGKILL)
     assert jobs.wait(job) == 0, tail(job.log)
@@ -238,26 +239,38 @@ def test_a_killed_worker_is_restarted_and_the_run_ends_as_if_never_killed(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kill", [False, True], ids=["unbroken", "rank-1-killed"])
 def test_two_agents_on_one_host_train_what_one_agent_with_two_workers_trains(
-    jobs, tmp_path, unbroken_run, tiny_train_overrides
+    jobs, tmp_path, unbroken_run, tiny_train_overrides, kill
 ):
     """Two torchrun agents (--nnodes 2, one worker each) meet at a c10d rendezvous on
-    127.0.0.1; the run equals the one-agent, two-worker run bit for bit."""
+    127.0.0.1; the run equals the one-agent, two-worker run bit for bit. Killed: rank 1 dies
+    after a checkpoint, both agents restart their workers (--max-restarts 1) and the run still
+    ends equal. Agents count their restarts apart, so that case runs with
+    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: every rendezvous round then gets a new store."""
     run, port = tmp_path / "run", free_port()
     rendezvous = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d"]
     rendezvous += ["--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes"]
-    rendezvous += ["--local-addr", "127.0.0.1"]
+    rendezvous += ["--local-addr", "127.0.0.1", "--max-restarts", str(int(kill))]
+    env = os.environ | ({"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"} if kill else {})
     agents = [
         jobs.start(
             [*rendezvous, "--rdzv-conf", f"is_host={node == 0}"]
             + train_args(tiny_train_overrides, run),
             f"node{node}",
+            env=env,
         )
         for node in range(2)
     ]
+    if kill:
+        until(lambda: trained_past(run, EVERY), agents[0], f"step {EVERY + 1}")
+        (worker,) = jobs.pids(RANK="1", TORCHELASTIC_RESTART_COUNT="0")
+        os.kill(worker, signal.SIGKILL)
     for agent in agents:
         assert jobs.wait(agent) == 0, tail(agent.log)
-    assert step_losses(records(run)) == step_losses(records(unbroken_run))
+    logged = records(run)
+    assert sum(r.get("event") == "start" for r in logged) == 1 + kill
+    assert step_losses(logged) == step_losses(records(unbroken_run))
     assert_identical(final_state(run), final_state(unbroken_run))
 
 
