@@ -20,6 +20,8 @@ from torch import nn
 
 from codec.models.builders import build_part
 from codec.models.config import CodecConfig
+from codec.models.folder import load_model, save_model
+from codec.models.names import resolve_model
 from codec.models.segments import Segmentation, overlap_add, rms_scale
 from codec.nn import cpu_isa, native_bf16, streaming
 
@@ -302,8 +304,6 @@ class Codec(nn.Module):
         """Write config.json and model.safetensors (atomically) to `directory`; `storage`
         float16 or bfloat16 stores the tensors that are exact in it so (see
         codec.models.folder.round_to_storage)."""
-        from codec.models.folder import save_model
-
         return save_model(self, directory, storage)
 
     @classmethod
@@ -312,7 +312,4 @@ class Codec(nn.Module):
         takes (a shipped model such as "speech16k", or one imported into the cache such as
         "encodec_24khz"); nothing is unpickled. With `inference`, weight norm is folded away
         and the model is in eval mode."""
-        from codec.models.folder import load_model
-        from codec.models.names import resolve_model
-
-        return load_model(resolve_model(directory), inference=inference)
+        return load_model(resolve_model(directory), cls, inference=inference)

@@ -4,18 +4,22 @@ Loading trusts nothing in the folder: the config is checked field by field, the 
 describes is first built on the meta device (no memory) and its state dict compared, key by
 key, shape by shape and in bytes, with the weights file's header before anything is allocated.
 Nothing is unpickled.
+
+The model class is the caller's (`Codec.from_pretrained` passes itself as `build`): this module
+knows a model only as a config, a state dict and a weights hash.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.nn.utils import parametrize
 
 from codec.fileio import atomic_write_bytes
-from codec.models.codec import Codec
 from codec.models.config import CodecConfig
 from codec.models.options import ConfigError
 from codec.nn import fold_weight_norm, for_cpu_inference
@@ -23,12 +27,14 @@ from codec.nn import fold_weight_norm, for_cpu_inference
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 STORAGE_DTYPES = (torch.float16, torch.bfloat16)  # allowed in place of a float32 tensor
 
+Build = Callable[[CodecConfig], nn.Module]  # a config -> the model it describes (Codec)
+
 
 class ModelFormatError(ValueError):
     """A saved model folder that cannot be loaded; the message names the folder and problem."""
 
 
-def round_to_storage(model: Codec, dtype: torch.dtype) -> Codec:
+def round_to_storage(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """Round every float32 parameter and buffer of `model` in place to the nearest `dtype`
     value (float16 or bfloat16), kept as float32, so that storing the weights as `dtype`
     loses nothing: the loaded model equals this one, weights hash included. A tensor whose
@@ -44,8 +50,8 @@ def round_to_storage(model: Codec, dtype: torch.dtype) -> Codec:
     return model
 
 
-def save_model(model: Codec, directory, storage: torch.dtype | None = None) -> Path:
-    """Write config.json and model.safetensors (atomically) to `directory`. With `storage`
+def save_model(model: nn.Module, directory, storage: torch.dtype | None = None) -> Path:
+    """Write a Codec's config.json and model.safetensors (atomically) to `directory`. With `storage`
     (float16 or bfloat16), float32 tensors that `round_to_storage` made exact in that dtype
     are stored in it (about half the file); the others stay float32."""
     from safetensors.torch import save
@@ -88,15 +94,15 @@ def read_config(directory: Path) -> tuple[CodecConfig, str | None]:
         raise ModelFormatError(f"{path}: bad model config ({err})") from None
 
 
-def check_weights_fit(config: CodecConfig, path: Path) -> None:
-    """The model `config` describes, built on the meta device, against the header of the
+def check_weights_fit(config: CodecConfig, path: Path, build: Build) -> None:
+    """The model `config` describes, built by `build` on the meta device, against the header of the
     safetensors file at `path`: same keys, shapes, and bytes (float32 tensors may be stored
     as float16 or bfloat16). Raises ModelFormatError naming the first mismatch."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with torch.device("meta"):
-            expected = Codec(config).state_dict()
+            expected = build(config).state_dict()
     except (ValueError, TypeError) as err:
         raise ModelFormatError(f"{path.parent / CONFIG_FILE}: bad model config ({err})") from None
     try:
@@ -151,10 +157,11 @@ _DTYPES = {
 }
 
 
-def load_model(directory, inference: bool = True) -> Codec:
-    """A folder written by `save_model` -> Codec. With `inference`, weight norm is folded
-    away, the model is in eval mode without gradients, and converted for fast CPU inference
-    (codec.nn.inference; a model moved to another device runs its plain path)."""
+def load_model(directory, build: Build, inference: bool = True) -> nn.Module:
+    """A folder written by `save_model` -> build(its config) with its weights. With
+    `inference`, weight norm is folded away, the model is in eval mode without gradients, and
+    converted for fast CPU inference (codec.nn.inference; a model moved to another device runs
+    its plain path)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -164,13 +171,13 @@ def load_model(directory, inference: bool = True) -> Codec:
         if not path.is_file():
             raise ModelFormatError(f"{directory}: not a saved model (missing {path.name})")
     config, expected_hash = read_config(directory)
-    check_weights_fit(config, weights_path)
+    check_weights_fit(config, weights_path, build)
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as err:
         raise ModelFormatError(f"{weights_path}: unreadable weights ({err})") from None
     try:
-        model = Codec(config)
+        model = build(config)
     except (ConfigError, ValueError, TypeError) as err:
         raise ModelFormatError(f"{config_path}: bad model config ({err})") from None
     model.load_state_dict(state)  # keys and shapes were checked against the header
