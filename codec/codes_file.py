@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from codec.errors import FileError
 from codec.fileio import atomic_write_bytes, read_regular_file
 from codec.limits import (
     MAX_CHANNELS,
@@ -71,7 +72,7 @@ _PACK_CHUNK = 1 << 18  # codes per packing step; a multiple of 8, so every step 
 _HEX = re.compile(r"[0-9a-fA-F]{1,128}")
 
 
-class CodesFormatError(ValueError):
+class CodesFormatError(FileError):
     """Bytes that are not a valid .codes file, or a header that cannot be written; the message
     says what is wrong (and names the file when one was read)."""
 
@@ -482,9 +483,9 @@ def read_codes(source) -> tuple[torch.Tensor, CodesHeader]:
         data = read_regular_file(path, MAX_FILE_BYTES, CodesFormatError)
         return decode_codes_bytes(data)
     except CodesFormatError as err:
-        raise CodesFormatError(f"{path}: {err}") from None
+        raise CodesFormatError.in_file(path, err) from None
     except OSError as err:
-        raise CodesFormatError(f"{path}: cannot read ({err.strerror or err})") from None
+        raise CodesFormatError.in_file(path, f"cannot read ({err.strerror or err})") from None
 
 
 def check_model(header: CodesHeader, model_id: str, weights_hash: str) -> None:

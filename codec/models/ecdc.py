@@ -37,6 +37,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from codec.errors import FileError
 from codec.fileio import read_regular_file
 
 MAGIC = b"ECDC"
@@ -48,7 +49,7 @@ _PREFIX = struct.Struct("!4sBI")  # magic, version, header length
 _SCALE = struct.Struct("!f")
 
 
-class EcdcFormatError(ValueError):
+class EcdcFormatError(FileError):
     """Bytes that are not an .ecdc file this toolkit reads; the message says what is wrong (and
     names the file when one was read)."""
 
@@ -183,9 +184,9 @@ def read_ecdc(source) -> EcdcFile:
     try:
         return decode_ecdc_bytes(read_regular_file(path, MAX_FILE_BYTES, EcdcFormatError))
     except EcdcFormatError as err:
-        raise EcdcFormatError(f"{path}: {err}") from None
+        raise EcdcFormatError.in_file(path, err) from None
     except OSError as err:
-        raise EcdcFormatError(f"{path}: cannot read ({err.strerror or err})") from None
+        raise EcdcFormatError.in_file(path, f"cannot read ({err.strerror or err})") from None
 
 
 def decode_ecdc_bytes(data) -> EcdcFile:

@@ -9,8 +9,7 @@ from pathlib import Path
 import torch.distributed as dist
 from omegaconf import DictConfig
 
-from codec.errors import first_line
-from codec.train.checkpoint import CheckpointError
+from codec.errors import CheckpointError, first_line
 from codec.train.config import check_trainer_config, compose_config
 from codec.train.loop import Loop, setup_environment
 from codec.train.solver import CompressionSolver
