@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from codec import limits
 from codec.models.builders import part_options
-from codec.models.options import ConfigError, Options, bounded
+from codec.models.options import ConfigError, Options, bounded, check_fields
 
 CONFIG_VERSION = 2
 
@@ -34,15 +34,16 @@ class SegmentOptions(Options):
 
 @dataclass
 class CodecConfig:
-    sample_rate: int = 24_000
-    channels: int = 1
-    dimension: int = 128
+    sample_rate: int = bounded(24_000, range=(limits.MIN_SAMPLE_RATE, limits.MAX_SAMPLE_RATE))
+    channels: int = bounded(1, range=(limits.MIN_CHANNELS, limits.MAX_CHANNELS))
+    dimension: int = bounded(128, range=(limits.MIN_DIMENSION, limits.MAX_DIMENSION))
     encoder: dict = field(default_factory=lambda: {"name": "seanet"})
     decoder: dict = field(default_factory=lambda: {"name": "seanet"})
     quantizer: dict = field(default_factory=lambda: {"name": "grvq"})
     segment: dict | None = None
-    loudness_lufs: float | None = None  # normalise input loudness to this target, restore on decode
-    model_id: str = "codec"
+    # normalise input loudness to this target (LUFS), restore on decode
+    loudness_lufs: float | None = bounded(None, range=(-70, 0))
+    model_id: str = bounded("codec", length=(1, 256))
 
     def __post_init__(self):
         self._parts: dict = {}
@@ -104,21 +105,8 @@ class CodecConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first field of the wrong type or range."""
-        for name, (low, high) in {
-            "sample_rate": (limits.MIN_SAMPLE_RATE, limits.MAX_SAMPLE_RATE),
-            "channels": (limits.MIN_CHANNELS, limits.MAX_CHANNELS),
-            "dimension": (limits.MIN_DIMENSION, limits.MAX_DIMENSION),
-        }.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ConfigError(f"{name} must be an integer in [{low}, {high}]")
-        if not isinstance(self.model_id, str) or not 0 < len(self.model_id) <= 256:
-            raise ConfigError("model_id must be a string of 1 to 256 characters")
-        lufs = self.loudness_lufs
-        if lufs is not None and (
-            isinstance(lufs, bool) or not isinstance(lufs, (int, float)) or not -70 <= lufs <= 0
-        ):
-            raise ConfigError("loudness_lufs must be null or in [-70, 0]")
+        scalars = ("sample_rate", "channels", "dimension", "loudness_lufs", "model_id")
+        check_fields(CodecConfig, {name: getattr(self, name) for name in scalars})
         self._parts = {
             kind: part_options(kind, getattr(self, kind))
             for kind in ("encoder", "decoder", "quantizer")
@@ -126,7 +114,7 @@ class CodecConfig:
         self._segment = None
         if self.segment is not None:
             self._segment = SegmentOptions.from_dict(self.segment, "segment")
-            if lufs is not None:
+            if self.loudness_lufs is not None:
                 raise ConfigError("loudness_lufs and segment cannot be combined")
 
 
