@@ -171,8 +171,9 @@ class Codec(nn.Module):
         return rearrange(latents.float(), "b d f -> b f d")
 
     def _quantize(self, latents, num_levels=None):
-        out, codes, losses = self.quantizer(latents, num_levels=num_levels)
-        return out, rearrange(codes, "g b f q -> b g q f"), losses
+        """latents (b, f, d) -> (quantized (b, f, d), codes (b, g, q, f), losses (g, q))."""
+        result = self.quantizer.quantize(latents, num_levels=num_levels)
+        return result.quantized, rearrange(result.indices, "g b f q -> b g q f"), result.losses
 
     def _decode_latents(self, quantized: torch.Tensor) -> torch.Tensor:
         """quantized (b, f, d) -> wav (b, c, f * hop); a decoder that gives fewer samples (DAC
@@ -255,7 +256,7 @@ class Codec(nn.Module):
     def _decode_frames(self, codes: torch.Tensor) -> torch.Tensor:
         if self.runtime is not None:
             return self.runtime.decode_frames(codes)
-        quantized = self.quantizer.get_output_from_indices(rearrange(codes, "b g q f -> g b f q"))
+        quantized = self.quantizer.decode(rearrange(codes, "b g q f -> g b f q"))
         return self._decode_latents(quantized)
 
     def forward(self, wav: torch.Tensor) -> dict:

@@ -139,16 +139,17 @@ _FLAT_TOP = ("sample_rate", "channels", "dimension", "loudness_lufs", "model_id"
 
 
 def _engine_defaults() -> dict:
-    """The quantizer engine's own defaults for the settings GRVQOptions names: what a flat
-    config's partial `quantizer` object left unsaid meant."""
-    import inspect
-
+    """The quantizer engine's own defaults (ResidualOptions) for the settings GRVQOptions
+    names: what a flat config's partial `quantizer` object left unsaid meant."""
     from codec.models.builders import GRVQOptions
-    from codec.quantize.residual import _GroupedResidual
+    from codec.quantize import ResidualOptions
 
     names = set(GRVQOptions.__dataclass_fields__)
-    parameters = inspect.signature(_GroupedResidual.__init__).parameters.values()
-    return {p.name: p.default for p in parameters if p.name in names and p.default is not p.empty}
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(ResidualOptions)
+        if f.name in names and f.default is not dataclasses.MISSING
+    }
 
 
 def upgrade_flat(data: dict) -> dict:

@@ -104,10 +104,11 @@ def test_training_losses_are_dacs_commitment_and_codebook_terms(dac_quantizers):
     references, ours = dac_quantizers
     x = torch.randn(2, 10, 32, generator=torch.Generator().manual_seed(5))
     ours.train()
-    ours.quantize_dropout = False
+    ours.options.quantize_dropout = False
     try:
         _, _, losses = ours(x)
     finally:
+        ours.options.quantize_dropout = True
         ours.eval()
     for group, reference in enumerate(references):
         residual = x[..., group * 16 : (group + 1) * 16].transpose(1, 2)
