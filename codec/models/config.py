@@ -75,6 +75,15 @@ class CodecConfig:
                 data[key] = value
         return CodecConfig.from_dict(data)
 
+    def folded(self) -> CodecConfig:
+        """This config for the model once its weight norm is folded into plain weights: each
+        part describes its folded self (Options.folded)."""
+        data = self.to_dict()
+        for kind in ("encoder", "decoder", "quantizer"):
+            name, options = self._parts[kind]
+            data[kind] = {"name": name} | options.folded().to_dict()
+        return CodecConfig.from_dict(data)
+
     # -- reading and writing -------------------------------------------------------------------
 
     @classmethod

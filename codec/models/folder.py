@@ -51,25 +51,43 @@ def round_to_storage(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 
 
 def save_model(model: nn.Module, directory, storage: torch.dtype | None = None) -> Path:
-    """Write a Codec's config.json and model.safetensors (atomically) to `directory`. With `storage`
-    (float16 or bfloat16), float32 tensors that `round_to_storage` made exact in that dtype
-    are stored in it (about half the file); the others stay float32."""
+    """Write a Codec's config.json and model.safetensors (atomically) to `directory`. With
+    `storage` (float16 or bfloat16), float32 tensors that `round_to_storage` made exact in that
+    dtype are stored in it (about half the file); the others stay float32. A model whose
+    weight norm was folded saves its parts' folded settings (Options.folded)."""
     from safetensors.torch import save
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if storage is not None:
         state = {k: _stored_as(v, storage) for k, v in state.items()}
-    config = model.config.to_dict() | {"weights_hash": model.weights_hash()}
+    config = model.config
     if not any(parametrize.is_parametrized(m) for m in model.modules()):
-        for kind in ("encoder", "decoder"):  # weight norm was folded: plain weights
-            if config[kind].get("norm") == "weight_norm":
-                config[kind]["norm"] = "none"
+        config = config.folded()
+    _check_describes(config, state, type(model), directory)
+    config = config.to_dict() | {"weights_hash": model.weights_hash()}
+    directory.mkdir(parents=True, exist_ok=True)
     # bytes written by Python, so a failed write raises OSError with its reason
     atomic_write_bytes(directory / WEIGHTS_FILE, save(state))
     atomic_write_bytes(directory / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
     return directory
+
+
+def _check_describes(config: CodecConfig, state: dict, build: Build, directory: Path) -> None:
+    """ValueError unless the model `config` describes has exactly the tensors of `state`: a
+    folder that would not load again is not written."""
+    with torch.device("meta"), torch.random.fork_rng(devices=[]):
+        expected = {k: tuple(v.shape) for k, v in build(config).state_dict().items()}
+    actual = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != actual:
+        key = next(
+            k for k in sorted(expected.keys() | actual.keys()) if expected.get(k) != actual.get(k)
+        )
+        model, config_shape = actual.get(key, "absent"), expected.get(key, "absent")
+        raise ValueError(
+            f"{directory}: the model's config does not describe its weights "
+            f"({key}: {model} in the model, {config_shape} in the config)"
+        )
 
 
 def _stored_as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -70,5 +70,10 @@ class Options:
     def validate(self, where: str) -> None:
         """Checks across fields; subclasses raise ConfigError."""
 
+    def folded(self) -> Options:
+        """These settings once weight norm is folded into plain weights (codec.nn's
+        fold_weight_norm): the same, for a part without weight norm."""
+        return self
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -66,6 +66,20 @@ def rotate_to(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return (q_norm / x_norm) * rotated
 
 
+# the state-dict entries behind level_shapes' names
+_LEVEL_KEYS = {
+    "codebook": "_codebook.embed",
+    "codebook_avg": "_codebook.embed_avg",
+    "cluster_size": "_codebook.cluster_size",
+    "in_proj.weight_v": "_projections.in_v",
+    "in_proj.weight_g": "_projections.in_g",
+    "in_proj.bias": "_projections.in_bias",
+    "out_proj.weight_v": "_projections.out_v",
+    "out_proj.weight_g": "_projections.out_g",
+    "out_proj.bias": "_projections.out_bias",
+}
+
+
 class ResidualQuantizer(nn.Module):
     """Grouped residual VQ built from `ResidualOptions`: `quantize(x (b, n, dim))` ->
     QuantizedResult, `decode(indices (g, b, n, q'))` -> (b, n, dim).
@@ -184,6 +198,42 @@ class ResidualQuantizer(nn.Module):
         return slice(level * self.groups, (level + 1) * self.groups)
 
     # -- state ---------------------------------------------------------------------------------
+
+    def level_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The tensors a checkpoint holds per level and group, by the names other codecs give
+        them, with their shapes: what an importer fills through `state_from_levels`."""
+        c, k, d = self.codebook_size, self.codebook_dim, self.options.dim_per_group
+        shapes = {"codebook": (c, k), "codebook_avg": (c, k), "cluster_size": (c,)}
+        if self.factorized:  # weight-normed 1x1 convs: w = g v / |v| per output row
+            shapes |= {"in_proj.weight_v": (k, d), "in_proj.weight_g": (k, 1)}
+            shapes |= {"in_proj.bias": (k,), "out_proj.weight_v": (d, k)}
+            shapes |= {"out_proj.weight_g": (d, 1), "out_proj.bias": (d,)}
+        return shapes
+
+    def state_from_levels(
+        self, levels: dict[str, list[torch.Tensor]], *, initialised: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """This quantizer's state dict (names relative to it) with the tensors of `levels` in
+        place: each name of `level_shapes` -> one (groups, *shape) tensor per level. What
+        `levels` leaves out keeps its value; the codebooks count as initialised (no k-means)
+        when `initialised`. ValueError for an unknown name, a missing level or a wrong shape."""
+        state = self.state_dict()
+        shapes = self.level_shapes()
+        for name, tensors in levels.items():
+            if name not in shapes:
+                raise ValueError(f"no quantizer tensor is called {name}")
+            want = (self.groups, *shapes[name])
+            if len(tensors) != self.num_quantizers or any(t.shape != want for t in tensors):
+                raise ValueError(f"{name}: expected {self.num_quantizers} tensors of {want}")
+            key = _LEVEL_KEYS[name]
+            if key.startswith("_codebook.") and self.options.shared_codebook:
+                raise ValueError(f"{name}: a shared codebook has none per level")
+            stacked = torch.stack(list(tensors)).to(state[key].dtype)  # (q, g, ...)
+            if key.startswith("_codebook."):  # the bank's slots: level * groups + group
+                stacked = stacked.flatten(0, 1)
+            state[key] = stacked.reshape(state[key].shape)
+        state["_codebook.initted"] = torch.tensor(bool(initialised))
+        return state
 
     def get_extra_state(self) -> torch.Tensor:
         return torch.tensor([self._rng_seed, self._rng_step], dtype=torch.long)
