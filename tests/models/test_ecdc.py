@@ -7,6 +7,7 @@ import struct
 
 import pytest
 import torch
+from references import reference
 
 from codec.models.ecdc import (
     ENCODEC_MODELS,
@@ -16,7 +17,7 @@ from codec.models.ecdc import (
     unpack_lsb_first,
 )
 
-encodec = pytest.importorskip("encodec")
+encodec = reference("encodec")
 
 
 @pytest.fixture(scope="module")
