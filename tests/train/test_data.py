@@ -8,14 +8,8 @@ import soundfile as sf
 import torch
 from omegaconf import OmegaConf
 
-from codec.train.data import (
-    SegmentDataset,
-    build_manifest,
-    make_demo_clip,
-    make_demo_corpus,
-    split_manifest,
-    split_seed,
-)
+from codec.train.data import SegmentDataset, build_manifest, split_manifest, split_seed
+from codec.train.synthetic import make_demo_clip, make_demo_corpus
 
 
 @pytest.fixture
