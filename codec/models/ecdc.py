@@ -137,14 +137,6 @@ class EcdcFile:
     def sample_rate(self) -> int:
         return self.layout.sample_rate
 
-    def encoded_frames(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """The segments as EncodecModel.encode returns them and EncodecModel.decode takes them:
-        (codes (1, num_codebooks, frames), scale float32 (1, 1) or None) per segment."""
-        return [
-            (s.codes, None if s.scale is None else torch.tensor([[s.scale]], dtype=torch.float32))
-            for s in self.segments
-        ]
-
 
 def ecdc_as_codes(ecdc: EcdcFile):
     """The file's codes in this toolkit's layout, (groups 1, levels, frames) with the segments

@@ -49,16 +49,22 @@ def rows(model: Codec, wavs, levels: list[int], metrics) -> Iterator[dict[str, d
         yield {"latents": clip.unquantized} | {f"{n} levels": s for n, s in clip.scores.items()}
 
 
+def scorer(rate: int) -> Quality:
+    """`codec eval`'s metrics, of the optional ones only those the table shows."""
+    return Quality(rate, optional=("pesq", "stoi"))
+
+
 def mean_scores(scored: Iterable[dict[str, dict]]) -> tuple[dict, int]:
-    """The mean of each metric per name over the clips (NaNs left out), and the number of
-    clips."""
+    """The mean of each metric of METRICS per name over the clips (NaNs left out), and the
+    number of clips."""
     values: dict = {}
     files = 0
     for by_name in scored:
         files += 1
         for name, scores in by_name.items():
             by_metric = values.setdefault(name, {metric: [] for metric in METRICS})
-            for metric, value in scores.items():
+            for metric in METRICS:
+                value = scores.get(metric, math.nan)
                 if not math.isnan(value):
                     by_metric[metric].append(value)
     means = {
@@ -91,7 +97,7 @@ def main() -> None:
 
     problems: list[str] = []
     wavs = readable(paths, model.sample_rate, model.channels, problems)
-    means, files = mean_scores(rows(model, wavs, args.levels, Quality(model.sample_rate)))
+    means, files = mean_scores(rows(model, wavs, args.levels, scorer(model.sample_rate)))
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     print(f"{args.model}: {files} files")
