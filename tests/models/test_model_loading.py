@@ -230,31 +230,16 @@ def test_a_failed_model_write_raises_the_os_reason_and_leaves_the_old_model(
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no temp file either
 
 
-PARTS = {  # small encoders and decoders of every architecture, hop 8
-    "seanet": {"name": "seanet", "n_filters": 4, "ratios": [4, 2], "lstm": 0},
+FRAME_RATE = {"n_filters": 8, "hidden": 16, "n_blocks": 1, "hop_length": 8, "istft_hop": 4}
+PARTS = {  # (encoder, decoder) of every architecture, small, hop 8
+    "seanet": ({"name": "seanet", "n_filters": 4, "ratios": [4, 2], "lstm": 0},) * 2,
     "dac": (
         {"name": "dac", "n_filters": 4, "rates": [2, 4]},
         {"name": "dac", "n_filters": 16, "rates": [4, 2]},
     ),
     "stft": (
-        {
-            "name": "stft",
-            "n_filters": 8,
-            "hidden": 16,
-            "n_blocks": 1,
-            "hop_length": 8,
-            "istft_hop": 4,
-            "n_fft": 16,
-        },
-        {
-            "name": "istft",
-            "n_filters": 8,
-            "hidden": 16,
-            "n_blocks": 1,
-            "hop_length": 8,
-            "istft_hop": 4,
-            "n_fft": 16,
-        },
+        {"name": "stft", "n_fft": 16} | FRAME_RATE,
+        {"name": "istft", "n_fft": 16} | FRAME_RATE,
     ),
 }
 
@@ -263,8 +248,7 @@ PARTS = {  # small encoders and decoders of every architecture, hop 8
 def test_a_loaded_folded_model_saves_a_folder_that_loads_again(architecture, tmp_path):
     """Loading folds weight norm into plain weights; saving that model again writes the config
     of its folded parts (each part says what that is), so the folder loads as the same model."""
-    parts = PARTS[architecture]
-    encoder, decoder = parts if isinstance(parts, tuple) else (parts, parts)
+    encoder, decoder = PARTS[architecture]
     torch.manual_seed(0)
     config = CodecConfig(
         sample_rate=16000,
