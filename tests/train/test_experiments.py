@@ -7,6 +7,7 @@ After an intended change to a model's settings, rewrite the fixture with
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -30,8 +31,10 @@ SETUPS = [f"experiment={name}" for name in _names("experiment")] + [
 ]
 
 
+@functools.cache
 def composed(*overrides: str) -> dict:
-    """The model config of configs/ with `overrides`, checked and with every setting spelt."""
+    """The model config of configs/ with `overrides`, checked and with every setting spelt
+    (composed once per set of overrides; the tests only read it)."""
     cfg = compose_config(list(overrides))
     return CodecConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True)).to_dict()
 
