@@ -1,5 +1,6 @@
 """The reference packages the parity tests compare against (encodec, transformers,
-descript-audio-codec, vector-quantize-pytorch, pystoi; `make test` installs them).
+descript-audio-codec, vector-quantize-pytorch, pystoi, and onnxruntime, which runs the exported
+graphs; `make test` installs them).
 
 Where one is missing a test that needs it is skipped, so a partial install still tests the
 rest; but CI sets CODEC_REQUIRE_REFERENCES=1 (.ci/run), and there a reference that does not
