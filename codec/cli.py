@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 
 from codec import __version__
-from codec.errors import first_line
+from codec.errors import about, first_line
 from codec.fileio import AUDIO_SUFFIXES, read_file_list
 from codec.limits import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
@@ -441,7 +441,7 @@ def run_decode(args, errors: list[str]) -> int:
                 model = models.get(header.model_id)
                 check_model(header, model.model_id, model.model_hash)
         except (CodesFormatError, EcdcFormatError, FileNotFoundError) as err:
-            errors.append(str(err) if str(source) in str(err) else f"{source}: {err}")
+            errors.append(about(source, err))
             continue
         windowing = windowing_of(model, header)
         rate = args.sr or model.sample_rate

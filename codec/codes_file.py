@@ -34,17 +34,19 @@ problem raises `CodesFormatError` saying what is wrong (and, from a path, which 
 from __future__ import annotations
 
 import json
-import math
 import numbers
 import re
 import struct
+import typing
 import zlib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from codec.bounds import bounded, is_int, is_number, limits, rule_broken
+from codec.errors import FileError
 from codec.fileio import atomic_write_bytes, read_regular_file
 from codec.limits import (
     MAX_CHANNELS,
@@ -69,9 +71,13 @@ _CRC = struct.Struct("<I")
 _MIN_FILE_BYTES = _PREFIX.size + _CRC.size
 _PACK_CHUNK = 1 << 18  # codes per packing step; a multiple of 8, so every step is byte-aligned
 _HEX = re.compile(r"[0-9a-fA-F]{1,128}")
+_MAX_GAINS = 1 << 16
+_MAX_GAIN_DB = 1000.0
+_MAX_EXTRA_ITEMS = 1024
+_MAX_NAME_CHARS = 256
 
 
-class CodesFormatError(ValueError):
+class CodesFormatError(FileError):
     """Bytes that are not a valid .codes file, or a header that cannot be written; the message
     says what is wrong (and names the file when one was read)."""
 
@@ -83,21 +89,26 @@ class ModelMismatchError(CodesFormatError):
 @dataclass
 class CodesHeader:
     """What a decoder needs besides the codes. `frames` = 0 on write means "take it from the
-    codes"; after reading it is the number of frames stored."""
+    codes"; after reading it is the number of frames stored. The bounds are what a file may
+    hold (codec/limits.py)."""
 
-    model_id: str
-    weights_hash: str  # hex digits
-    sample_rate: int  # Hz of the model's audio
-    channels: int
-    length: int  # original number of samples at sample_rate, before padding
-    frame_rate: float  # code frames per second
-    groups: int
-    levels: int
-    codebook_size: int
-    frames: int = 0
-    gains: list[float] | None = None  # per-chunk loudness gains in dB, undone on decode
-    version: int = VERSION
-    extra: dict[str, str | int | float] = field(default_factory=dict)
+    model_id: str = bounded(length=(1, _MAX_NAME_CHARS))
+    weights_hash: str = bounded(length=(1, 128))  # hex digits
+    sample_rate: int = bounded(range=(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE))  # Hz of the model's audio
+    channels: int = bounded(range=(MIN_CHANNELS, MAX_CHANNELS))
+    length: int = bounded(range=(0, 1 << 48))  # samples at sample_rate, before padding
+    frame_rate: float = bounded()  # code frames per second, in (0, sample_rate]
+    groups: int = bounded(range=(MIN_GROUPS, MAX_GROUPS))
+    levels: int = bounded(range=(MIN_LEVELS, MAX_LEVELS))
+    codebook_size: int = bounded(range=(MIN_CODEBOOK_SIZE, MAX_CODEBOOK_SIZE))
+    frames: int = bounded(0, range=(0, MAX_CODES))
+    # per-chunk loudness gains in dB, undone on decode
+    gains: list[float] | None = bounded(
+        None, range=(-_MAX_GAIN_DB, _MAX_GAIN_DB), length=(0, _MAX_GAINS)
+    )
+    version: int = bounded(VERSION, range=(0, 0xFFFF))
+    # strings and finite numbers (below 2**63), checked entry by entry
+    extra: dict[str, str | int | float] = bounded({}, length=(0, _MAX_EXTRA_ITEMS))
 
     @property
     def bits(self) -> int:
@@ -188,21 +199,8 @@ def _check_bits(bits) -> None:
 
 # -- header validation ------------------------------------------------------------------------
 
-_INT_RANGES = {  # inclusive bounds
-    "sample_rate": (MIN_SAMPLE_RATE, MAX_SAMPLE_RATE),
-    "channels": (MIN_CHANNELS, MAX_CHANNELS),
-    "length": (0, 1 << 48),
-    "groups": (MIN_GROUPS, MAX_GROUPS),
-    "levels": (MIN_LEVELS, MAX_LEVELS),
-    "codebook_size": (MIN_CODEBOOK_SIZE, MAX_CODEBOOK_SIZE),
-    "frames": (0, MAX_CODES),
-    "version": (0, 0xFFFF),
-}
-_MAX_GAINS = 1 << 16
-_MAX_GAIN_DB = 1000.0
-_MAX_EXTRA_ITEMS = 1024
-_MAX_NAME_CHARS = 256
 _FIELD_NAMES = tuple(f.name for f in fields(CodesHeader))
+_FIELD_TYPES = typing.get_type_hints(CodesHeader)
 
 
 def _bad(name: str, rule: str, value) -> CodesFormatError:
@@ -210,16 +208,6 @@ def _bad(name: str, rule: str, value) -> CodesFormatError:
     if len(shown) > 60:
         shown = shown[:57] + "..."
     return CodesFormatError(f"header field {name!r} must be {rule}, got {shown}")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_finite_number(value) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return isinstance(value, int) or math.isfinite(value)
 
 
 def _header_from_fields(data) -> CodesHeader:
@@ -235,42 +223,27 @@ def _header_from_fields(data) -> CodesHeader:
         raise CodesFormatError(f"header has unknown field(s): {shown}")
 
     version = data["version"]
-    if not _is_int(version):
-        raise _bad("version", "an integer", version)
-    if version != VERSION:
+    if is_int(version) and version != VERSION:
         raise CodesFormatError(f"unknown format version {version} in header (reads {VERSION})")
-    for name in ("model_id", "weights_hash"):
-        value = data[name]
-        if not isinstance(value, str) or not 1 <= len(value) <= _MAX_NAME_CHARS:
-            raise _bad(name, f"a string of 1..{_MAX_NAME_CHARS} characters", value)
+    for f in fields(CodesHeader):
+        value = data[f.name]
+        rule = rule_broken(_FIELD_TYPES[f.name], value, **limits(f))
+        if rule is not None:
+            raise _bad(f.name, rule, value)
     if not _HEX.fullmatch(data["weights_hash"]):
         raise _bad("weights_hash", "1..128 hex digits", data["weights_hash"])
-    for name, (low, high) in _INT_RANGES.items():
-        value = data[name]
-        if not _is_int(value) or not low <= value <= high:
-            raise _bad(name, f"an integer in [{low}, {high}]", value)
-
     rate = data["frame_rate"]
-    if not _is_finite_number(rate) or not 0 < rate <= data["sample_rate"]:
+    if not 0 < rate <= data["sample_rate"]:
         raise _bad("frame_rate", "a finite number in (0, sample_rate]", rate)
-
     gains = data["gains"]
     if gains is not None:
-        if not isinstance(gains, list) or len(gains) > _MAX_GAINS:
-            raise _bad("gains", f"null or a list of at most {_MAX_GAINS} numbers", gains)
-        for gain in gains:
-            if not _is_finite_number(gain) or not abs(gain) <= _MAX_GAIN_DB:
-                raise _bad("gains", f"a list of numbers in [-{_MAX_GAIN_DB}, {_MAX_GAIN_DB}]", gain)
         gains = [float(gain) for gain in gains]
-
     extra = data["extra"]
-    if not isinstance(extra, dict) or len(extra) > _MAX_EXTRA_ITEMS:
-        raise _bad("extra", f"an object of at most {_MAX_EXTRA_ITEMS} entries", extra)
     for key, value in extra.items():
         if not isinstance(key, str) or len(key) > _MAX_NAME_CHARS:
             raise _bad("extra", f"keyed by strings of <= {_MAX_NAME_CHARS} characters", key)
         plain = isinstance(value, str) or (
-            _is_finite_number(value) and (not _is_int(value) or abs(value) < 1 << 63)
+            is_number(value) and (not is_int(value) or abs(value) < 1 << 63)
         )
         if not plain:
             raise CodesFormatError(
@@ -482,9 +455,9 @@ def read_codes(source) -> tuple[torch.Tensor, CodesHeader]:
         data = read_regular_file(path, MAX_FILE_BYTES, CodesFormatError)
         return decode_codes_bytes(data)
     except CodesFormatError as err:
-        raise CodesFormatError(f"{path}: {err}") from None
+        raise CodesFormatError.in_file(path, err) from None
     except OSError as err:
-        raise CodesFormatError(f"{path}: cannot read ({err.strerror or err})") from None
+        raise CodesFormatError.in_file(path, f"cannot read ({err.strerror or err})") from None
 
 
 def check_model(header: CodesHeader, model_id: str, weights_hash: str) -> None:

@@ -13,6 +13,7 @@ import torchaudio
 from torch import nn
 
 from codec.quantize import distributed as ddp
+from codec.sdr import si_sdr
 from codec.stoi import stoi
 
 
@@ -134,10 +135,8 @@ def waveform_l1(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def negative_si_sdr(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Minus the scale-invariant SDR in dB (codec.metrics.si_sdr), averaged over items: a
+    """Minus the scale-invariant SDR in dB (codec.sdr.si_sdr), averaged over items: a
     waveform term that, unlike the spectral losses, asks for the target's phase."""
-    from codec.metrics import si_sdr  # codec.metrics builds on this module
-
     return -si_sdr(estimate, target).mean()
 
 

@@ -3,6 +3,8 @@
     wav (c, t) -> prepare (loudness) -> encode once at the most levels -> codes (g, L, f)
                -> for each n: decode codes[:, :n] (the codes at n levels are the first n)
                -> metrics(decoded (c, t), wav (c, t))
+    and, when asked, prepare -> decoder(encoder(.)) without the quantizer -> undo the gains
+               -> metrics: the ceiling that no number of levels passes
 
 The trainer's validation, `codec eval` and the demo's report all measure through here, with the
 windows and loudness handling that `codec encode` / `codec decode` use (codec.coding).
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from codec.audio import apply_gain_db
 from codec.coding import PreparedAudio, Windowing, decode_codes, encode_batch, prepare_audio
 from codec.models import Codec
 
@@ -30,6 +33,7 @@ class ClipQuality:
     codes: torch.Tensor  # (g, max(levels), f), int64 on the CPU
     decoded: dict[int, torch.Tensor]  # n -> (c, t) at the model rate, on the CPU
     scores: dict[int, dict[str, float]]  # n -> metrics(decoded[n], wav)
+    unquantized: dict[str, float] | None = None  # metrics of the latents decoded without codes
 
 
 def quality_by_level(
@@ -38,9 +42,11 @@ def quality_by_level(
     levels: Iterable[int],
     metrics: Metrics,
     windowing: Windowing | None = None,
+    unquantized: bool = False,
 ) -> Iterator[ClipQuality]:
     """For each clip wav (c, t) at the model's rate and channels: its codes and scores at every
-    number of levels in `levels` (each in 1..model.levels), decoded from a single encode.
+    number of levels in `levels` (each in 1..model.levels), decoded from a single encode, and
+    with `unquantized` the scores of the encoder's output decoded as it is.
     `metrics(estimate, reference)` takes two (c, t) CPU tensors. Runs under no_grad; the model
     should be in eval mode."""
     levels = sorted(set(levels))
@@ -59,7 +65,27 @@ def quality_by_level(
                 for n in levels
             }
             scores = {n: metrics(audio, wav) for n, audio in decoded.items()}
-        yield ClipQuality(prepared, codes, decoded, scores)
+            ceiling = (
+                metrics(_unquantized(model, prepared, windowing), wav) if unquantized else None
+            )
+        yield ClipQuality(prepared, codes, decoded, scores, ceiling)
+
+
+def _unquantized(model: Codec, prepared: PreparedAudio, windowing: Windowing) -> torch.Tensor:
+    """The decoder on the encoder's output, no codes between: (c, t) at the model rate, the
+    loudness gains of `prepared` undone chunk by chunk as decoding codes undoes them. The
+    whole clip in one pass (a clip longer than a window is not windowed)."""
+    if model.segmentation is not None:
+        raise ValueError("a segmented model (EnCodec 48 kHz) has no unquantized decoding here")
+    wav = prepared.wav[None].to(next(model.parameters()).device)
+    latents = model.encoder(wav)
+    decoded = model.decoder(latents)[0, :, : prepared.length].float().cpu()
+    decoded = torch.nn.functional.pad(decoded, (0, prepared.length - decoded.shape[-1]))
+    if not prepared.gains_db:
+        return decoded
+    chunk = windowing.chunk_for(model.frames_for(prepared.length)) * model.hop_length
+    pieces = decoded.split(chunk, -1)
+    return torch.cat([apply_gain_db(p, -g) for p, g in zip(pieces, prepared.gains_db)], -1)
 
 
 def level_ladder(total: int) -> list[int]:

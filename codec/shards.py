@@ -39,13 +39,6 @@ def flatten_codes(codes: torch.Tensor) -> np.ndarray:
     return rearrange(codes, "g q f -> f (q g)").cpu().numpy()
 
 
-def unflatten_codes(rows: np.ndarray, groups: int) -> torch.Tensor:
-    """(frames, levels * groups) -> (groups, levels, frames)."""
-    return rearrange(
-        torch.from_numpy(np.asarray(rows, dtype=np.int64)), "f (q g) -> g q f", g=groups
-    )
-
-
 def _npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)

@@ -27,7 +27,7 @@ from codec.models import Codec
 from codec.models.config import CodecConfig
 from codec.quantize import GroupedResidualVQ
 from codec.train import main
-from codec.train.data import make_demo_clip
+from codec.train.synthetic import make_demo_clip
 
 DEVICE = os.environ.get("CODEC_TEST_DEVICE", "cuda")
 pytestmark = [

@@ -53,3 +53,24 @@ def test_level_ladder_doubles_up_to_the_total():
     assert level_ladder(1) == [1]
     assert level_ladder(8) == [1, 2, 4, 8]
     assert level_ladder(12) == [1, 2, 4, 8, 12]
+
+
+def test_the_unquantized_row_is_the_latents_decoded_with_the_gains_undone(fsdd_root, tiny_codec):
+    model = tiny_codec(loudness_lufs=-16.0).eval()
+    paths = sorted(fsdd_root.glob("*_theo_*.wav"))[:4]  # about 2 s, long enough to measure
+    wav = torch.cat([read_for(p, 16000, 1) for p in paths], -1) * 0.1
+    seen = []
+
+    def keep(estimate, reference):
+        seen.append(estimate)
+        return sdr(estimate, reference)
+
+    (clip,) = quality_by_level(model, [wav], [4], keep, unquantized=True)
+    assert len(clip.prepared.gains_db) == 1 and clip.prepared.gains_db[0] > 6  # quiet: raised
+    with torch.no_grad():
+        loud = clip.prepared.wav[None]
+        expected = model.decoder(model.encoder(loud))[0, :, : wav.shape[-1]]
+    gain = 10 ** (-clip.prepared.gains_db[0] / 20)
+    torch.testing.assert_close(seen[-1], expected * gain)
+    assert clip.unquantized == sdr(seen[-1], wav)
+    assert (seen[-1] - clip.decoded[4]).abs().max() > 1e-4  # the codes are not the latents

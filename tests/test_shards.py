@@ -6,12 +6,21 @@ from dataclasses import asdict
 
 import numpy as np
 import torch
+from einops import rearrange
 
 from codec.cli import main
 from codec.codes_file import read_codes
 from codec.coding import Windowing, decode_codes, encode_batch, load_for_model
 from codec.models import Codec
-from codec.shards import flatten_codes, unflatten_codes
+from codec.shards import flatten_codes
+
+
+def unflatten_codes(rows: np.ndarray, groups: int) -> torch.Tensor:
+    """A shard's rows (frames, levels * groups) -> codes (groups, levels, frames): the inverse
+    of flatten_codes, as a language-model user reads tokens back."""
+    return rearrange(
+        torch.from_numpy(np.asarray(rows, dtype=np.int64)), "f (q g) -> g q f", g=groups
+    )
 
 
 def test_flattening_is_level_major():

@@ -5,11 +5,12 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+from references import reference
 
 from codec.losses import negative_stoi
 from codec.stoi import stoi, third_octave_bands
 
-pystoi = pytest.importorskip("pystoi")
+pystoi = reference("pystoi")
 
 
 def test_band_matrix_is_pystois():

@@ -9,11 +9,15 @@ Every encoder maps (b, channels, t) -> (b, dimension, ceil(t / hop_length)) and 
 tells whether files zero-padded side by side in a batch code as they do alone); every decoder
 maps (b, dimension, f) -> (b, channels, f * hop_length) (or fewer samples, DAC 1.0's, reported
 by its `output_length(f)`; the Codec pads the rest with zeros) and exposes `hop_length`,
-`causal` and `pad_mode`; every quantizer has the GroupedResidualVQ interface.
+`causal` and `pad_mode`; every quantizer has the GroupedResidualVQ interface (the Codec calls
+its typed `quantize` and `decode`, codec/quantize/residual.py). A part whose layers are
+weight-normed says, in its options' `folded()`, how it is described once that is folded into
+plain weights (a loaded model's), so that a folded model saves a config that builds it again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +60,9 @@ class SEANetOptions(Options):
     def hop_length(self) -> int:
         return math.prod(self.ratios)
 
+    def folded(self) -> SEANetOptions:
+        return dataclasses.replace(self, norm="none") if self.norm == "weight_norm" else self
+
 
 @dataclass
 class DACEncoderOptions(Options):
@@ -63,6 +70,10 @@ class DACEncoderOptions(Options):
 
     n_filters: int = bounded(64, range=(1, 4096))
     rates: list[int] = bounded([2, 4, 8, 8], range=(1, 64), length=(1, 8))
+    norm: str = bounded("weight_norm", choices=("weight_norm", "none"))
+
+    def folded(self) -> DACEncoderOptions:
+        return dataclasses.replace(self, norm="none")
 
 
 @dataclass
@@ -73,10 +84,14 @@ class DACDecoderOptions(Options):
     n_filters: int = bounded(1536, range=(1, 8192))
     rates: list[int] = bounded([8, 8, 4, 2], range=(1, 64), length=(1, 8))
     output_padding: bool = False
+    norm: str = bounded("weight_norm", choices=("weight_norm", "none"))
 
     def validate(self, where: str) -> None:
         if self.n_filters % 2 ** len(self.rates):
             raise ConfigError(f"{where}.n_filters must be a multiple of 2 ** len(rates)")
+
+    def folded(self) -> DACDecoderOptions:
+        return dataclasses.replace(self, norm="none")
 
 
 @dataclass
@@ -148,7 +163,7 @@ class Part:
     build: Callable  # (options, config: CodecConfig) -> nn.Module
 
 
-def _seanet(cls):
+def _encoder_or_decoder(cls):
     """A builder of an encoder or decoder class taking channels, dimension and its options."""
 
     def build(options: Options, config) -> nn.Module:
@@ -167,14 +182,14 @@ def _grvq(options: GRVQOptions, config) -> nn.Module:
 
 
 ENCODERS: dict[str, Part] = {
-    "seanet": Part(SEANetOptions, _seanet(SEANetEncoder)),
-    "dac": Part(DACEncoderOptions, _seanet(DACEncoder)),
-    "stft": Part(ConvNeXtSTFTOptions, _seanet(STFTEncoder)),
+    "seanet": Part(SEANetOptions, _encoder_or_decoder(SEANetEncoder)),
+    "dac": Part(DACEncoderOptions, _encoder_or_decoder(DACEncoder)),
+    "stft": Part(ConvNeXtSTFTOptions, _encoder_or_decoder(STFTEncoder)),
 }
 DECODERS: dict[str, Part] = {
-    "seanet": Part(SEANetOptions, _seanet(SEANetDecoder)),
-    "dac": Part(DACDecoderOptions, _seanet(DACDecoder)),
-    "istft": Part(ConvNeXtSTFTOptions, _seanet(ISTFTDecoder)),
+    "seanet": Part(SEANetOptions, _encoder_or_decoder(SEANetDecoder)),
+    "dac": Part(DACDecoderOptions, _encoder_or_decoder(DACDecoder)),
+    "istft": Part(ConvNeXtSTFTOptions, _encoder_or_decoder(ISTFTDecoder)),
 }
 QUANTIZERS: dict[str, Part] = {"grvq": Part(GRVQOptions, _grvq)}
 REGISTRIES = {"encoder": ENCODERS, "decoder": DECODERS, "quantizer": QUANTIZERS}

@@ -13,11 +13,7 @@ from pathlib import Path
 
 import torch
 
-from codec.errors import first_line
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be imported; the message names the file and the problem."""
+from codec.errors import CheckpointError, first_line
 
 
 def read_torch_file(path: Path):
@@ -37,12 +33,11 @@ def read_torch_file(path: Path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"{path}: holds more than tensors, refused without running it ({first_line(err)[:160]})"
+            f"{path}: holds more than tensors, refused without running it ({first_line(err, 160)})"
         ) from None
     except Exception as err:  # noqa: BLE001 - weights_only unpickling of garbage raises anything
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint ({reason[:160]})"
+            f"{path}: not a readable PyTorch checkpoint ({first_line(err, 160)})"
         ) from None
 
 

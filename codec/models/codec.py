@@ -20,6 +20,8 @@ from torch import nn
 
 from codec.models.builders import build_part
 from codec.models.config import CodecConfig
+from codec.models.folder import load_model, save_model
+from codec.models.names import resolve_model
 from codec.models.segments import Segmentation, overlap_add, rms_scale
 from codec.nn import cpu_isa, native_bf16, streaming
 
@@ -169,8 +171,9 @@ class Codec(nn.Module):
         return rearrange(latents.float(), "b d f -> b f d")
 
     def _quantize(self, latents, num_levels=None):
-        out, codes, losses = self.quantizer(latents, num_levels=num_levels)
-        return out, rearrange(codes, "g b f q -> b g q f"), losses
+        """latents (b, f, d) -> (quantized (b, f, d), codes (b, g, q, f), losses (g, q))."""
+        result = self.quantizer.quantize(latents, num_levels=num_levels)
+        return result.quantized, rearrange(result.indices, "g b f q -> b g q f"), result.losses
 
     def _decode_latents(self, quantized: torch.Tensor) -> torch.Tensor:
         """quantized (b, f, d) -> wav (b, c, f * hop); a decoder that gives fewer samples (DAC
@@ -253,7 +256,7 @@ class Codec(nn.Module):
     def _decode_frames(self, codes: torch.Tensor) -> torch.Tensor:
         if self.runtime is not None:
             return self.runtime.decode_frames(codes)
-        quantized = self.quantizer.get_output_from_indices(rearrange(codes, "b g q f -> g b f q"))
+        quantized = self.quantizer.decode(rearrange(codes, "b g q f -> g b f q"))
         return self._decode_latents(quantized)
 
     def forward(self, wav: torch.Tensor) -> dict:
@@ -302,8 +305,6 @@ class Codec(nn.Module):
         """Write config.json and model.safetensors (atomically) to `directory`; `storage`
         float16 or bfloat16 stores the tensors that are exact in it so (see
         codec.models.folder.round_to_storage)."""
-        from codec.models.folder import save_model
-
         return save_model(self, directory, storage)
 
     @classmethod
@@ -312,7 +313,4 @@ class Codec(nn.Module):
         takes (a shipped model such as "speech16k", or one imported into the cache such as
         "encodec_24khz"); nothing is unpickled. With `inference`, weight norm is folded away
         and the model is in eval mode."""
-        from codec.models.folder import load_model
-        from codec.models.names import resolve_model
-
-        return load_model(resolve_model(directory), inference=inference)
+        return load_model(resolve_model(directory), cls, inference=inference)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from codec import limits
 from codec.models.builders import part_options
-from codec.models.options import ConfigError, Options, bounded
+from codec.models.options import ConfigError, Options, bounded, check_fields
 
 CONFIG_VERSION = 2
 
@@ -34,15 +34,16 @@ class SegmentOptions(Options):
 
 @dataclass
 class CodecConfig:
-    sample_rate: int = 24_000
-    channels: int = 1
-    dimension: int = 128
+    sample_rate: int = bounded(24_000, range=(limits.MIN_SAMPLE_RATE, limits.MAX_SAMPLE_RATE))
+    channels: int = bounded(1, range=(limits.MIN_CHANNELS, limits.MAX_CHANNELS))
+    dimension: int = bounded(128, range=(limits.MIN_DIMENSION, limits.MAX_DIMENSION))
     encoder: dict = field(default_factory=lambda: {"name": "seanet"})
     decoder: dict = field(default_factory=lambda: {"name": "seanet"})
     quantizer: dict = field(default_factory=lambda: {"name": "grvq"})
     segment: dict | None = None
-    loudness_lufs: float | None = None  # normalise input loudness to this target, restore on decode
-    model_id: str = "codec"
+    # normalise input loudness to this target (LUFS), restore on decode
+    loudness_lufs: float | None = bounded(None, range=(-70, 0))
+    model_id: str = bounded("codec", length=(1, 256))
 
     def __post_init__(self):
         self._parts: dict = {}
@@ -72,6 +73,15 @@ class CodecConfig:
                 data[key] = data[key] | value
             else:
                 data[key] = value
+        return CodecConfig.from_dict(data)
+
+    def folded(self) -> CodecConfig:
+        """This config for the model once its weight norm is folded into plain weights: each
+        part describes its folded self (Options.folded)."""
+        data = self.to_dict()
+        for kind in ("encoder", "decoder", "quantizer"):
+            name, options = self._parts[kind]
+            data[kind] = {"name": name} | options.folded().to_dict()
         return CodecConfig.from_dict(data)
 
     # -- reading and writing -------------------------------------------------------------------
@@ -104,21 +114,8 @@ class CodecConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first field of the wrong type or range."""
-        for name, (low, high) in {
-            "sample_rate": (limits.MIN_SAMPLE_RATE, limits.MAX_SAMPLE_RATE),
-            "channels": (limits.MIN_CHANNELS, limits.MAX_CHANNELS),
-            "dimension": (limits.MIN_DIMENSION, limits.MAX_DIMENSION),
-        }.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ConfigError(f"{name} must be an integer in [{low}, {high}]")
-        if not isinstance(self.model_id, str) or not 0 < len(self.model_id) <= 256:
-            raise ConfigError("model_id must be a string of 1 to 256 characters")
-        lufs = self.loudness_lufs
-        if lufs is not None and (
-            isinstance(lufs, bool) or not isinstance(lufs, (int, float)) or not -70 <= lufs <= 0
-        ):
-            raise ConfigError("loudness_lufs must be null or in [-70, 0]")
+        scalars = ("sample_rate", "channels", "dimension", "loudness_lufs", "model_id")
+        check_fields(CodecConfig, {name: getattr(self, name) for name in scalars})
         self._parts = {
             kind: part_options(kind, getattr(self, kind))
             for kind in ("encoder", "decoder", "quantizer")
@@ -126,7 +123,7 @@ class CodecConfig:
         self._segment = None
         if self.segment is not None:
             self._segment = SegmentOptions.from_dict(self.segment, "segment")
-            if lufs is not None:
+            if self.loudness_lufs is not None:
                 raise ConfigError("loudness_lufs and segment cannot be combined")
 
 
@@ -151,16 +148,17 @@ _FLAT_TOP = ("sample_rate", "channels", "dimension", "loudness_lufs", "model_id"
 
 
 def _engine_defaults() -> dict:
-    """The quantizer engine's own defaults for the settings GRVQOptions names: what a flat
-    config's partial `quantizer` object left unsaid meant."""
-    import inspect
-
+    """The quantizer engine's own defaults (ResidualOptions) for the settings GRVQOptions
+    names: what a flat config's partial `quantizer` object left unsaid meant."""
     from codec.models.builders import GRVQOptions
-    from codec.quantize.residual import _GroupedResidual
+    from codec.quantize import ResidualOptions
 
     names = set(GRVQOptions.__dataclass_fields__)
-    parameters = inspect.signature(_GroupedResidual.__init__).parameters.values()
-    return {p.name: p.default for p in parameters if p.name in names and p.default is not p.empty}
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(ResidualOptions)
+        if f.name in names and f.default is not dataclasses.MISSING
+    }
 
 
 def upgrade_flat(data: dict) -> dict:

@@ -299,39 +299,37 @@ def _dac_name(name: str) -> str:
     return name.replace(".conv.", ".").replace(".convtr.", ".")
 
 
+_LEVEL_TENSORS = {  # the quantizer's name of a level's tensor: DAC's within quantizers.L
+    "in_proj.weight_v": "in_proj.weight_v",
+    "in_proj.weight_g": "in_proj.weight_g",
+    "in_proj.bias": "in_proj.bias",
+    "out_proj.weight_v": "out_proj.weight_v",
+    "out_proj.weight_g": "out_proj.weight_g",
+    "out_proj.bias": "out_proj.bias",
+    "codebook": "codebook.weight",
+}
+
+
 def _quantizer_tensors(state: dict, model: Codec, path: Path) -> dict[str, torch.Tensor]:
-    """DAC's per-level projections and codebooks -> our stacked ones (one group)."""
-    ours = model.state_dict()
-    stacks = {  # our name: DAC's name within quantizers.L
-        "quantizer._projections.in_v": "in_proj.weight_v",
-        "quantizer._projections.in_g": "in_proj.weight_g",
-        "quantizer._projections.in_bias": "in_proj.bias",
-        "quantizer._projections.out_v": "out_proj.weight_v",
-        "quantizer._projections.out_g": "out_proj.weight_g",
-        "quantizer._projections.out_bias": "out_proj.bias",
-        "quantizer._codebook.embed": "codebook.weight",
-    }
-    out = {}
-    for name, leaf in stacks.items():
-        target = ours[name]
-        levels = []
+    """DAC's per-level projections and codebooks -> the quantizer's state (one group)."""
+    shapes = model.quantizer.level_shapes()
+    levels = {}
+    for name, leaf in _LEVEL_TENSORS.items():
+        levels[name] = []
         for level in range(model.levels):
             key = f"quantizer.quantizers.{level}.{leaf}"
             tensor = _tensor(state, key, path)
             if tensor.ndim == 3 and tensor.shape[-1] == 1:  # a 1x1 conv's (out, in, 1)
                 tensor = tensor[..., 0]
-            want = target.shape[1:] if name.endswith("embed") else target.shape[2:]
-            if tuple(tensor.shape) != tuple(want):
+            if tuple(tensor.shape) != shapes[name]:
                 raise CheckpointError(
                     f"{path}: {key} has shape {list(state[key].shape)}, "
-                    f"expected {list(want)} (+ a trailing 1 for conv weights)"
+                    f"expected {list(shapes[name])} (+ a trailing 1 for conv weights)"
                 )
-            levels.append(tensor)
-        stacked = torch.stack(levels).to(target.dtype)
-        out[name] = stacked if name.endswith("embed") else stacked[:, None]
-    out["quantizer._codebook.embed_avg"] = out["quantizer._codebook.embed"].clone()
-    out["quantizer._codebook.initted"] = torch.tensor(True)
-    return out
+            levels[name].append(tensor[None])
+    levels["codebook_avg"] = levels["codebook"]  # learned codebooks: no EMA of their own
+    quantizer = model.quantizer.state_from_levels(levels)
+    return {f"quantizer.{key}": tensor for key, tensor in quantizer.items()}
 
 
 def dac_state(state: dict, model: Codec, path: Path) -> dict[str, torch.Tensor]:
@@ -359,7 +357,7 @@ def dac_state(state: dict, model: Codec, path: Path) -> dict[str, torch.Tensor]:
         out[name] = tensor.to(ours[name].dtype)
     for name, tensor in ours.items():
         if name not in out:
-            if name.endswith("_extra_state") or name == "quantizer._codebook.cluster_size":
+            if name.endswith("_extra_state"):
                 out[name] = tensor
                 continue
             raise CheckpointError(f"{path}: missing DAC tensor {_dac_name(name)}")

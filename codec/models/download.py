@@ -26,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from codec.errors import first_line
 from codec.fileio import atomic_write, atomic_write_bytes
 
 TIMEOUT_S = 30  # per connect or read; a stalled server fails instead of hanging
@@ -180,12 +181,12 @@ def _open_url(name: str, url: str):
         return urllib.request.urlopen(url, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as err:
         raise DownloadError(
-            f"cannot download {name} from {url}: HTTP {err.code} {_one_line(err.reason)}"
+            f"cannot download {name} from {url}: HTTP {err.code} {first_line(err.reason, 200)}"
         ) from None
     except urllib.error.URLError as err:
         if url.startswith("file:"):  # a local file the user pointed at: not a network problem
             raise DownloadError(
-                f"cannot download {name} from {url}: {_one_line(err.reason)}"
+                f"cannot download {name} from {url}: {first_line(err.reason, 200)}"
             ) from None
         raise _offline(name, url, err.reason) from None
     except (OSError, http.client.HTTPException) as err:  # timeouts, resets, bad responses
@@ -208,7 +209,7 @@ def _content_length(response) -> int | None:
 
 def _offline(name: str, url: str, reason) -> DownloadError:
     return DownloadError(
-        f"cannot download {name} from {url}: no network ({_one_line(reason)}); "
+        f"cannot download {name} from {url}: no network ({first_line(reason, 200)}); "
         f"download it by hand and run `codec import PATH`"
     )
 
@@ -219,11 +220,6 @@ def _ended_early(name: str, url: str, received: int, expected_bytes: int | None)
         f"cannot download {name} from {url}: the connection ended after {received}{of} bytes; "
         f"nothing was cached, try again"
     )
-
-
-def _one_line(reason) -> str:
-    text = " ".join(str(reason).split()) or type(reason).__name__
-    return text[:200]
 
 
 def _sha256_of_file(path: Path) -> str:

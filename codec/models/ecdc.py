@@ -37,6 +37,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from codec.bounds import rule_broken
+from codec.errors import FileError
 from codec.fileio import read_regular_file
 
 MAGIC = b"ECDC"
@@ -48,7 +50,7 @@ _PREFIX = struct.Struct("!4sBI")  # magic, version, header length
 _SCALE = struct.Struct("!f")
 
 
-class EcdcFormatError(ValueError):
+class EcdcFormatError(FileError):
     """Bytes that are not an .ecdc file this toolkit reads; the message says what is wrong (and
     names the file when one was read)."""
 
@@ -135,14 +137,6 @@ class EcdcFile:
     def sample_rate(self) -> int:
         return self.layout.sample_rate
 
-    def encoded_frames(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """The segments as EncodecModel.encode returns them and EncodecModel.decode takes them:
-        (codes (1, num_codebooks, frames), scale float32 (1, 1) or None) per segment."""
-        return [
-            (s.codes, None if s.scale is None else torch.tensor([[s.scale]], dtype=torch.float32))
-            for s in self.segments
-        ]
-
 
 def ecdc_as_codes(ecdc: EcdcFile):
     """The file's codes in this toolkit's layout, (groups 1, levels, frames) with the segments
@@ -183,9 +177,9 @@ def read_ecdc(source) -> EcdcFile:
     try:
         return decode_ecdc_bytes(read_regular_file(path, MAX_FILE_BYTES, EcdcFormatError))
     except EcdcFormatError as err:
-        raise EcdcFormatError(f"{path}: {err}") from None
+        raise EcdcFormatError.in_file(path, err) from None
     except OSError as err:
-        raise EcdcFormatError(f"{path}: cannot read ({err.strerror or err})") from None
+        raise EcdcFormatError.in_file(path, f"cannot read ({err.strerror or err})") from None
 
 
 def decode_ecdc_bytes(data) -> EcdcFile:
@@ -229,8 +223,8 @@ def _parse_header(raw: bytes) -> tuple[str, int, int]:
     if missing:
         raise EcdcFormatError(f"header lacks the field(s) {', '.join(missing)}")
     model_name, audio_length, num_codebooks, use_lm = (header[k] for k in ("m", "al", "nc", "lm"))
-    if not isinstance(use_lm, bool):
-        raise EcdcFormatError(f"header field lm must be true or false, got {_short(use_lm)}")
+    if (rule := rule_broken(bool, use_lm)) is not None:
+        raise EcdcFormatError(f"header field lm must be {rule}, got {_short(use_lm)}")
     if use_lm:
         raise EcdcFormatError(
             "the file uses the LM entropy coder, which this toolkit does not read "
@@ -240,15 +234,12 @@ def _parse_header(raw: bytes) -> tuple[str, int, int]:
         raise EcdcFormatError(
             f"model {_short(model_name)} is not one of {', '.join(ENCODEC_MODELS)}"
         )
-    if not _is_int(audio_length) or audio_length < 1:
+    if (rule := rule_broken(int, audio_length, range=(1, None))) is not None:
+        raise EcdcFormatError(f"audio length al must be {rule}, got {_short(audio_length)}")
+    codebooks = (1, ENCODEC_MODELS[model_name].max_codebooks)
+    if (rule := rule_broken(int, num_codebooks, range=codebooks)) is not None:
         raise EcdcFormatError(
-            f"audio length al must be an integer >= 1, got {_short(audio_length)}"
-        )
-    max_codebooks = ENCODEC_MODELS[model_name].max_codebooks
-    if not _is_int(num_codebooks) or not 1 <= num_codebooks <= max_codebooks:
-        raise EcdcFormatError(
-            f"number of codebooks nc must be an integer in [1, {max_codebooks}] for "
-            f"{model_name}, got {_short(num_codebooks)}"
+            f"number of codebooks nc must be {rule} for {model_name}, got {_short(num_codebooks)}"
         )
     return model_name, audio_length, num_codebooks
 
@@ -311,10 +302,6 @@ def unpack_lsb_first(data, bits: int) -> np.ndarray:
     byte = first_bit >> 3
     word = padded[byte] | (padded[byte + 1] << 8) | (padded[byte + 2] << 16)
     return (word >> (first_bit & 7)) & ((1 << bits) - 1)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _short(value) -> str:

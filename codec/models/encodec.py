@@ -210,6 +210,14 @@ def _our_name(key: str) -> str:
     return re.sub(r"\.weight_v$", ".parametrizations.weight.original1", key)
 
 
+# EnCodec's codebook tensors (quantizer.vq.layers.L._codebook.*) by the quantizer's names
+_CODEBOOK_TENSORS = {
+    "embed": "codebook",
+    "embed_avg": "codebook_avg",
+    "cluster_size": "cluster_size",
+}
+
+
 def encodec_state(state: dict, model: Codec, path: Path) -> dict[str, torch.Tensor]:
     """EnCodec tensors (original names) -> `model`'s state dict; the first missing, unknown or
     misshapen key is named."""
@@ -231,23 +239,23 @@ def encodec_state(state: dict, model: Codec, path: Path) -> dict[str, torch.Tens
                 f"{path}: {key} has shape {list(tensor.shape)}, expected {list(ours[name].shape)}"
             )
         out[name] = tensor.to(ours[name].dtype)
-    prefix = "quantizer._codebook."
+    shapes, levels = model.quantizer.level_shapes(), {}
     for field, entries in codebooks.items():
         entries.sort()
         if [e[0] for e in entries] != list(range(model.levels)):
             raise CheckpointError(f"{path}: codebook tensors {field} missing for some levels")
         if field == "inited":
-            out[prefix + "initted"] = torch.tensor(all(bool(e[2].all()) for e in entries))
             continue
-        stacked = torch.stack([e[2] for e in entries])
-        target = ours[prefix + field]
-        if tuple(stacked.shape) != tuple(target.shape):
-            key = entries[0][1]
-            raise CheckpointError(
-                f"{path}: {key} has shape {list(entries[0][2].shape)}, "
-                f"expected {list(target.shape[1:])}"
-            )
-        out[prefix + field] = stacked.to(target.dtype)
+        name = _CODEBOOK_TENSORS[field]
+        for _, key, tensor in entries:
+            if tuple(tensor.shape) != shapes[name]:
+                raise CheckpointError(
+                    f"{path}: {key} has shape {list(tensor.shape)}, expected {list(shapes[name])}"
+                )
+        levels[name] = [tensor[None] for _, _, tensor in entries]
+    initialised = all(bool(tensor.all()) for _, _, tensor in codebooks["inited"])
+    quantizer = model.quantizer.state_from_levels(levels, initialised=initialised)
+    out |= {f"quantizer.{key}": tensor for key, tensor in quantizer.items()}
     for name, tensor in ours.items():
         if name not in out:
             if name.endswith("_extra_state"):

@@ -4,18 +4,22 @@ Loading trusts nothing in the folder: the config is checked field by field, the 
 describes is first built on the meta device (no memory) and its state dict compared, key by
 key, shape by shape and in bytes, with the weights file's header before anything is allocated.
 Nothing is unpickled.
+
+The model class is the caller's (`Codec.from_pretrained` passes itself as `build`): this module
+knows a model only as a config, a state dict and a weights hash.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.nn.utils import parametrize
 
 from codec.fileio import atomic_write_bytes
-from codec.models.codec import Codec
 from codec.models.config import CodecConfig
 from codec.models.options import ConfigError
 from codec.nn import fold_weight_norm, for_cpu_inference
@@ -23,12 +27,14 @@ from codec.nn import fold_weight_norm, for_cpu_inference
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 STORAGE_DTYPES = (torch.float16, torch.bfloat16)  # allowed in place of a float32 tensor
 
+Build = Callable[[CodecConfig], nn.Module]  # a config -> the model it describes (Codec)
+
 
 class ModelFormatError(ValueError):
     """A saved model folder that cannot be loaded; the message names the folder and problem."""
 
 
-def round_to_storage(model: Codec, dtype: torch.dtype) -> Codec:
+def round_to_storage(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """Round every float32 parameter and buffer of `model` in place to the nearest `dtype`
     value (float16 or bfloat16), kept as float32, so that storing the weights as `dtype`
     loses nothing: the loaded model equals this one, weights hash included. A tensor whose
@@ -44,26 +50,44 @@ def round_to_storage(model: Codec, dtype: torch.dtype) -> Codec:
     return model
 
 
-def save_model(model: Codec, directory, storage: torch.dtype | None = None) -> Path:
-    """Write config.json and model.safetensors (atomically) to `directory`. With `storage`
-    (float16 or bfloat16), float32 tensors that `round_to_storage` made exact in that dtype
-    are stored in it (about half the file); the others stay float32."""
+def save_model(model: nn.Module, directory, storage: torch.dtype | None = None) -> Path:
+    """Write a Codec's config.json and model.safetensors (atomically) to `directory`. With
+    `storage` (float16 or bfloat16), float32 tensors that `round_to_storage` made exact in that
+    dtype are stored in it (about half the file); the others stay float32. A model whose
+    weight norm was folded saves its parts' folded settings (Options.folded)."""
     from safetensors.torch import save
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if storage is not None:
         state = {k: _stored_as(v, storage) for k, v in state.items()}
-    config = model.config.to_dict() | {"weights_hash": model.weights_hash()}
+    config = model.config
     if not any(parametrize.is_parametrized(m) for m in model.modules()):
-        for kind in ("encoder", "decoder"):  # weight norm was folded: plain weights
-            if config[kind].get("norm") == "weight_norm":
-                config[kind]["norm"] = "none"
+        config = config.folded()
+    _check_describes(config, state, type(model), directory)
+    config = config.to_dict() | {"weights_hash": model.weights_hash()}
+    directory.mkdir(parents=True, exist_ok=True)
     # bytes written by Python, so a failed write raises OSError with its reason
     atomic_write_bytes(directory / WEIGHTS_FILE, save(state))
     atomic_write_bytes(directory / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
     return directory
+
+
+def _check_describes(config: CodecConfig, state: dict, build: Build, directory: Path) -> None:
+    """ValueError unless the model `config` describes has exactly the tensors of `state`: a
+    folder that would not load again is not written."""
+    with torch.device("meta"), torch.random.fork_rng(devices=[]):
+        expected = {k: tuple(v.shape) for k, v in build(config).state_dict().items()}
+    actual = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != actual:
+        key = next(
+            k for k in sorted(expected.keys() | actual.keys()) if expected.get(k) != actual.get(k)
+        )
+        model, config_shape = actual.get(key, "absent"), expected.get(key, "absent")
+        raise ValueError(
+            f"{directory}: the model's config does not describe its weights "
+            f"({key}: {model} in the model, {config_shape} in the config)"
+        )
 
 
 def _stored_as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -88,15 +112,15 @@ def read_config(directory: Path) -> tuple[CodecConfig, str | None]:
         raise ModelFormatError(f"{path}: bad model config ({err})") from None
 
 
-def check_weights_fit(config: CodecConfig, path: Path) -> None:
-    """The model `config` describes, built on the meta device, against the header of the
+def check_weights_fit(config: CodecConfig, path: Path, build: Build) -> None:
+    """The model `config` describes, built by `build` on the meta device, against the header of the
     safetensors file at `path`: same keys, shapes, and bytes (float32 tensors may be stored
     as float16 or bfloat16). Raises ModelFormatError naming the first mismatch."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with torch.device("meta"):
-            expected = Codec(config).state_dict()
+            expected = build(config).state_dict()
     except (ValueError, TypeError) as err:
         raise ModelFormatError(f"{path.parent / CONFIG_FILE}: bad model config ({err})") from None
     try:
@@ -151,10 +175,11 @@ _DTYPES = {
 }
 
 
-def load_model(directory, inference: bool = True) -> Codec:
-    """A folder written by `save_model` -> Codec. With `inference`, weight norm is folded
-    away, the model is in eval mode without gradients, and converted for fast CPU inference
-    (codec.nn.inference; a model moved to another device runs its plain path)."""
+def load_model(directory, build: Build, inference: bool = True) -> nn.Module:
+    """A folder written by `save_model` -> build(its config) with its weights. With
+    `inference`, weight norm is folded away, the model is in eval mode without gradients, and
+    converted for fast CPU inference (codec.nn.inference; a model moved to another device runs
+    its plain path)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -164,13 +189,13 @@ def load_model(directory, inference: bool = True) -> Codec:
         if not path.is_file():
             raise ModelFormatError(f"{directory}: not a saved model (missing {path.name})")
     config, expected_hash = read_config(directory)
-    check_weights_fit(config, weights_path)
+    check_weights_fit(config, weights_path, build)
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as err:
         raise ModelFormatError(f"{weights_path}: unreadable weights ({err})") from None
     try:
-        model = Codec(config)
+        model = build(config)
     except (ConfigError, ValueError, TypeError) as err:
         raise ModelFormatError(f"{config_path}: bad model config ({err})") from None
     model.load_state_dict(state)  # keys and shapes were checked against the header

@@ -27,11 +27,6 @@ FORMATS = ("encodec", "encodec-hf", "dac", "dac-hf")
 TORCH_SUFFIXES = (".th", ".pt", ".pth", ".ckpt", ".bin")
 
 
-def detect_format(path: Path) -> str:
-    """The format of a checkpoint file or folder (see `sniff_format`)."""
-    return sniff_format(path)[0]
-
-
 def sniff_format(path: Path):
     """(format, the file's contents or None): a folder is a Hugging Face EnCodec folder; a
     PyTorch file named dac* or encodec* is that; any other is read once, and DAC's

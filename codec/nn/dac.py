@@ -10,7 +10,8 @@ to a multiple of the hop first (DAC's preprocess). Decoder: (b, dimension, f) ->
              halving) -> Snake -> conv k7 -> tanh
     residual unit: Snake -> conv k7 dilation 1/3/9 -> Snake -> conv 1x1, plus the input
 
-Every conv is weight-normed and zero-padded "same" (the strided ones by ceil(s/2) each side).
+Every conv is weight-normed (`norm="none"`: plain weights, what folding the weight norm of a
+loaded model leaves) and zero-padded "same" (the strided ones by ceil(s/2) each side).
 A transposed conv of stride s trims ceil(s/2) samples from both ends: for odd s that leaves
 s * f - 1 samples, so DAC 1.0's 16 and 24 kHz decoders (rates 8, 5, 4, 2) give 320 f - 8
 samples. `output_padding=True` (later DAC versions) adds the missing sample, and the decoder
@@ -32,20 +33,20 @@ from codec.nn.conv import Conv1d, ConvTranspose1d
 DILATIONS = (1, 3, 9)
 
 
-def _conv(c_in: int, c_out: int, kernel_size: int, **kw) -> Conv1d:
-    return Conv1d(c_in, c_out, kernel_size, norm="weight_norm", pad_mode="zeros", **kw)
+def _conv(c_in: int, c_out: int, kernel_size: int, norm: str, **kw) -> Conv1d:
+    return Conv1d(c_in, c_out, kernel_size, norm=norm, pad_mode="zeros", **kw)
 
 
 class DACResidualUnit(nn.Module):
     """Snake -> conv k7 (dilated) -> Snake -> conv 1x1, plus the input: (b, c, t) -> (b, c, t)."""
 
-    def __init__(self, channels: int, dilation: int):
+    def __init__(self, channels: int, dilation: int, norm: str = "weight_norm"):
         super().__init__()
         self.block = nn.Sequential(
             Snake(channels),
-            _conv(channels, channels, 7, dilation=dilation),
+            _conv(channels, channels, 7, norm, dilation=dilation),
             Snake(channels),
-            _conv(channels, channels, 1),
+            _conv(channels, channels, 1, norm),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,8 +61,10 @@ class DACTransposedConv(ConvTranspose1d):
     """Transposed conv of kernel 2s, trimming ceil(s/2) samples from each end: (b, c_in, f) ->
     (b, c_out, s * f), or s * f - 1 for odd s without `output_padding` (DAC 1.0)."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int, output_padding: bool):
-        super().__init__(c_in, c_out, 2 * stride, stride, causal=False, norm="weight_norm")
+    def __init__(
+        self, c_in: int, c_out: int, stride: int, output_padding: bool, norm: str = "weight_norm"
+    ):
+        super().__init__(c_in, c_out, 2 * stride, stride, causal=False, norm=norm)
         self.short = 0 if output_padding else stride % 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,10 +78,10 @@ class DACTransposedConv(ConvTranspose1d):
 class DACEncoderBlock(nn.Module):
     """3 residual units, Snake, strided conv k=2s: (b, c, t) -> (b, 2c, t / s)."""
 
-    def __init__(self, channels: int, stride: int):
+    def __init__(self, channels: int, stride: int, norm: str = "weight_norm"):
         super().__init__()
-        units = [DACResidualUnit(channels, d) for d in DILATIONS]
-        down = _conv(channels, 2 * channels, 2 * stride, stride=stride)
+        units = [DACResidualUnit(channels, d, norm) for d in DILATIONS]
+        down = _conv(channels, 2 * channels, 2 * stride, norm, stride=stride)
         self.block = nn.Sequential(*units, Snake(channels), down)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,10 +91,12 @@ class DACEncoderBlock(nn.Module):
 class DACDecoderBlock(nn.Module):
     """Snake, transposed conv k=2s, 3 residual units: (b, c_in, f) -> (b, c_out, ~s f)."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int, output_padding: bool):
+    def __init__(
+        self, c_in: int, c_out: int, stride: int, output_padding: bool, norm: str = "weight_norm"
+    ):
         super().__init__()
-        up = DACTransposedConv(c_in, c_out, stride, output_padding)
-        units = [DACResidualUnit(c_out, d) for d in DILATIONS]
+        up = DACTransposedConv(c_in, c_out, stride, output_padding, norm)
+        units = [DACResidualUnit(c_out, d, norm) for d in DILATIONS]
         self.block = nn.Sequential(Snake(c_in), up, *units)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,16 +115,17 @@ class DACEncoder(nn.Module):
         dimension: int = 1024,
         n_filters: int = 64,
         rates: list[int] = (2, 4, 8, 8),
+        norm: str = "weight_norm",
     ):
         super().__init__()
         self.channels, self.dimension, self.rates = channels, dimension, list(rates)
         self.hop_length = math.prod(self.rates)
-        layers: list[nn.Module] = [_conv(channels, n_filters, 7)]
+        layers: list[nn.Module] = [_conv(channels, n_filters, 7, norm)]
         width = n_filters
         for stride in self.rates:
-            layers.append(DACEncoderBlock(width, stride))
+            layers.append(DACEncoderBlock(width, stride, norm))
             width *= 2
-        layers += [Snake(width), _conv(width, dimension, 3)]
+        layers += [Snake(width), _conv(width, dimension, 3, norm)]
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,15 +145,16 @@ class DACDecoder(nn.Module):
         n_filters: int = 1536,
         rates: list[int] = (8, 8, 4, 2),
         output_padding: bool = False,
+        norm: str = "weight_norm",
     ):
         super().__init__()
         self.channels, self.dimension, self.rates = channels, dimension, list(rates)
         self.hop_length = math.prod(self.rates)
-        layers: list[nn.Module] = [_conv(dimension, n_filters, 7)]
+        layers: list[nn.Module] = [_conv(dimension, n_filters, 7, norm)]
         for i, stride in enumerate(self.rates):
             c_in, c_out = n_filters // 2**i, n_filters // 2 ** (i + 1)
-            layers.append(DACDecoderBlock(c_in, c_out, stride, output_padding))
-        layers += [Snake(c_out), _conv(c_out, channels, 7), nn.Tanh()]
+            layers.append(DACDecoderBlock(c_in, c_out, stride, output_padding, norm))
+        layers += [Snake(c_out), _conv(c_out, channels, 7, norm), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
     def output_length(self, frames: int) -> int:

@@ -19,37 +19,32 @@ import torch.nn.functional as F
 from torch import nn
 
 from codec.quantize.codebook import l2norm
-from codec.quantize.residual import _GroupedResidual
+from codec.quantize.residual import ResidualQuantizer
 
 
-def _level_codebooks(quantizer: _GroupedResidual) -> torch.Tensor:
+def _level_codebooks(quantizer: ResidualQuantizer) -> torch.Tensor:
     """(levels, g, c, d): the codebook each level of each group searches."""
-    embed = quantizer._codebook.embed.detach().float()
-    levels = range(quantizer.num_quantizers)
-    return torch.stack([embed[quantizer._slots(level)] for level in levels])
+    return quantizer.level_codebooks().detach().float().transpose(0, 1)
 
 
-def _factorized_weights(quantizer: _GroupedResidual):
+def _factorized_weights(quantizer: ResidualQuantizer):
     """The factorized projections' weights with weight norm applied: in (q, g, k, d), in bias
     (q, g, k), out (q, g, d, k), out bias (q, g, d)."""
-    p = quantizer._projections
     with torch.no_grad():
-        w_in = p.in_v * (p.in_g / p.in_v.norm(dim=-1, keepdim=True))
-        w_out = p.out_v * (p.out_g / p.out_v.norm(dim=-1, keepdim=True))
-    return w_in.float(), p.in_bias.detach().float(), w_out.float(), p.out_bias.detach().float()
+        return tuple(t.detach().float() for t in quantizer.code_kind.weights())
 
 
 class NearestCodes(nn.Module):
     """latents (b, f, dim) -> codes (b, g, levels, f), int64: each level's nearest code to the
     residual of the levels before (factorized: in its projection, by normalised distance)."""
 
-    def __init__(self, quantizer: _GroupedResidual, levels: int):
+    def __init__(self, quantizer: ResidualQuantizer, levels: int):
         super().__init__()
         if not 1 <= levels <= quantizer.num_quantizers:
             raise ValueError(f"levels must be in [1, {quantizer.num_quantizers}], got {levels}")
         self.levels, self.groups = levels, quantizer.groups
-        self.factorized = quantizer._projections is not None
-        self.cosine = quantizer._codebook.cosine
+        self.factorized = quantizer.factorized
+        self.cosine = quantizer.bank.cosine
         codebooks = _level_codebooks(quantizer)[:levels]
         searched = l2norm(codebooks) if self.factorized else codebooks
         # the score of code e for x is x.e - |e|^2 / 2 (L2), or x.e (cosine)
@@ -98,10 +93,10 @@ class CodeSum(nn.Module):
     the sum of every level's code (factorized: projected out) per group, then the quantizer's
     output projection. One gather from a table of every level's and group's codes."""
 
-    def __init__(self, quantizer: _GroupedResidual):
+    def __init__(self, quantizer: ResidualQuantizer):
         super().__init__()
         table = _level_codebooks(quantizer)  # (q, g, c, d)
-        if quantizer._projections is not None:  # a code's contribution: out_proj(code)
+        if quantizer.factorized:  # a code's contribution: out_proj(code)
             _, _, w_out, b_out = _factorized_weights(quantizer)
             table = torch.einsum("qgck,qgdk->qgcd", table, w_out) + b_out[:, :, None]
         q, g, c, d = table.shape

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from codec.quantize.residual import ResidualVQ
+from codec.quantize.facades import ResidualVQ
 
 
 class VectorQuantize(ResidualVQ):
@@ -34,7 +34,7 @@ class VectorQuantize(ResidualVQ):
     @property
     def codebook(self) -> torch.Tensor:
         """(c, d)."""
-        return self._codebook.embed[0]
+        return self.bank.embed[0]
 
     def get_codes_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         return super().get_codes_from_indices(indices.unsqueeze(-1))[0]

@@ -13,14 +13,10 @@ from pathlib import Path
 
 import torch
 
-from codec.errors import first_line
+from codec.errors import CheckpointError, first_line
 from codec.fileio import atomic_write
 
 PATTERN = re.compile(r"^step_(\d+)\.ckpt$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message names the file."""
 
 
 def save_checkpoint(folder, step: int, state: dict, keep_last: int = 3) -> Path:

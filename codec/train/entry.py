@@ -9,11 +9,11 @@ from pathlib import Path
 import torch.distributed as dist
 from omegaconf import DictConfig
 
-from codec.errors import first_line
-from codec.train.checkpoint import CheckpointError
+from codec.errors import CheckpointError, first_line
 from codec.train.config import check_trainer_config, compose_config
+from codec.train.data import NoAudioError
 from codec.train.loop import Loop, setup_environment
-from codec.train.solver import CompressionSolver
+from codec.train.solver import CompressionSolver, ResumeRefused
 
 
 class Trainer:
@@ -45,7 +45,14 @@ def main(argv: list[str] | None = None) -> Path:
     overrides = list(sys.argv[1:] if argv is None else argv)
     try:
         return Trainer(compose_config(overrides)).run()
-    except (CheckpointError, ValueError, HydraException, OmegaConfBaseException) as err:
+    except (
+        CheckpointError,  # a damaged or foreign checkpoint
+        ResumeRefused,  # a resume onto held-out files
+        NoAudioError,  # no training data
+        ValueError,  # a bad setting
+        HydraException,  # overrides that do not compose
+        OmegaConfBaseException,
+    ) as err:
         raise SystemExit(f"codec train: {first_line(err)}") from None
     finally:
         if dist.is_initialized():

@@ -22,24 +22,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from codec.audio import AudioError, read_for
-from codec.errors import first_line
 from codec.fileio import atomic_write_bytes
-from codec.losses import (
-    Balancer,
-    MelLevelLoss,
-    MelLoss,
-    MultiResolutionSTFTLoss,
-    discriminator_loss,
-    feature_matching_loss,
-    generator_loss,
-    negative_si_sdr,
-    negative_stoi,
-    waveform_l1,
-)
+from codec.losses import Balancer, discriminator_loss, feature_matching_loss, generator_loss
 from codec.metrics import si_sdr
 from codec.models import Codec, CodecConfig
-from codec.models.deepen import deepen_seanet, is_deepening
-from codec.models.names import resolve_model
+from codec.models.finetune import load_for_training
 from codec.quality import level_ladder, quality_by_level
 from codec.quantize import NonFiniteInputError
 from codec.train.checkpoint import list_checkpoints
@@ -47,28 +34,31 @@ from codec.train.data import HELD_OUT_FILE, TEST_FILE, build_loader, held_out_pa
 from codec.train.display import TensorBoard
 from codec.train.loop import Environment, Log, NonFiniteStep, check_finite
 from codec.train.optim import make_optimizer, make_schedule
+from codec.train.terms import active_weights, reconstruction_terms
+
+
+class ResumeRefused(ValueError):
+    """A resume that would train on files the run held out so far; `codec train` reports it
+    in one line."""
 
 
 def build_model(cfg: DictConfig) -> Codec:
     """The `model` group's architecture, or with init_from=DIR (or a shipped or imported model's
     name) the saved model there, with its own architecture and weights (an imported EnCodec
-    fine-tunes as itself)."""
-    if cfg.init_from:
-        model = Codec.from_pretrained(resolve_model(cfg.init_from), inference=False)
-        changes = cfg.get("init_changes")
-        changes = OmegaConf.to_container(changes, resolve=True) if changes else {}
-        if changes:
-            model = with_changes(model, changes, cfg.init_from)
-        print(
-            f"init_from: the model is {cfg.init_from} with its own architecture "
-            f"({model.sample_rate} Hz, {model.groups} x {model.levels} x {model.codebook_size} "
-            f"codes){'; init_changes: ' + str(changes) if changes else ''}; the model= "
-            "settings are not used",
-            file=sys.stderr,
-        )
-        return model.train()
-    fields = OmegaConf.to_container(cfg.model, resolve=True)
-    return Codec(CodecConfig.from_dict(fields))
+    fine-tunes as itself), changed by init_changes (codec.models.finetune)."""
+    if not cfg.init_from:
+        return Codec(CodecConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
+    changes = cfg.get("init_changes")
+    changes = OmegaConf.to_container(changes, resolve=True) if changes else {}
+    model = load_for_training(cfg.init_from, changes)
+    print(
+        f"init_from: the model is {cfg.init_from} with its own architecture "
+        f"({model.sample_rate} Hz, {model.groups} x {model.levels} x {model.codebook_size} "
+        f"codes){'; init_changes: ' + str(changes) if changes else ''}; the model= "
+        "settings are not used",
+        file=sys.stderr,
+    )
+    return model
 
 
 def dead_code_churn(quantizer, vectors_per_step: int) -> str | None:
@@ -91,33 +81,6 @@ def dead_code_churn(quantizer, vectors_per_step: int) -> str | None:
         f"({vectors_per_step} vectors, {codes} codes): most codes are "
         f"replaced at every step; try {mean_count / 10:.2g}"
     )
-
-
-def with_changes(model: Codec, changes: dict, source) -> Codec:
-    """`model` rebuilt from its config with `changes` merged in (training settings such as
-    quantizer.threshold_ema_dead_code), its weights and codebook statistics kept. A change that
-    only deepens a SEANet (`encoder.n_residual_layers=2`) is one too: its new residual units
-    start next to the identity (codec.models.deepen)."""
-    changed = Codec(model.config.replace(**changes))
-    before, after = model.config.to_dict(), changed.config.to_dict()
-    deeper = [kind for kind in ("encoder", "decoder") if is_deepening(before[kind], after[kind])]
-
-    def copied(key: str) -> bool:  # by load_state_dict, not by deepen_seanet
-        return key.split(".")[0] not in deeper
-
-    try:
-        for kind in deeper:
-            deepen_seanet(getattr(model, kind), getattr(changed, kind))
-        kept = {k: v for k, v in model.state_dict().items() if copied(k)}
-        result = changed.load_state_dict(kept, strict=False)
-        unmatched = result.unexpected_keys + [k for k in result.missing_keys if copied(k)]
-        if unmatched:
-            raise RuntimeError(f"no counterpart for {unmatched[0]}")
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(
-            f"init_changes {changes} change the architecture of {source} ({first_line(err)})"
-        ) from None
-    return changed
 
 
 def build_discriminator(cfg: DictConfig, channels: int):
@@ -163,15 +126,11 @@ class CompressionSolver:
         vectors = round(self.units_per_step * model.frame_rate)  # per codebook and step
         if (churn := dead_code_churn(model.quantizer, vectors)) and env.rank == 0:
             print(f"warning: {churn}", file=sys.stderr)
-        self.mel = MelLoss(model.sample_rate, tuple(cfg.loss.mel_n_ffts), cfg.loss.n_mels)
-        self.mel.to(self.device)
-        self.stft = MultiResolutionSTFTLoss().to(self.device)
-        self.mel_level = MelLevelLoss(model.sample_rate, f_max=cfg.loss.mel_level_f_max)
-        self.mel_level.to(self.device)
-        weights = dict(cfg.loss.weights)
-        if self.disc is None:
-            weights = {k: v for k, v in weights.items() if k not in ("adv", "feat")}
-        self.weights = {k: float(v) for k, v in weights.items() if v}
+        self.terms = reconstruction_terms(cfg.loss, model.sample_rate, self.device)
+        self.mel = self.terms["mel"]  # validation's distance too
+        self.weights = active_weights(
+            dict(cfg.loss.weights), self.terms, adversarial=self.disc is not None
+        )
         self.balancer = (
             Balancer(self.weights, cfg.loss.balancer_decay) if cfg.loss.balancer else None
         )
@@ -214,7 +173,7 @@ class CompressionSolver:
         training = {record.path for record in self.loader.dataset.records}
         moved = [str(path) for path in held_out if str(path) in training]
         if moved:
-            raise SystemExit(
+            raise ResumeRefused(
                 f"{run_dir}: resuming would train on {len(moved)} of its held-out files "
                 f"({moved[0]}, ...); resume with the data settings it started with "
                 "(data.root, data.split_seed, data.valid_fraction, data.test_fraction)"
@@ -326,19 +285,9 @@ class CompressionSolver:
             self.sched_d.step()
             logs["d_loss"] = float(d_loss.detach())
 
-        losses = {}
-        if "mel" in self.weights:
-            losses["mel"] = self.mel(audio, wav)
-        if "mel_level" in self.weights:
-            losses["mel_level"] = self.mel_level(audio, wav)
-        if "l1" in self.weights:
-            losses["l1"] = waveform_l1(audio, wav)
-        if "stft" in self.weights:
-            losses["stft"] = self.stft(audio, wav)
-        if "sisdr" in self.weights:
-            losses["sisdr"] = negative_si_sdr(audio, wav)
-        if "stoi" in self.weights:
-            losses["stoi"] = negative_stoi(audio, wav, self.model.sample_rate)
+        losses = {
+            name: term(audio, wav) for name, term in self.terms.items() if name in self.weights
+        }
         if adversarial:
             disc = self.disc  # unwrapped: this pass only routes gradient to the audio
             with self._autocast():

@@ -3,7 +3,8 @@
 #   DATA="/data/speech /data/music" bash recipes/general24k/run.sh          # your folders
 #   FETCH="libritts-dev-clean fillets-music" bash recipes/general24k/run.sh # helpers (internet)
 #   GPUS=8 ... to train with torchrun on 8 GPUs (default: every GPU nvidia-smi lists)
-# Stages (STAGE=N starts at N): 0 prepare, 1 train, 2 evaluate, 3 tokenize.
+# Stages (STAGE=N starts at N): 0 prepare, 1 train, 2 evaluate, 3 tokenize. Stages 2 and 3 run
+# on DEVICE: cuda where a GPU is listed, else cpu (as training falls back to).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -11,6 +12,7 @@ RUN=${RUN:-runs/general24k}
 CORPUS=${CORPUS:-data/general24k}
 STAGE=${STAGE:-0}
 GPUS=${GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}
+if [ "$GPUS" -gt 0 ]; then DEVICE=${DEVICE:-cuda}; else DEVICE=${DEVICE:-cpu}; fi  # stages 2, 3
 EXTRA=("$@")
 
 if [ "$STAGE" -le 0 ]; then
@@ -36,11 +38,11 @@ if [ "$STAGE" -le 2 ]; then
   echo "== stage 2: evaluate 100 held-out files at 1.5 / 3 / 6 / 12 / 24 kbps, Opus alongside"
   $PY scripts/heldout.py "$RUN" --limit 100 > "$RUN/eval_files.txt"   # from the trainer's heldout.txt
   $PY -m codec.cli eval -m "$RUN/model" --files-from "$RUN/eval_files.txt" \
-    --bandwidths 1.5 3 6 12 24 --compare opus -o "$RUN/eval" --device cuda --quiet
+    --bandwidths 1.5 3 6 12 24 --compare opus -o "$RUN/eval" --device "$DEVICE" --quiet
 fi
 
 if [ "$STAGE" -le 3 ]; then
   echo "== stage 3: tokenize at 6 kbps"
   IFS=, read -ra root_list <<< "$roots"   # the folders themselves: -r does not follow links
-  $PY -m codec.cli tokenize "${root_list[@]}" -r -m "$RUN/model" -b 6 -o "$RUN/tokens" --device cuda --quiet
+  $PY -m codec.cli tokenize "${root_list[@]}" -r -m "$RUN/model" -b 6 -o "$RUN/tokens" --device "$DEVICE" --quiet
 fi

@@ -1,7 +1,8 @@
 """What a model's encoder and decoder reach without its quantizer: the mean quality of the
 decoded latents themselves (no codes) beside the decoded codes at some numbers of levels, on
-the same files with `codec eval`'s metrics. Where the unquantized row is no better than the
-codes, more bits cannot help: the encoder and decoder are the limit.
+the same files with `codec eval`'s metrics and coding path (codec.quality). Where the
+unquantized row is no better than the codes, more bits cannot help: the encoder and decoder are
+the limit.
 
     python recipes/speech16k/ceiling.py -m speech16k \
         --files-from runs/NAME/eval_files.txt --levels 4 8 --every 3
@@ -15,9 +16,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Iterable, Iterator
 
 import torch
-import torch.nn.functional as F
 
 from codec.audio import AudioError, read_for
 from codec.errors import first_line
@@ -26,45 +27,49 @@ from codec.fileio import read_file_list
 from codec.models import Codec
 from codec.models.folder import ModelFormatError
 from codec.models.names import resolve_model
+from codec.quality import quality_by_level
 
 METRICS = ("mel", "stft", "si_sdr", "pesq", "stoi")
 
 
-def decodings(model: Codec, wav: torch.Tensor, levels: list[int]) -> dict:
-    """name -> wav (1, c, t) decoded: "latents" is the decoder on the encoder's output, "N levels"
-    the first N levels of one `encode` at the most levels (a residual quantizer's first N
-    levels are its N-level codes), so `decode(encode(wav, levels=N))`."""
-    out = {"latents": model.decoder(model.encoder(wav))}
-    codes = model.encode(wav, levels=max(levels))
-    return out | {f"{n} levels": model.decode(codes[:, :, :n]) for n in levels}
-
-
-def ceiling(paths, decode, rate: int, channels: int, problems: list[str]):
-    """Mean of each metric per name of `decode(wav (1, c, t)) -> {name: decoded (1, c, t')}`
-    over the readable files (NaNs left out), and the number of files scored. A file that cannot
-    be read is named in `problems` and left out."""
-    quality = Quality(rate, ("pesq", "stoi"))  # the columns below; DNSMOS is not one
-    scores: dict = {}
-    files = 0
+def readable(paths, rate: int, channels: int, problems: list[str]) -> Iterator[torch.Tensor]:
+    """wav (c, t) at `rate` of each file that can be read; the others named in `problems`."""
     for path in paths:
         try:
-            wav = read_for(path, rate, channels)
+            yield read_for(path, rate, channels)
         except AudioError as err:
             problems.append(first_line(err))
-            continue
+
+
+def rows(model: Codec, wavs, levels: list[int], metrics) -> Iterator[dict[str, dict]]:
+    """Per clip, name -> scores: "latents" for the encoder's output decoded without the
+    quantizer, "N levels" for the codes of `codec encode -q N` decoded as `codec decode` does
+    (codec.quality: one encode, the same windows and loudness handling)."""
+    for clip in quality_by_level(model, wavs, levels, metrics, unquantized=True):
+        yield {"latents": clip.unquantized} | {f"{n} levels": s for n, s in clip.scores.items()}
+
+
+def scorer(rate: int) -> Quality:
+    """`codec eval`'s metrics, of the optional ones only those the table shows."""
+    return Quality(rate, optional=("pesq", "stoi"))
+
+
+def mean_scores(scored: Iterable[dict[str, dict]]) -> tuple[dict, int]:
+    """The mean of each metric of METRICS per name over the clips (NaNs left out), and the
+    number of clips."""
+    values: dict = {}
+    files = 0
+    for by_name in scored:
         files += 1
-        with torch.inference_mode():
-            decoded_by_name = decode(wav[None])
-        for name, decoded in decoded_by_name.items():
-            decoded = decoded[0, :, : wav.shape[-1]]
-            decoded = F.pad(decoded, (0, wav.shape[-1] - decoded.shape[-1]))  # a short decoder
-            by_metric = scores.setdefault(name, {metric: [] for metric in METRICS})
-            for metric, value in quality(decoded, wav).items():
-                if metric in by_metric and not math.isnan(value):  # not the per-band list
+        for name, scores in by_name.items():
+            by_metric = values.setdefault(name, {metric: [] for metric in METRICS})
+            for metric in METRICS:
+                value = scores.get(metric, math.nan)
+                if not math.isnan(value):
                     by_metric[metric].append(value)
     means = {
         name: {m: sum(v) / len(v) if v else math.nan for m, v in by_metric.items()}
-        for name, by_metric in scores.items()
+        for name, by_metric in values.items()
     }
     return means, files
 
@@ -91,13 +96,8 @@ def main() -> None:
         sys.exit(str(err))
 
     problems: list[str] = []
-    means, files = ceiling(
-        paths,
-        lambda wav: decodings(model, wav, args.levels),
-        model.sample_rate,
-        model.channels,
-        problems,
-    )
+    wavs = readable(paths, model.sample_rate, model.channels, problems)
+    means, files = mean_scores(rows(model, wavs, args.levels, scorer(model.sample_rate)))
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     print(f"{args.model}: {files} files")

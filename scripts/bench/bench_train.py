@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from codec.train import Trainer, compose_config
-from codec.train.data import make_demo_corpus
+from codec.train.synthetic import make_demo_corpus
 
 CASES = {  # name: (what it is, Hydra overrides)
     "demo": ("demo model, no discriminator (make demo)", ["experiment=demo"]),

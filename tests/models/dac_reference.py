@@ -24,8 +24,8 @@ import sys
 import types
 from pathlib import Path
 
-import pytest
 import torch
+from references import missing
 from torch import nn
 
 # The small configuration of the task: hop 8, 4 levels of 32 codes of 8 dims.
@@ -56,10 +56,10 @@ def load_dac():
         return sys.modules["dac.model.dac"].DAC
     spec = importlib.util.find_spec("dac")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("no DAC reference: pip install --no-deps descript-audio-codec==1.0.0")
+        missing("no DAC reference: pip install --no-deps descript-audio-codec==1.0.0")
     root = Path(spec.submodule_search_locations[0])
     if not (root / "model" / "dac.py").is_file():
-        pytest.skip("the installed `dac` package is not descript-audio-codec")
+        missing("the installed `dac` package is not descript-audio-codec")
     if importlib.util.find_spec("audiotools") is None:
         ml = _stand_in("audiotools.ml", BaseModel=nn.Module)
         sys.modules["audiotools"] = _stand_in("audiotools", AudioSignal=object, ml=ml)

@@ -4,10 +4,11 @@ codebooks), with weight norm removed or kept."""
 
 import pytest
 import torch
+from references import reference
 
-transformers = pytest.importorskip("transformers")
+from codec.models.importing import import_checkpoint, sniff_format
 
-from codec.models.importing import detect_format, import_checkpoint  # noqa: E402
+transformers = reference("transformers")
 
 
 def _hf_dac(keep_weight_norm: bool, seed: int = 0):
@@ -46,7 +47,7 @@ def _hf_dac(keep_weight_norm: bool, seed: int = 0):
 def test_a_transformers_dac_folder_imports_number_for_number(keep_weight_norm, tmp_path):
     reference = _hf_dac(keep_weight_norm)
     reference.save_pretrained(tmp_path / "hf")
-    assert detect_format(tmp_path / "hf") == "dac-hf"
+    assert sniff_format(tmp_path / "hf")[0] == "dac-hf"
     model = import_checkpoint(tmp_path / "hf").eval()
     assert (model.sample_rate, model.hop_length, model.levels) == (16000, 10, 4)
     torch.manual_seed(1)

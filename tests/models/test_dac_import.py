@@ -10,7 +10,7 @@ from codec.cli import main
 from codec.models import Codec
 from codec.models.checkpoints import CheckpointError
 from codec.models.dac import import_dac
-from codec.models.importing import detect_format, import_checkpoint
+from codec.models.importing import import_checkpoint, sniff_format
 
 
 @pytest.fixture(scope="module", params=["even", "odd"])
@@ -95,12 +95,12 @@ def test_the_format_is_detected_by_name_or_contents(tmp_path, dac_reference):
     reference = dac_reference.random_dac(dac_reference.SMALL, seed=9)
     plain = dac_reference.save_pth(reference, tmp_path / "weights.pth")
     named = dac_reference.save_pth(reference, tmp_path / "dac_24khz.pth")
-    assert detect_format(plain) == detect_format(named) == "dac"
+    assert sniff_format(plain)[0] == sniff_format(named)[0] == "dac"
     assert import_checkpoint(plain).model_id == "dac"
     model = import_checkpoint(named)
     assert model.model_id == "dac_24khz" and model.sample_rate == 16000  # the kwargs win
     torch.save(reference.state_dict(), tmp_path / "state.pth")
-    assert detect_format(tmp_path / "state.pth") == "encodec"
+    assert sniff_format(tmp_path / "state.pth")[0] == "encodec"
 
 
 def test_known_dac_names_are_accepted(tmp_path, monkeypatch, dac_reference):

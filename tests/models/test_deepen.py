@@ -6,7 +6,7 @@ import torch
 
 from codec.audio import read_for
 from codec.models.deepen import START_GAIN
-from codec.train.solver import with_changes
+from codec.models.finetune import with_changes
 
 DEEPER = {"encoder": {"n_residual_layers": 3}, "decoder": {"n_residual_layers": 2}}
 

@@ -7,6 +7,7 @@ import struct
 
 import pytest
 import torch
+from references import reference
 
 from codec.models.ecdc import (
     ENCODEC_MODELS,
@@ -16,7 +17,16 @@ from codec.models.ecdc import (
     unpack_lsb_first,
 )
 
-encodec = pytest.importorskip("encodec")
+encodec = reference("encodec")
+
+
+def encoded_frames(ecdc) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """The segments as EncodecModel.encode returns them and EncodecModel.decode takes them:
+    (codes (1, num_codebooks, frames), scale float32 (1, 1) or None) per segment."""
+    return [
+        (s.codes, None if s.scale is None else torch.tensor([[s.scale]], dtype=torch.float32))
+        for s in ecdc.segments
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +55,7 @@ def assert_same_frames(ecdc, model, wav):
             assert segment.scale is None
         else:  # float32 in the file, so exactly the value EnCodec computed
             assert segment.scale == scale.item()
-    for ours, theirs in zip(ecdc.encoded_frames(), frames):
+    for ours, theirs in zip(encoded_frames(ecdc), frames):
         assert torch.equal(ours[0], theirs[0])
         assert (ours[1] is None) == (theirs[1] is None)
         assert ours[1] is None or torch.equal(ours[1], theirs[1])

@@ -2,8 +2,9 @@
 
 import pytest
 import torch
+from references import reference
 
-pytest.importorskip("encodec")
+reference("encodec")
 
 
 @pytest.mark.parametrize("sample_rate", [24000, 48000])

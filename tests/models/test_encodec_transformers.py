@@ -6,12 +6,12 @@ test_encodec_import.py) does not, so their codes differ there by design."""
 
 import math
 
-import pytest
 import torch
+from references import reference
 
 from codec.models.encodec import import_encodec
 
-transformers = pytest.importorskip("transformers")
+transformers = reference("transformers")
 
 # hop 32 at 24 kHz: 750 frames/s, 64 codes (6 bits) -> 4.5 kbps a level
 BANDWIDTHS = [4.5, 9.0, 18.0, 36.0, 60.0]

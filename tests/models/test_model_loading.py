@@ -228,3 +228,49 @@ def test_a_failed_model_write_raises_the_os_reason_and_leaves_the_old_model(
     )
     assert done.stdout.strip() == "File too large"
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no temp file either
+
+
+FRAME_RATE = {"n_filters": 8, "hidden": 16, "n_blocks": 1, "hop_length": 8, "istft_hop": 4}
+PARTS = {  # (encoder, decoder) of every architecture, small, hop 8
+    "seanet": ({"name": "seanet", "n_filters": 4, "ratios": [4, 2], "lstm": 0},) * 2,
+    "dac": (
+        {"name": "dac", "n_filters": 4, "rates": [2, 4]},
+        {"name": "dac", "n_filters": 16, "rates": [4, 2]},
+    ),
+    "stft": (
+        {"name": "stft", "n_fft": 16} | FRAME_RATE,
+        {"name": "istft", "n_fft": 16} | FRAME_RATE,
+    ),
+}
+
+
+@pytest.mark.parametrize("architecture", sorted(PARTS))
+def test_a_loaded_folded_model_saves_a_folder_that_loads_again(architecture, tmp_path):
+    """Loading folds weight norm into plain weights; saving that model again writes the config
+    of its folded parts (each part says what that is), so the folder loads as the same model."""
+    encoder, decoder = PARTS[architecture]
+    torch.manual_seed(0)
+    config = CodecConfig(
+        sample_rate=16000,
+        dimension=16,
+        encoder=encoder,
+        decoder=decoder,
+        quantizer={"name": "grvq", "groups": 2, "levels": 3, "codebook_size": 16},
+    )
+    first = Codec(config).save_pretrained(tmp_path / "first")
+    loaded = Codec.from_pretrained(first)  # folded
+    again = Codec.from_pretrained(loaded.save_pretrained(tmp_path / "again"))
+    wav = torch.randn(1, 1, 8 * 40) * 0.1
+    codes = loaded.encode(wav)
+    assert torch.equal(again.encode(wav), codes)
+    torch.testing.assert_close(again.decode(codes), loaded.decode(codes))
+    saved = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert saved["encoder"].get("norm", "none") == "none"
+
+
+def test_a_config_that_does_not_describe_the_weights_is_not_saved(tiny_codec, tmp_path):
+    model = tiny_codec()
+    model.config = model.config.replace(quantizer={"levels": 2})  # the model keeps 4 levels
+    with pytest.raises(ValueError, match="does not describe its weights"):
+        model.save_pretrained(tmp_path / "m")
+    assert not (tmp_path / "m").exists()

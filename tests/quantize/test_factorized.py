@@ -104,10 +104,11 @@ def test_training_losses_are_dacs_commitment_and_codebook_terms(dac_quantizers):
     references, ours = dac_quantizers
     x = torch.randn(2, 10, 32, generator=torch.Generator().manual_seed(5))
     ours.train()
-    ours.quantize_dropout = False
+    ours.options.quantize_dropout = False
     try:
         _, _, losses = ours(x)
     finally:
+        ours.options.quantize_dropout = True
         ours.eval()
     for group, reference in enumerate(references):
         residual = x[..., group * 16 : (group + 1) * 16].transpose(1, 2)
@@ -239,3 +240,19 @@ def test_bad_options_are_refused():
                 }
             }
         )
+
+
+def test_an_importer_fills_the_levels_by_name_and_shape():
+    q = factorized(dim=32, codebook_size=16, codebook_dim=4)
+    shapes = q.level_shapes()
+    assert shapes["codebook"] == (16, 4) and shapes["in_proj.weight_v"] == (4, 16)
+    levels = {name: [torch.randn(2, *shape) for _ in range(4)] for name, shape in shapes.items()}
+    state = q.state_from_levels(levels, initialised=True)
+    q.load_state_dict(state)
+    codebooks = q.level_codebooks()  # (g, q, c, k): level 3's codebook of group 1
+    assert torch.equal(codebooks[1, 3], levels["codebook"][3][1])
+    assert torch.equal(q._projections.in_v[2, 0], levels["in_proj.weight_v"][2][0])
+    with pytest.raises(ValueError, match="no quantizer tensor is called embed"):
+        q.state_from_levels({"embed": levels["codebook"]})
+    with pytest.raises(ValueError, match=r"codebook: expected 4 tensors of \(2, 16, 4\)"):
+        q.state_from_levels({"codebook": levels["codebook"][:3]})

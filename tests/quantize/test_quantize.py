@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from references import reference
 
 from codec.quantize import (
     Codebook,
@@ -57,7 +58,7 @@ def test_image_feature_maps():
 
 
 def test_same_codes_as_vector_quantize_pytorch():
-    vqp = pytest.importorskip("vector_quantize_pytorch")
+    vqp = reference("vector_quantize_pytorch")
     kw = dict(dim=64, groups=2, num_quantizers=4, codebook_size=32)
     ours = GroupedResidualVQ(**kw).eval()
     theirs = vqp.GroupedResidualVQ(**kw, rotation_trick=False).eval()

@@ -12,11 +12,10 @@ from codec.train.data import (
     EpochBatches,
     SegmentDataset,
     build_manifest,
-    make_demo_clip,
-    make_demo_corpus,
     split_manifest,
     split_seed,
 )
+from codec.train.synthetic import make_demo_clip, make_demo_corpus
 
 
 @pytest.fixture

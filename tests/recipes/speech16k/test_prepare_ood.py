@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-SCRIPT = Path(__file__).resolve().parent.parent / "recipes" / "speech16k" / "prepare_ood.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "recipes" / "speech16k" / "prepare_ood.py"
 spec = importlib.util.spec_from_file_location("prepare_ood", SCRIPT)
 prepare_ood = importlib.util.module_from_spec(spec)
 sys.modules["prepare_ood"] = prepare_ood

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "recipes" / "speech16k" / "prepare_tuxpaint.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "recipes" / "speech16k" / "prepare_tuxpaint.py"
 spec = importlib.util.spec_from_file_location("prepare_tuxpaint", SCRIPT)
 prepare_tuxpaint = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(prepare_tuxpaint)

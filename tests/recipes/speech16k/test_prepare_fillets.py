@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "recipes" / "speech16k" / "prepare_fillets.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "recipes" / "speech16k" / "prepare_fillets.py"
 
 
 def run(out, *args):

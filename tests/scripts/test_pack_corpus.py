@@ -7,7 +7,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "pack_corpus.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pack_corpus.py"
 spec = importlib.util.spec_from_file_location("pack_corpus", SCRIPT)
 pack_corpus = importlib.util.module_from_spec(spec)
 sys.modules["pack_corpus"] = pack_corpus

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "fetch_corpus.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "fetch_corpus.py"
 spec = importlib.util.spec_from_file_location("fetch_corpus", SCRIPT)
 fetch_corpus = importlib.util.module_from_spec(spec)
 sys.modules["fetch_corpus"] = fetch_corpus

@@ -11,7 +11,7 @@ import pytest
 
 from codec.audio import audio_info
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 DEMO = ROOT / "recipes" / "demo"
 
 # the adaptation at test size: fewer, shorter steps on one thread

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torchaudio.functional as AF
 
-SCRIPT = Path(__file__).resolve().parent.parent / "recipes" / "speech16k" / "band_bias.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "recipes" / "speech16k" / "band_bias.py"
 spec = importlib.util.spec_from_file_location("band_bias", SCRIPT)
 band_bias = importlib.util.module_from_spec(spec)
 sys.modules["band_bias"] = band_bias

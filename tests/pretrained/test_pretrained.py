@@ -15,7 +15,7 @@ from codec.models import Codec
 from codec.models.names import PRETRAINED, resolve_model
 
 SHIPPED = PRETRAINED / "speech16k"
-CLIPS = Path(__file__).resolve().parents[1] / "recipes" / "demo" / "speech"
+CLIPS = Path(__file__).resolve().parents[2] / "recipes" / "demo" / "speech"
 
 
 @pytest.fixture(scope="module")
