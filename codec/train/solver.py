@@ -89,7 +89,27 @@ def build_discriminator(cfg: DictConfig, channels: int):
         return None
     from codec.nn.discriminators import make_discriminators
 
-    return make_discriminators(names, channels, filters=cfg.discriminator.filters)
+    options = dict(cfg.discriminator.get("options") or {})
+    return make_discriminators(names, channels, filters=cfg.discriminator.filters, **options)
+
+
+def adversarial_step(cfg: DictConfig, step: int) -> bool:
+    """Whether `step` updates the discriminator and adds the adversarial terms: from
+    discriminator.start_step, every discriminator.every-th step (the steps between train the
+    generator on its reconstruction terms alone)."""
+    start, every = cfg.discriminator.start_step, cfg.discriminator.get("every", 1)
+    return step >= start and (step - start) % every == 0
+
+
+def discriminator_crop(cfg: DictConfig, step: int, sample_rate: int, length: int):
+    """The slice of a training segment the discriminator sees at `step`:
+    discriminator.crop_seconds of it (all of it when unset or longer), at an offset drawn from
+    the step number, so a resumed run and every DDP rank crop alike."""
+    seconds = cfg.discriminator.get("crop_seconds")
+    crop = length if not seconds else min(length, round(seconds * sample_rate))
+    generator = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + step)
+    start = int(torch.randint(length - crop + 1, (1,), generator=generator))
+    return slice(start, start + crop)
 
 
 class CompressionSolver:
@@ -267,15 +287,17 @@ class CompressionSolver:
 
     def _step(self, wav: torch.Tensor, step: int) -> dict[str, float]:
         cfg, logs = self.cfg, {}
-        adversarial = self.disc is not None and step >= cfg.discriminator.start_step
+        adversarial = self.disc is not None and adversarial_step(cfg, step)
         with self._autocast():
             out = self.g_model(wav)
         audio, commitment = out["audio"].float(), out["commitment"].float()
 
         if adversarial:
+            crop = discriminator_crop(cfg, step, self.model.sample_rate, wav.shape[-1])
+            real, fake = wav[..., crop], audio[..., crop]
             with self._autocast():
-                real_logits, _ = self.d_model(wav)
-                fake_logits, _ = self.d_model(audio.detach())
+                real_logits, _ = self.d_model(real)
+                fake_logits, _ = self.d_model(fake.detach())
             d_loss = discriminator_loss(real_logits, fake_logits, cfg.loss.adversarial)
             check_finite({"discriminator": d_loss}, self.env)
             self.opt_d.zero_grad(set_to_none=True)
@@ -291,9 +313,9 @@ class CompressionSolver:
         if adversarial:
             disc = self.disc  # unwrapped: this pass only routes gradient to the audio
             with self._autocast():
-                fake_logits, fake_feats = disc(audio)
+                fake_logits, fake_feats = disc(fake)
                 with torch.no_grad():
-                    _, real_feats = disc(wav)
+                    _, real_feats = disc(real)
             losses["adv"] = generator_loss([f.float() for f in fake_logits], cfg.loss.adversarial)
             losses["feat"] = feature_matching_loss(real_feats, fake_feats)
         check_finite(losses | {"commitment": commitment}, self.env)

@@ -340,6 +340,40 @@ def test_adversarial_terms_start_at_their_step_and_ramp_in(
     assert all(math.isfinite(r["adv"]) and r["grad_adv"] > 0 for r in logged[1:])
 
 
+def test_a_cheap_discriminator_trains_every_kth_step_on_crops(
+    tmp_path, metrics_records, tiny_train_overrides
+):
+    run = tmp_path / "run"
+    cheap = [
+        "discriminator=msstft_cpu",  # 3 scales of 8 filters, every 4th step, 0.5 s crops
+        "discriminator.every=2",
+        "discriminator.ramp_steps=0",
+        "discriminator.crop_seconds=0.25",
+    ]
+    steps = ["trainer.steps=4", "trainer.log_every=1", "trainer.valid_every=100"]
+    main([*tiny_train_overrides, *cheap, *steps, f"run_dir={run}"])
+    logged = [r for r in metrics_records(run) if "mel" in r]
+    assert [("adv" in r, "d_loss" in r) for r in logged] == [(True, True), (False, False)] * 2
+    assert all(math.isfinite(r["adv"]) and r["grad_adv"] > 0 for r in logged[::2])
+
+
+def test_the_discriminator_crop_is_drawn_from_the_step():
+    from omegaconf import OmegaConf
+
+    from codec.train.solver import adversarial_step, discriminator_crop
+
+    cfg = OmegaConf.create(
+        {"seed": 0, "discriminator": {"start_step": 3, "every": 4, "crop_seconds": 0.5}}
+    )
+    assert [s for s in range(16) if adversarial_step(cfg, s)] == [3, 7, 11, 15]
+    crops = [discriminator_crop(cfg, step, 16000, 16000) for step in range(8)]
+    assert all(c.stop - c.start == 8000 and 0 <= c.start <= 8000 for c in crops)
+    assert len({c.start for c in crops}) > 1  # it moves from step to step
+    assert crops == [discriminator_crop(cfg, step, 16000, 16000) for step in range(8)]
+    cfg.discriminator.crop_seconds = None
+    assert discriminator_crop(cfg, 5, 16000, 4000) == slice(0, 4000)
+
+
 def test_learning_rate_warms_up_then_decays_to_the_floor():
     from codec.train.optim import lr_factor
 
