@@ -8,15 +8,16 @@ Trains each case's configuration for a few steps on the generated demo corpus (i
 folder) and prints the first step's time (k-means initialisation, and compilation with
 --compile), the median and mean step time over the steps after two of warm-up, audio seconds
 per second at the mean (a discriminator updated every k-th step makes the mean the figure:
---steps 14 leaves 12 steps, a whole number of k = 4 cycles), and on a GPU the peak memory. The default cases are the CPU ones (the demo's small 16 kHz codec
-with and without the MS-STFT discriminator, the speech16k CPU configuration); `--cases
-speech16k_gpu speech16k_istft` measures the speech16k GPU configuration (its discriminator on
-from the first step) and the frame-rate (STFT / inverse-STFT) experiment; `--cases
-speech16k_cpu speech16k_cpu_msstft speech16k_cpu_msstft_cpu` the cost of MS-STFT discriminators
-on the speech16k CPU configuration. `--precision` and
-`--compile` set trainer.precision and trainer.compile for every case; `--override` adds Hydra
-overrides to every case (a dry run: `--override data.batch_size=2 data.segment_seconds=0.25`);
-`--json` appends one JSON record per case to FILE.
+--steps 14 leaves 12 steps, a whole number of k = 4 cycles), and on a GPU the peak memory.
+The default cases are the CPU ones (the demo's small 16 kHz codec with and without the MS-STFT
+discriminator, the speech16k CPU configuration); `--cases speech16k_gpu speech16k_istft`
+measures the speech16k GPU configuration (its discriminator on from the first step) and the
+frame-rate (STFT / inverse-STFT) experiment; `--cases speech16k_cpu speech16k_cpu_msstft
+speech16k_cpu_msstft_cpu` the cost of MS-STFT discriminators on the speech16k CPU
+configuration. `--precision` and `--compile` set trainer.precision and trainer.compile for
+every case; `--override` adds Hydra overrides to every case (a dry run: `--override
+data.batch_size=2 data.segment_seconds=0.25`); `--json` appends one JSON record per case to
+FILE.
 """
 
 from __future__ import annotations
