@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from codec.nn.inference import cpu_isa
 from codec.train import Trainer, compose_config
 from codec.train.synthetic import make_demo_corpus
 
@@ -116,7 +117,7 @@ def main() -> None:
     if args.device.startswith("cuda"):
         where = f"{torch.cuda.get_device_name(torch.device(args.device))} ({args.device})"
     print(
-        f"training throughput on {where}, {args.precision}{' + compile' if args.compile else ''},"
+        f"training throughput on {where} (CPU ISA {cpu_isa()}), {args.precision}{' + compile' if args.compile else ''},"
         f" {args.threads} threads, median of {args.steps - 2} steps after 2 of warm-up"
         + (f"; overrides: {' '.join(args.override)}" if args.override else "")
     )

@@ -1,5 +1,5 @@
 """The shipped speech16k model (codec/pretrained/speech16k): it loads as itself, is small and
-causal, streams, codes real speech that it never trained on well above chance, gains with
+causal, streams exactly, codes real speech that it never trained on well above chance, gains with
 every level, and is found by name from the CLI and from a .codes file."""
 
 import json
@@ -52,19 +52,35 @@ def test_it_codes_unseen_speech_well_above_chance_and_better_with_more_levels(mo
     assert quality[0] < quality[1] < quality[2] < quality[3], quality
 
 
-def test_it_streams_frame_by_frame_as_it_decodes_offline_after_a_start_transient(model, speech):
-    """Its convs pad by reflection: offline, the first frames' left padding reflects the
-    samples after them, which a stream cannot see yet; the LSTM carries that difference for
-    about a second (below 1e-4 after 1.1 s on these digits), then the stream gives the offline
-    samples."""
-    codes = model.encode(speech[..., :32000], bandwidth=6)
-    offline = model.decode(codes)
-    with model.streaming():
-        pieces = [model.decode(codes[..., k : k + 1]) for k in range(codes.shape[-1])]
-    streamed = torch.cat(pieces, -1)
-    torch.testing.assert_close(streamed[..., 20000:], offline[..., 20000:], atol=1e-3, rtol=0)
-    difference = (streamed - offline).square().sum() / offline.square().sum()
-    assert difference < 1e-2  # 20 dB below the signal over the whole 2 s
+def _chunked(step, signal: torch.Tensor, sizes: list[int], unit: int) -> torch.Tensor:
+    """`step` over consecutive chunks of `signal`'s last axis of sizes[i] * unit (cycled)."""
+    pieces, start, i = [], 0, 0
+    while start < signal.shape[-1]:
+        size = sizes[i % len(sizes)] * unit
+        pieces.append(step(signal[..., start : start + size]))
+        start, i = start + size, i + 1
+    return torch.cat(pieces, -1)
+
+
+@pytest.mark.parametrize("sizes", [[1], [3, 1, 7, 2, 5]], ids=["one frame", "uneven"])
+def test_a_stream_equals_offline_coding_from_the_first_sample(model, speech, sizes):
+    """Its convs pad with zeros, so the left padding a stream sees (nothing yet) is the
+    offline padding: the encoder's latents and codes and the decoder's audio agree from
+    sample 0, one frame at a time and in uneven chunks."""
+    assert {model.config.encoder["pad_mode"], model.config.decoder["pad_mode"]} == {"zeros"}
+    hop, x = model.hop_length, speech[..., :32000]
+    with torch.no_grad():
+        latents, codes = model._latents(x), model.encode(x, bandwidth=6)
+        offline = model.decode(codes)
+        with model.streaming():
+            streamed_latents = _chunked(model._latents, x, sizes, hop)
+        with model.streaming():
+            streamed_codes = _chunked(lambda c: model.encode(c, bandwidth=6), x, sizes, hop)
+        with model.streaming():
+            streamed = _chunked(model.decode, codes, sizes, 1)
+    torch.testing.assert_close(streamed_latents, latents, atol=1e-5, rtol=0)
+    assert torch.equal(streamed_codes, codes)
+    torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=0)
 
 
 def test_a_codes_file_finds_the_shipped_model_without_m(tmp_path):
