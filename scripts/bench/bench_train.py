@@ -117,8 +117,9 @@ def main() -> None:
     if args.device.startswith("cuda"):
         where = f"{torch.cuda.get_device_name(torch.device(args.device))} ({args.device})"
     print(
-        f"training throughput on {where} (CPU ISA {cpu_isa()}), {args.precision}{' + compile' if args.compile else ''},"
-        f" {args.threads} threads, median of {args.steps - 2} steps after 2 of warm-up"
+        f"training throughput on {where} (CPU ISA {cpu_isa()}), {args.precision}"
+        f"{' + compile' if args.compile else ''}, {args.threads} threads,"
+        f" median of {args.steps - 2} steps after 2 of warm-up"
         + (f"; overrides: {' '.join(args.override)}" if args.override else "")
     )
     print(
