@@ -1,10 +1,14 @@
-"""The results tables of recipes/speech16k/README.md, rendered from the recipe's CSVs:
+"""The results tables of recipes/speech16k/README.md and of the shipped model's card
+(codec/pretrained/speech16k/README.md), rendered from the recipe's results:
 
 python recipes/speech16k/tables.py --write   # rewrite every table between its markers
 python recipes/speech16k/tables.py --check   # exit 1 with one line naming a stale table
 
-Each table sits between `<!-- table:NAME -->` and `<!-- /table:NAME -->`. The shipped model's
-tables come from `codec eval`'s means (results/RUN/summary.json); the rows tables from
+Each table sits between `<!-- table:NAME -->` and `<!-- /table:NAME -->`, in either document
+(or both). The shipped model's tables come from `codec eval`'s means
+(results/RUN/summary.json): the `perceptual` kind adds DNSMOS, the worst band's level error and
+the Opus-equivalent bitrate at 6 kbps (the rate whose Opus scores as ours does); the rows
+tables from
 results/rows.csv, one line per run, split and bitrate with the commands that trained and scored
 it (its `command` and `eval` columns) and columns the README leaves out (STFT distance,
 steps/s, entropy; the trainer's own validation of the `dropout` and `noncausal_validation` rows).
@@ -20,6 +24,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+CARD = HERE.parents[1] / "codec" / "pretrained" / "speech16k" / "README.md"
 METRICS = ["mel", "stft", "si_sdr", "pesq", "stoi"]
 HEADS = {"mel": "mel", "stft": "STFT", "si_sdr": "SI-SDR dB", "pesq": "PESQ", "stoi": "STOI"}
 ROW_METRICS = ["mel", "si_sdr", "pesq", "stoi"]  # rows.csv has STFT distance too
@@ -43,6 +48,24 @@ TABLES = {
         "eval",
         [("before fine-tune", "before_finetune", ("6",), ("codec",)), ("", ".", ("6",), BOTH)],
     ),
+}
+# the shipped model (stream-exact fine-tune) and the one before it, on the same files;
+# perceptual tables: (label, results folder, target kbps of ours, Opus targets)
+LADDER = ("6", "8", "12")
+SHIPPED = {
+    "shipped_valid": [("", "stream_valid", KBPS, LADDER), ("before", "before_valid", ("6",), ())],
+    "shipped_test": [("", "stream_test", KBPS, LADDER), ("before", "before_test", ("6",), ())],
+    "shipped_ood": [("", "stream_ood", KBPS, LADDER), ("before", "before_ood", ("6",), ())],
+}
+TABLES.update({name: ("perceptual", sources) for name, sources in SHIPPED.items()})
+PERCEPTUAL = {
+    "pesq": ("PESQ", 2),
+    "stoi": ("STOI", 3),
+    "dnsmos_ovrl": ("DNSMOS OVRL", 2),
+    "dnsmos_p808": ("DNSMOS P.808", 2),
+    "mel": ("mel", 3),
+    "si_sdr": ("SI-SDR dB", 2),
+    "band_db": ("worst band dB", 1),
 }
 EXTRA = {
     "split": "split",
@@ -81,6 +104,45 @@ def eval_table(sources, results: Path) -> str:
     return markdown(head, body)
 
 
+def perceptual_table(sources, results: Path) -> str:
+    """Ours at each listed level count and Opus at each listed rate, with the scores no loss
+    here trains toward (DNSMOS), the worst band's level error, the input's DNSMOS, and a last
+    line of Opus-equivalent bitrates of ours at 6 kbps."""
+    body, equivalent = [], None
+    for label, folder, ours_kbps, opus_kbps in sources:
+        summary = json.loads((results / folder / "summary.json").read_text())
+        for mean in summary["means"]:
+            kind, kbps = mean["codec"], f"{mean['target_kbps']:g}" if mean["target_kbps"] else ""
+            if kind == "codec" and kbps in ours_kbps:
+                name = f"ours, {mean['levels']} level{'s' * (mean['levels'] > 1)}"
+            elif kind == "opus" and kbps in opus_kbps:
+                name = "Opus"
+            elif kind == "input" and not label:
+                name = "input (no coding)"
+            else:
+                continue
+            cells = [f"{label}: {name}" if label else name, kbps or "-"]
+            cells += [number(mean[k], d) if k in mean else "-" for k, (_, d) in PERCEPTUAL.items()]
+            body.append(cells)
+        if not label:
+            equivalent = summary.get("opus_equivalent_kbps", {}).get("6")
+    head = ["codec", "kbps", *(name for name, _ in PERCEPTUAL.values())]
+    if equivalent:
+        rate = {k: v for k, v in equivalent.items()}
+        cells = ["Opus-equivalent kbps of ours at 6", "-"]
+        for key in PERCEPTUAL:
+            found = rate.get(key)
+            cells.append(
+                "-"
+                if not found
+                else f"{found['bound']}{found['kbps']:g}"
+                if found["bound"]
+                else f"{found['kbps']:.1f}"
+            )
+        body.append(cells)
+    return markdown(head, body)
+
+
 def rows_table(rows: list[dict], section: str, extra: list[str]) -> str:
     """rows.csv's `section`, figures as written there: the validation split at 6 kbps, unless
     `extra` names the split or kbps column."""
@@ -106,8 +168,12 @@ def render(results: Path) -> dict[str, str]:
     with open(results / "rows.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     tables = {}
+    kinds = {"eval": eval_table, "perceptual": perceptual_table}
     for name, (kind, what) in TABLES.items():
-        tables[name] = eval_table(what, results) if kind == "eval" else rows_table(rows, *what)
+        if kind == "rows":
+            tables[name] = rows_table(rows, *what)
+        elif all((results / folder / "summary.json").is_file() for _, folder, *_ in what):
+            tables[name] = kinds[kind](what, results)
     return tables
 
 
@@ -121,21 +187,26 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--write", action="store_true", help="rewrite the tables in the README")
     mode.add_argument("--check", action="store_true", help="exit 1 when a table is stale")
     parser.add_argument("--readme", type=Path, default=HERE / "README.md")
+    parser.add_argument("--card", type=Path, default=CARD)
     parser.add_argument("--results", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
-    text = args.readme.read_text()
+    texts = {path: path.read_text() for path in (args.readme, args.card)}
     for name, table in render(args.results).items():
-        found = block(name).search(text)
-        if found is None:
-            print(f"error: {args.readme}: no <!-- table:{name} --> markers", file=sys.stderr)
+        places = [(path, block(name).search(text)) for path, text in texts.items()]
+        places = [(path, found) for path, found in places if found is not None]
+        if not places:
+            print(f"error: no <!-- table:{name} --> markers in {args.readme} or {args.card}")
             return 1
-        if found.group(2) != table + "\n":
-            if args.check:
-                print(f"{args.readme}: table {name} disagrees with its CSV (run --write)")
-                return 1
-            text = text[: found.start(2)] + table + "\n" + text[found.end(2) :]
+        for path, found in places:
+            if found.group(2) != table + "\n":
+                if args.check:
+                    print(f"{path}: table {name} disagrees with its results (run --write)")
+                    return 1
+                text = texts[path]
+                texts[path] = text[: found.start(2)] + table + "\n" + text[found.end(2) :]
     if args.write:
-        args.readme.write_text(text)
+        for path, text in texts.items():
+            path.write_text(text)
     return 0
 
 
