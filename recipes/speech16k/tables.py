@@ -6,12 +6,12 @@ python recipes/speech16k/tables.py --check   # exit 1 with one line naming a sta
 
 Each table sits between `<!-- table:NAME -->` and `<!-- /table:NAME -->`, in either document
 (or both). The shipped model's tables come from `codec eval`'s means
-(results/RUN/summary.json): the `perceptual` kind adds DNSMOS, the worst band's level error and
+(results/RUN/summary.json): PESQ, STOI, DNSMOS, mel, SI-SDR, the worst band's level error and
 the Opus-equivalent bitrate at 6 kbps (the rate whose Opus scores as ours does); the rows
-tables from
-results/rows.csv, one line per run, split and bitrate with the commands that trained and scored
-it (its `command` and `eval` columns) and columns the README leaves out (STFT distance,
-steps/s, entropy; the trainer's own validation of the `dropout` and `noncausal_validation` rows).
+tables from results/rows.csv, one line per run, split and bitrate with the commands that
+trained and scored it (its `command` and `eval` columns) and columns the README leaves out
+(STFT distance, steps/s, entropy; the trainer's own validation of the `dropout` and
+`noncausal_validation` rows).
 """
 
 from __future__ import annotations
@@ -25,18 +25,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CARD = HERE.parents[1] / "codec" / "pretrained" / "speech16k" / "README.md"
-METRICS = ["mel", "stft", "si_sdr", "pesq", "stoi"]
 HEADS = {"mel": "mel", "stft": "STFT", "si_sdr": "SI-SDR dB", "pesq": "PESQ", "stoi": "STOI"}
 ROW_METRICS = ["mel", "si_sdr", "pesq", "stoi"]  # rows.csv has STFT distance too
-DIGITS = {"file_kbps": 2, "mel": 3, "stft": 3, "si_sdr": 2, "pesq": 3, "stoi": 3}
 KBPS = ("1.5", "3", "6", "12")
 
 # name: (kind, what): "eval" lists (label, results folder, target kbps, codecs); "rows" names
 # a section of rows.csv and its extra columns
-BOTH = ("codec", "opus")
 TABLES = {
-    "heldout": ("eval", [("", "causal", KBPS, BOTH)]),
-    "splits": ("eval", [("ood", "causal_ood", ("6",), BOTH), ("tux", "causal_tux", ("6",), BOTH)]),
     "stages": ("rows", ("stages", ["split"])),
     "ceiling": ("rows", ("ceiling", ["kbps"])),
     "quantizer": ("rows", ("quantizer", ["codes_used_pct"])),
@@ -44,10 +39,6 @@ TABLES = {
     "losses_stage2": ("rows", ("losses_stage2", [])),
     "losses_stage3": ("rows", ("losses_stage3", ["band_level_db"])),
     "deeper": ("rows", ("deeper", ["parameters"])),
-    "noncausal": (
-        "eval",
-        [("before fine-tune", "before_finetune", ("6",), ("codec",)), ("", ".", ("6",), BOTH)],
-    ),
 }
 # the shipped model (stream-exact fine-tune) and the one before it, on the same files;
 # perceptual tables: (label, results folder, target kbps of ours, Opus targets)
@@ -85,25 +76,6 @@ def number(value: float, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
-def eval_table(sources, results: Path) -> str:
-    """`codec eval`'s means: ours (N levels) and Opus at each listed target."""
-    body = []
-    for label, folder, targets, codecs in sources:
-        summary = json.loads((results / folder / "summary.json").read_text())
-        for mean in summary["means"]:
-            if f"{mean['target_kbps']:g}" not in targets or mean["codec"] not in codecs:
-                continue
-            ours = mean["codec"] == "codec"
-            levels = f"{mean.get('levels')} level{'s' * (mean.get('levels', 0) > 1)}"
-            codec = f"ours, {levels}" if ours else mean["codec"].capitalize()
-            cells = [f"{label}: {codec}" if label else codec, f"{mean['target_kbps']:g}"]
-            cells += [number(mean[k], DIGITS[k]) for k in ["file_kbps", *METRICS]]
-            cells.append(number(mean["entropy_kbps"], 2) if ours else "-")
-            body.append(cells)
-    head = ["codec", "kbps", "kbps stored", *HEADS.values(), "entropy kbps"]
-    return markdown(head, body)
-
-
 def perceptual_table(sources, results: Path) -> str:
     """Ours at each listed level count and Opus at each listed rate, with the scores no loss
     here trains toward (DNSMOS), the worst band's level error, the input's DNSMOS, and a last
@@ -128,10 +100,9 @@ def perceptual_table(sources, results: Path) -> str:
             equivalent = summary.get("opus_equivalent_kbps", {}).get("6")
     head = ["codec", "kbps", *(name for name, _ in PERCEPTUAL.values())]
     if equivalent:
-        rate = {k: v for k, v in equivalent.items()}
         cells = ["Opus-equivalent kbps of ours at 6", "-"]
         for key in PERCEPTUAL:
-            found = rate.get(key)
+            found = equivalent.get(key)
             cells.append(
                 "-"
                 if not found
@@ -168,12 +139,10 @@ def render(results: Path) -> dict[str, str]:
     with open(results / "rows.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     tables = {}
-    kinds = {"eval": eval_table, "perceptual": perceptual_table}
     for name, (kind, what) in TABLES.items():
-        if kind == "rows":
-            tables[name] = rows_table(rows, *what)
-        elif all((results / folder / "summary.json").is_file() for _, folder, *_ in what):
-            tables[name] = kinds[kind](what, results)
+        tables[name] = (
+            rows_table(rows, *what) if kind == "rows" else perceptual_table(what, results)
+        )
     return tables
 
 

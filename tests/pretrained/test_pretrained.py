@@ -52,14 +52,15 @@ def test_it_codes_unseen_speech_well_above_chance_and_better_with_more_levels(mo
     assert quality[0] < quality[1] < quality[2] < quality[3], quality
 
 
-def _chunked(step, signal: torch.Tensor, sizes: list[int], unit: int) -> torch.Tensor:
-    """`step` over consecutive chunks of `signal`'s last axis of sizes[i] * unit (cycled)."""
+def _chunked(step, signal: torch.Tensor, sizes: list[int], unit: int, axis: int = -1):
+    """`step` over consecutive chunks of `signal`'s last axis of sizes[i] * unit (cycled), its
+    outputs joined along `axis`."""
     pieces, start, i = [], 0, 0
     while start < signal.shape[-1]:
         size = sizes[i % len(sizes)] * unit
         pieces.append(step(signal[..., start : start + size]))
         start, i = start + size, i + 1
-    return torch.cat(pieces, -1)
+    return torch.cat(pieces, axis)
 
 
 @pytest.mark.parametrize("sizes", [[1], [3, 1, 7, 2, 5]], ids=["one frame", "uneven"])
@@ -73,7 +74,7 @@ def test_a_stream_equals_offline_coding_from_the_first_sample(model, speech, siz
         latents, codes = model._latents(x), model.encode(x, bandwidth=6)
         offline = model.decode(codes)
         with model.streaming():
-            streamed_latents = _chunked(model._latents, x, sizes, hop)
+            streamed_latents = _chunked(model._latents, x, sizes, hop, axis=1)  # (b, f, d)
         with model.streaming():
             streamed_codes = _chunked(lambda c: model.encode(c, bandwidth=6), x, sizes, hop)
         with model.streaming():
