@@ -276,10 +276,6 @@ class ConvTransposeState(State):
 
     tail: torch.Tensor
 
-    @classmethod
-    def fresh_like(cls, state: ConvTransposeState) -> ConvTransposeState:
-        return cls(torch.zeros_like(state.tail))
-
 
 class ConvTranspose1d(StreamingModule[ConvTransposeState]):
     """(b, c_in, f) -> (b, c_out, f * stride); causal layers trim all overlap on the right.
@@ -334,10 +330,6 @@ class LSTMState(State):
 
     h: torch.Tensor
     c: torch.Tensor
-
-    @classmethod
-    def fresh_like(cls, state: LSTMState) -> LSTMState:
-        return cls(torch.zeros_like(state.h), torch.zeros_like(state.c))
 
 
 class LSTM(StreamingModule[LSTMState]):

@@ -55,8 +55,10 @@ class State:
 
     @classmethod
     def fresh_like(cls, state: State) -> State:
-        """A fresh state of the same shapes as `state`."""
-        raise NotImplementedError
+        """A fresh state of the same shapes as `state`: every tensor zero (a state whose
+        fresh value is not zeros overrides this)."""
+        zeros = {name: torch.zeros_like(value) for name, value in state.tensors().items()}
+        return dataclasses.replace(state, **zeros)
 
 
 S = TypeVar("S", bound=State)

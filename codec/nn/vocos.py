@@ -118,10 +118,6 @@ class OverlapAddState(State):
 
     tail: torch.Tensor
 
-    @classmethod
-    def fresh_like(cls, state: OverlapAddState) -> OverlapAddState:
-        return cls(torch.zeros_like(state.tail))
-
     def reset(self, mask: torch.Tensor) -> None:  # one row per item and channel
         super().reset(mask.repeat_interleave(self.tail.shape[0] // mask.shape[0]))
 
