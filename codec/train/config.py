@@ -38,3 +38,11 @@ def check_trainer_config(cfg: DictConfig) -> None:
             raise ValueError(f"trainer.{key} must be a whole number >= 1, got {trainer[key]}")
     if not isinstance(trainer.steps, int) or trainer.steps < 0:
         raise ValueError(f"trainer.steps must be a whole number >= 0, got {trainer.steps}")
+    every = cfg.discriminator.get("every", 1)
+    if not isinstance(every, int) or every < 1:
+        raise ValueError(f"discriminator.every must be a whole number >= 1, got {every}")
+    crop = cfg.discriminator.get("crop_seconds")
+    if crop is not None and (not isinstance(crop, (int, float)) or crop <= 0):
+        raise ValueError(
+            f"discriminator.crop_seconds must be a positive number or null, got {crop}"
+        )

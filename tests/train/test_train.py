@@ -296,6 +296,8 @@ def test_a_real_write_failure_ends_the_run_with_the_os_reason(
         ("trainer.valid_every=0", "trainer.valid_every must be a whole number >= 1, got 0"),
         ("trainer.checkpoint_every=1.5", "trainer.checkpoint_every must be a whole number"),
         ("trainer.steps=-5", "trainer.steps must be a whole number >= 0, got -5"),
+        ("discriminator.every=0", "discriminator.every must be a whole number >= 1, got 0"),
+        ("discriminator.crop_seconds=-1", "discriminator.crop_seconds must be a positive"),
     ],
 )
 def test_bad_step_counts_are_one_line_before_anything_runs(
