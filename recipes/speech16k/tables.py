@@ -23,6 +23,8 @@ import re
 import sys
 from pathlib import Path
 
+from codec.equivalent_rate import EquivalentRate
+
 HERE = Path(__file__).resolve().parent
 CARD = HERE.parents[1] / "codec" / "pretrained" / "speech16k" / "README.md"
 HEADS = {"mel": "mel", "stft": "STFT", "si_sdr": "SI-SDR dB", "pesq": "PESQ", "stoi": "STOI"}
@@ -103,13 +105,7 @@ def perceptual_table(sources, results: Path) -> str:
         cells = ["Opus-equivalent kbps of ours at 6", "-"]
         for key in PERCEPTUAL:
             found = equivalent.get(key)
-            cells.append(
-                "-"
-                if not found
-                else f"{found['bound']}{found['kbps']:g}"
-                if found["bound"]
-                else f"{found['kbps']:.1f}"
-            )
+            cells.append(str(EquivalentRate(**found)) if found else "-")
         body.append(cells)
     return markdown(head, body)
 
