@@ -156,7 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     texts = {path: path.read_text() for path in (args.readme, args.card)}
-    for name, table in render(args.results).items():
+    try:
+        tables = render(args.results)
+    except OSError as err:  # a missing results file
+        print(f"error: {err.filename}: {err.strerror}", file=sys.stderr)
+        return 1
+    except (ValueError, KeyError) as err:  # a foreign one
+        print(f"error: {args.results}: a results file lacks {err}", file=sys.stderr)
+        return 1
+    for name, table in tables.items():
         places = [(path, block(name).search(text)) for path, text in texts.items()]
         places = [(path, found) for path, found in places if found is not None]
         if not places:

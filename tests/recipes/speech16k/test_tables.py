@@ -26,3 +26,9 @@ def test_check_names_the_table_with_an_altered_figure(tmp_path, capsys):
     assert "table ceiling" in line
     assert tables.main(["--write", "--readme", str(readme)]) == 0
     assert readme.read_text() == text
+
+
+def test_a_missing_results_file_is_one_line_naming_it(tmp_path, capsys):
+    assert tables.main(["--check", "--results", str(tmp_path)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert str(tmp_path / "rows.csv") in line and "No such file" in line
