@@ -33,7 +33,7 @@ from codec.train.checkpoint import list_checkpoints
 from codec.train.data import HELD_OUT_FILE, TEST_FILE, build_loader, held_out_paths
 from codec.train.display import TensorBoard
 from codec.train.loop import Environment, Log, NonFiniteStep, check_finite
-from codec.train.optim import make_optimizer, make_schedule
+from codec.train.optim import freeze, make_optimizer, make_schedule
 from codec.train.terms import active_weights, reconstruction_terms
 
 
@@ -125,6 +125,7 @@ class CompressionSolver:
         self.device = env.device
         run_dir = Path(cfg.run_dir if run_dir is None else run_dir)
         self.model = build_model(cfg).to(self.device)
+        freeze(self.model, list(cfg.optim.get("frozen") or ()))
         self.ema = copy.deepcopy(self.model).eval() if cfg.optim.ema_decay else None
         self.disc = build_discriminator(cfg, self.model.channels)
         if self.disc is not None:
@@ -328,9 +329,13 @@ class CompressionSolver:
             gain = min(1.0, (step - cfg.discriminator.start_step + 1) / ramp) if ramp else 1.0
             gains = {"adv": gain, "feat": gain}
             logs["adv_gain"] = gain
+        # with the encoder frozen (optim.frozen) the commitment loss has nothing to train
+        commits = commitment.requires_grad
         if self.balancer is not None:
             grad, norms = self.balancer.combine(losses, audio, gains)
-            torch.autograd.backward([audio, commitment], [grad, w_commit])
+            torch.autograd.backward(
+                [audio, commitment] if commits else [audio], [grad, w_commit] if commits else [grad]
+            )
             logs.update({f"grad_{k}": v for k, v in norms.items()})
         else:
             total = sum(self.weights[k] * gains.get(k, 1.0) * v for k, v in losses.items())

@@ -308,6 +308,43 @@ def test_bad_step_counts_are_one_line_before_anything_runs(
     assert message in str(stop.value) and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("balancer", [True, False])
+def test_frozen_parts_keep_their_weights_and_codebooks(tmp_path, tiny_train_overrides, balancer):
+    steps = ["trainer.steps=2", "trainer.valid_every=100"]
+    main([*tiny_train_overrides, *steps, f"run_dir={tmp_path / 'start'}"])
+    main(
+        [
+            *tiny_train_overrides,
+            *steps,
+            f"init_from={tmp_path / 'start' / 'model'}",
+            "optim.frozen=[encoder,quantizer]",
+            "optim.lr=1e-3",
+            f"loss.balancer={balancer}",
+            f"run_dir={tmp_path / 'adapted'}",
+        ]
+    )
+    start, adapted = (Codec.from_pretrained(tmp_path / n / "model") for n in ("start", "adapted"))
+    before, after = start.state_dict(), adapted.state_dict()
+    for key in (k for k in before if not k.endswith("_extra_state")):  # its dropout draws move on
+        same = torch.equal(before[key], after[key])
+        assert same == (not key.startswith("decoder.")), key
+    clip = torch.randn(1, 1, 8000, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(start.encode(clip), adapted.encode(clip))
+
+
+@pytest.mark.parametrize(
+    "frozen, message",
+    [
+        ("[encoder,lstm]", "optim.frozen: 'lstm' is not a part"),
+        ("[encoder,quantizer,decoder]", "nothing would train"),
+    ],
+)
+def test_a_bad_frozen_list_is_one_line(tmp_path, tiny_train_overrides, frozen, message):
+    with pytest.raises(SystemExit) as stop:
+        main([*tiny_train_overrides, f"optim.frozen={frozen}", f"run_dir={tmp_path / 'run'}"])
+    assert message in str(stop.value)
+
+
 def test_every_reconstruction_term_trains_through_the_balancer(
     tmp_path, metrics_records, tiny_train_overrides
 ):
