@@ -34,9 +34,9 @@ def theirs_model():
     (tests/models/encodec_reference.py), at 6 kbps."""
     import warnings
 
-    root = next(p for p in Path(__file__).resolve().parents if (p / "tests").is_dir())
-    sys.path.insert(0, str(root / "tests" / "models"))
-    from encodec_reference import random_encodec
+    from reference_models import reference_module
+
+    random_encodec = reference_module("encodec_reference").random_encodec
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     model = random_encodec(24000, small=False, seed=0)

@@ -20,7 +20,6 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,11 +43,9 @@ def reference_helpers():
             "descript-audio-codec==1.0.0 (make install does)"
         )
     warnings.filterwarnings("ignore", category=FutureWarning)  # DAC's old-style weight_norm
-    root = next(p for p in Path(__file__).resolve().parents if (p / "tests").is_dir())
-    sys.path.insert(0, str(root / "tests" / "models"))
-    import dac_reference
+    from reference_models import reference_module
 
-    return dac_reference
+    return reference_module("dac_reference")
 
 
 def theirs_model(helpers):

@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
+from reference_models import reference_module
 
 
 def timed(cases: dict, runs: int) -> dict:
@@ -50,16 +48,15 @@ def timed(cases: dict, runs: int) -> dict:
 def _models(names: list[str], folder: Path) -> dict:
     from codec.models import Codec
 
-    sys.path.insert(0, str(ROOT / "tests" / "models"))
     found = {}
     if "speech16k" in names:
         found["speech16k"] = (Codec.from_pretrained("speech16k"), None)
     if "encodec24" in names:
         import warnings
 
-        from encodec_reference import random_encodec
-
         from codec.models.encodec import import_encodec
+
+        random_encodec = reference_module("encodec_reference").random_encodec
 
         warnings.filterwarnings("ignore", category=FutureWarning)
         theirs = random_encodec(24000, small=False, seed=0)
@@ -69,12 +66,11 @@ def _models(names: list[str], folder: Path) -> dict:
         saved = import_encodec(th).save_pretrained(folder / "encodec24")
         found["encodec24"] = (Codec.from_pretrained(saved), theirs)
     if "dac16" in names:
-        from dac_reference import random_dac, save_pth
-
         from codec.models.dac import DAC_16KHZ, import_dac
 
-        theirs = random_dac(DAC_16KHZ | {"sample_rate": 16000}, gain=0.8)
-        pth = save_pth(theirs, folder / "dac_16khz-random.pth")
+        helpers = reference_module("dac_reference")
+        theirs = helpers.random_dac(DAC_16KHZ | {"sample_rate": 16000}, gain=0.8)
+        pth = helpers.save_pth(theirs, folder / "dac_16khz-random.pth")
         saved = import_dac(pth).save_pretrained(folder / "dac16")
         found["dac16"] = (Codec.from_pretrained(saved), theirs)
     return found
@@ -106,8 +102,8 @@ def whole_files(name, model, theirs, graphs, runs: int) -> None:
         cases["encode, encodec package"] = lambda: theirs.encode(wav)
         cases["decode, encodec package"] = lambda: theirs.decode(frames)
     if name == "dac16":
-        sys.path.insert(0, str(ROOT / "tests" / "models"))
-        from dac_reference import reference_decode, reference_encode
+        helpers = reference_module("dac_reference")
+        reference_encode, reference_decode = helpers.reference_encode, helpers.reference_decode
 
         reference = reference_encode(theirs, wav)
         cases["encode, descript-audio-codec"] = lambda: reference_encode(theirs, wav)
