@@ -329,13 +329,12 @@ class CompressionSolver:
             gain = min(1.0, (step - cfg.discriminator.start_step + 1) / ramp) if ramp else 1.0
             gains = {"adv": gain, "feat": gain}
             logs["adv_gain"] = gain
-        # with the encoder frozen (optim.frozen) the commitment loss has nothing to train
-        commits = commitment.requires_grad
         if self.balancer is not None:
             grad, norms = self.balancer.combine(losses, audio, gains)
-            torch.autograd.backward(
-                [audio, commitment] if commits else [audio], [grad, w_commit] if commits else [grad]
-            )
+            outputs, grads = [audio], [grad]
+            if commitment.requires_grad:  # not with the encoder frozen (optim.frozen)
+                outputs, grads = [audio, commitment], [grad, w_commit]
+            torch.autograd.backward(outputs, grads)
             logs.update({f"grad_{k}": v for k, v in norms.items()})
         else:
             total = sum(self.weights[k] * gains.get(k, 1.0) * v for k, v in losses.items())
