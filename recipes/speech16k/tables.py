@@ -50,6 +50,14 @@ SHIPPED = {
     "shipped_test": [("", "stream_test", KBPS, LADDER), ("before", "before_test", ("6",), ())],
     "shipped_ood": [("", "stream_ood", KBPS, LADDER), ("before", "before_ood", ("6",), ())],
 }
+# stage 6 at its own budget (5,000 steps from stage 5) with one of its changes left out, out of
+# domain; the shipped model and Opus 6 below them
+SHIPPED["same_budget_ood"] = [
+    ("stage 6", "same_stage6_ood", ("6",), ()),
+    ("stage 6 without augmentation", "same_noaug_ood", ("6",), ()),
+    ("stage 6 without the Asterisk prompts", "same_noasterisk_ood", ("6",), ()),
+    ("shipped (stage 7)", "stream_ood", ("6",), ("6",)),
+]
 TABLES.update({name: ("perceptual", sources) for name, sources in SHIPPED.items()})
 PERCEPTUAL = {
     "pesq": ("PESQ", 2),
@@ -95,7 +103,7 @@ def perceptual_table(sources, results: Path) -> str:
                 name = "input (no coding)"
             else:
                 continue
-            cells = [f"{label}: {name}" if label else name, kbps or "-"]
+            cells = [f"{label}: {name}" if label and kind == "codec" else name, kbps or "-"]
             cells += [number(mean[k], d) if k in mean else "-" for k, (_, d) in PERCEPTUAL.items()]
             body.append(cells)
         if not label:
