@@ -143,6 +143,7 @@ class CompressionSolver:
         if list_checkpoints(run_dir):  # on every rank, before any of them trains
             self.check_held_out_kept(run_dir)
         self.skipped_reads = 0  # files that failed while reading segments (after the manifest)
+        self.last_adversarial: dict[str, float] = {}  # the last adversarial step's figures
         self.units_per_step = cfg.data.batch_size * cfg.data.segment_seconds * env.world
         vectors = round(self.units_per_step * model.frame_rate)  # per codebook and step
         if (churn := dead_code_churn(model.quantizer, vectors)) and env.rank == 0:
@@ -347,6 +348,13 @@ class CompressionSolver:
         self._update_ema()
         logs.update({k: float(v.detach()) for k, v in losses.items()})
         logs["commitment"] = float(commitment.detach())
+        # a discriminator trained every k steps would otherwise never show in logs taken every
+        # n steps when k divides n: other steps carry its last figures, with their step
+        if adversarial:
+            keys = ("adv", "feat", "d_loss", "adv_gain", "grad_adv", "grad_feat")
+            self.last_adversarial = {k: logs[k] for k in keys if k in logs}
+            self.last_adversarial["adversarial_step"] = step + 1  # the loop's count after it
+        logs.update(self.last_adversarial)
         return logs
 
     @torch.no_grad()
