@@ -58,6 +58,13 @@ SHIPPED["same_budget_ood"] = [
     ("stage 6 without the Asterisk prompts", "same_noasterisk_ood", ("6",), ()),
     ("shipped (stage 7)", "stream_ood", ("6",), ("6",)),
 ]
+# 1,500 steps more from the shipped weights (stage 7's settings), with the cheap discriminator
+# and without, on validation
+SHIPPED["adversarial_valid"] = [
+    ("no discriminator", "adv_control_valid", ("6",), ()),
+    ("msstft_cpu", "adv_msstft_cpu_valid", ("6",), ()),
+    ("shipped", "stream_valid", ("6",), ("6",)),
+]
 TABLES.update({name: ("perceptual", sources) for name, sources in SHIPPED.items()})
 PERCEPTUAL = {
     "pesq": ("PESQ", 2),
