@@ -42,30 +42,31 @@ TABLES = {
     "losses_stage3": ("rows", ("losses_stage3", ["band_level_db"])),
     "deeper": ("rows", ("deeper", ["parameters"])),
 }
-# the shipped model (stream-exact fine-tune) and the one before it, on the same files;
-# perceptual tables: (label, results folder, target kbps of ours, Opus targets)
+# perceptual tables: (label, results folder, target kbps of ours, Opus targets); a source
+# without a label also gives the input's row and the Opus-equivalent line
 LADDER = ("6", "8", "12")
-SHIPPED = {
+EVALUATED = {
+    # the shipped model (stream-exact fine-tune) and the one before it, on the same files
     "shipped_valid": [("", "stream_valid", KBPS, LADDER), ("before", "before_valid", ("6",), ())],
     "shipped_test": [("", "stream_test", KBPS, LADDER), ("before", "before_test", ("6",), ())],
     "shipped_ood": [("", "stream_ood", KBPS, LADDER), ("before", "before_ood", ("6",), ())],
+    # stage 6 at its own budget (5,000 steps from stage 5) with one of its changes left out,
+    # out of domain; the shipped model and Opus 6 below them
+    "same_budget_ood": [
+        ("stage 6", "same_stage6_ood", ("6",), ()),
+        ("stage 6 without augmentation", "same_noaug_ood", ("6",), ()),
+        ("stage 6 without the Asterisk prompts", "same_noasterisk_ood", ("6",), ()),
+        ("shipped (stage 7)", "stream_ood", ("6",), ("6",)),
+    ],
+    # 1,500 steps more from the shipped weights (stage 7's settings), with the cheap
+    # discriminator and without, on validation
+    "adversarial_valid": [
+        ("no discriminator", "adv_control_valid", ("6",), ()),
+        ("msstft_cpu", "adv_msstft_cpu_valid", ("6",), ()),
+        ("shipped", "stream_valid", ("6",), ("6",)),
+    ],
 }
-# stage 6 at its own budget (5,000 steps from stage 5) with one of its changes left out, out of
-# domain; the shipped model and Opus 6 below them
-SHIPPED["same_budget_ood"] = [
-    ("stage 6", "same_stage6_ood", ("6",), ()),
-    ("stage 6 without augmentation", "same_noaug_ood", ("6",), ()),
-    ("stage 6 without the Asterisk prompts", "same_noasterisk_ood", ("6",), ()),
-    ("shipped (stage 7)", "stream_ood", ("6",), ("6",)),
-]
-# 1,500 steps more from the shipped weights (stage 7's settings), with the cheap discriminator
-# and without, on validation
-SHIPPED["adversarial_valid"] = [
-    ("no discriminator", "adv_control_valid", ("6",), ()),
-    ("msstft_cpu", "adv_msstft_cpu_valid", ("6",), ()),
-    ("shipped", "stream_valid", ("6",), ("6",)),
-]
-TABLES.update({name: ("perceptual", sources) for name, sources in SHIPPED.items()})
+TABLES.update({name: ("perceptual", sources) for name, sources in EVALUATED.items()})
 PERCEPTUAL = {
     "pesq": ("PESQ", 2),
     "stoi": ("STOI", 3),
