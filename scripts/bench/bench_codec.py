@@ -59,7 +59,7 @@ def ours_model(theirs):
 
 def versus_encodec(runs: int) -> list[tuple[str, float, float]]:
     torch.set_num_threads(1)
-    wav = torch.randn(1, 1, 240_000) * 0.1
+    wav = torch.randn(1, 1, 240_000, generator=torch.Generator().manual_seed(0)) * 0.1
     theirs = theirs_model()
     ours, bf16 = ours_model(theirs), ours_model(theirs)
     bf16.precision = "bfloat16"
@@ -67,9 +67,10 @@ def versus_encodec(runs: int) -> list[tuple[str, float, float]]:
         codes = ours.encode(wav, bandwidth=6)
         frames = theirs.encode(wav)
         assert codes.shape[2] == frames[0][0].shape[1] == 8
-        same = torch.equal(codes[:, 0], frames[0][0])
+        same = (codes[:, 0] == frames[0][0]).float().mean().item()
         error = (ours.decode(codes) - theirs.decode(frames)).abs().max().item()
-    print(f"codes identical to encodec's: {same}; decoded audio max difference {error:.1e}")
+    # a share below 100% is an fp32 near-tie in the nearest-code search (the input is seeded)
+    print(f"codes equal to encodec's: {same:.2%}; decoded audio max difference {error:.1e}")
     from codec.nn import native_bf16
 
     cases = {
