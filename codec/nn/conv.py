@@ -100,8 +100,14 @@ def pad1d(x: torch.Tensor, left: int, right, mode: str, reach=None) -> torch.Ten
     extension when more is padded than any output reads, which keeps `right` a fixed amount."""
     if pad_mode_of(mode) == "zeros":
         return F.pad(x, (left, right))
+    return torch.cat(reflection_parts(x, left, right, reach), -1)
+
+
+def reflection_parts(x: torch.Tensor, left: int, right, reach=None) -> list[torch.Tensor]:
+    """[the `left` reflected samples before x, x, the `right` ones after it]: pad1d's
+    reflection before it joins them (a caller may join them into memory laid out its way)."""
     reach = right if reach is None else reach
-    return torch.cat([_reflected_left(x, left), x, _reflected_right(x, right, left, reach)], -1)
+    return [_reflected_left(x, left), x, _reflected_right(x, right, left, reach)]
 
 
 def _taps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

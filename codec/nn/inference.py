@@ -29,7 +29,7 @@ from einops import rearrange
 from torch import nn
 
 from codec.nn.activations import Snake, snake
-from codec.nn.conv import LSTM, Conv1d, ConvTranspose1d, pad1d
+from codec.nn.conv import LSTM, Conv1d, ConvTranspose1d, pad1d, pad_mode_of, reflection_parts
 from codec.nn.dac import (
     DACDecoder,
     DACDecoderBlock,
@@ -83,12 +83,22 @@ def _from_rows(rows: torch.Tensor) -> torch.Tensor:
 
 
 def _pad(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
-    """pad1d of time-major x in x's dtype: CPU autocast runs reflection padding in fp32, whose
-    output the matrix products below (not autocast: in place or out=) would refuse."""
+    """pad1d of x in x's dtype, time-major (b, c, 1, t) -> time-major, (b, c, t) -> (b, c, t):
+    CPU autocast runs reflection padding in fp32, whose output the matrix products below (not
+    autocast: in place or out=) would refuse. A time-major reflection is joined straight into
+    time-major memory: torch.cat would lay its output out (b, c, t), a transposing copy that
+    cost more than the conv it feeds."""
     if not left and not right:  # x itself: every caller reads it or copies it
         return x
     with torch.autocast(x.device.type, enabled=False):
-        return pad1d(x, left, right, mode)
+        if x.ndim == 3:
+            return pad1d(x, left, right, mode)
+        if pad_mode_of(mode) == "zeros":
+            return _time_major_out(F.pad(x, (left, right)))
+        b, c, _, t = x.shape
+        out = x.new_empty(b, t + left + right, c).transpose(1, 2)  # (b, c, t') of (b, t', c)
+        torch.cat(reflection_parts(from_time_major(x), left, right), -1, out=out)
+        return out.unsqueeze(2)
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:

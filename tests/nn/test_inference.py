@@ -111,6 +111,17 @@ def test_converted_conv_equals_plain(causal, pad_mode, c_in, c_out, kernel, stri
         _assert_close(fast(x), expected)  # (b, c, t) input: the plain path
 
 
+@pytest.mark.parametrize("pad_mode", ["reflect", "zeros"])
+@pytest.mark.parametrize("length, left, right", [(50, 3, 3), (50, 4, 0), (2, 3, 5)])
+def test_padding_stays_time_major(pad_mode, length, left, right):
+    """A padded time-major activation keeps its layout: joined (b, c, t), the next kernel's
+    transposing copy cost more than the conv (EnCodec's reflection-padded encoder)."""
+    x = torch.randn(2, 5, length)
+    padded = inference._pad(time_major(x), left, right, pad_mode)
+    assert padded.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(from_time_major(padded), inference.pad1d(x, left, right, pad_mode))
+
+
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("kernel, stride", [(8, 4), (4, 2), (5, 2), (3, 1)])
 def test_converted_transposed_conv_equals_plain(causal, kernel, stride):
