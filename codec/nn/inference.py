@@ -2,16 +2,21 @@
 
     model = for_cpu_inference(model.eval().requires_grad_(False))   # in place; CUDA: untouched
 
-The layers in codec.nn.conv / seanet / dac / activations have one (b, c, t) code path, the one
-training runs. This module swaps each layer it knows for a subclass that also runs
-"time-major": activations are (b, c, 1, t) tensors in channels-last memory, i.e. (b, t, c)
-rows, so a strided conv of kernel 2 x stride and a transposed conv of kernel 2 x stride are
-two plain matrix products on a free reshape (polyphase), a 1x1 conv is one, and the other convs
-take oneDNN's channels-last kernels. A SEANet's or DAC encoder's or decoder's layer list then
-runs time-major between its input and output; a layer the conversion does not know (a future
-architecture's, or a GroupNorm-normed conv) runs on its plain (b, c, t) path with the layout
-converted at its boundaries, so new layers never have to implement this one. Parameters,
-buffers, state-dict keys and streaming behave as before; only speed and float rounding change.
+The layers in codec.nn.conv / seanet have one (b, c, t) code path, the one training runs.
+This module swaps each layer it knows (by type: conv, transposed conv, LSTM, SEANet residual
+unit) for a subclass that also runs "time-major": activations are (b, c, 1, t) tensors in
+channels-last memory, i.e. (b, t, c) rows, so a strided conv of kernel 2 x stride and a
+transposed conv of kernel 2 x stride are two plain matrix products on a free reshape
+(polyphase), a 1x1 conv is one, and the other convs take oneDNN's channels-last kernels. A
+layer list (nn.Sequential) whose layers all run time-major then runs so between its input and
+output; a list holding a layer the conversion does not know (DAC's Snake and residual units,
+a GroupNorm-normed conv, a future architecture's) runs its plain path, so new layers never
+have to implement this one. Parameters, buffers, state-dict keys and streaming behave as
+before; only speed and float rounding change.
+
+The layers kept here are those whose kernels beat ONNX Runtime (codec.runtime) by more than
+10% on some model's whole files (docs/performance.md, CPU runtimes); DAC's ran within 10% of
+it and run their plain path (`--runtime onnx` for speed).
 
 Where each kernel wins depends on sizes; the switch points are the constants below.
 """
@@ -28,17 +33,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from codec.nn.activations import Snake, snake
 from codec.nn.conv import LSTM, Conv1d, ConvTranspose1d, pad1d, pad_mode_of, reflection_parts
-from codec.nn.dac import (
-    DACDecoder,
-    DACDecoderBlock,
-    DACEncoder,
-    DACEncoderBlock,
-    DACResidualUnit,
-    DACTransposedConv,
-)
-from codec.nn.seanet import ResidualUnit, SEANet
+from codec.nn.seanet import ResidualUnit
 
 SMALL_FAN_IN = 16  # in_channels x kernel_size up to which im2col beats oneDNN
 FEW_FRAMES = 64  # output frames up to which im2col beats oneDNN's per-call set-up
@@ -48,8 +44,6 @@ TAP_PRODUCT_FRAMES = 512
 # streaming chunks of up to this many steps run the LSTM step loop, which beats the oneDNN
 # kernel whose per-call weight re-layout (~4 ms for 2 x 512 units) dominates short chunks
 LSTM_STEP_LIMIT = 16
-# values per chunk of a time-major Snake (256 KiB of fp32): its passes run in the L2 cache
-SNAKE_CHUNK = 1 << 16
 
 # layers that act sample by sample and so run on either layout as they are
 ELEMENTWISE = (nn.ELU, nn.Identity, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU)
@@ -387,46 +381,6 @@ class TimeMajorLSTM(TimeMajorLayer, LSTM):
         return inputs, (torch.stack(hs), torch.stack(cs))
 
 
-class TimeMajorSnake(TimeMajorLayer, Snake):
-    """Snake on time-major x, a chunk of rows at a time so that each chunk's passes (alpha x,
-    sin, square, scale, add) run in cache: on a whole 10 s activation each pass would stream
-    tens of MB through memory. The same operations in the same order as `snake`, so the same
-    values bit for bit."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 3:
-            return snake(x, self.alpha)
-        return self._chunks(x, inplace=False)
-
-    def apply_(self, x: torch.Tensor) -> torch.Tensor:
-        """Snake of time-major x written over x (a fresh tensor nothing else reads)."""
-        return self._chunks(x, inplace=True)
-
-    def _chunks(self, x: torch.Tensor, inplace: bool) -> torch.Tensor:
-        dtype = torch.promote_types(x.dtype, self.alpha.dtype)
-        if not x.is_contiguous(memory_format=torch.channels_last) or (inplace and x.dtype != dtype):
-            return snake(x, self.alpha[..., None])
-        b, c, _, t = x.shape
-        rows = x.permute(0, 2, 3, 1).view(b * t, c)  # (b t, c), a view
-        alpha, scale = self._layouts.get(
-            f"snake-{dtype}",
-            self.alpha,
-            lambda a: (a.reshape(c).to(dtype), (a.reshape(c) + 1e-9).reciprocal().to(dtype)),
-        )
-        step = max(1, SNAKE_CHUNK // c)
-        out = rows if inplace else torch.empty(rows.shape, dtype=dtype)
-        scratch = rows.new_empty(min(step, b * t), c) if inplace else None
-        for start in range(0, b * t, step):
-            inputs = rows[start : start + step]
-            y = scratch[: len(inputs)] if inplace else out[start : start + step]
-            torch.mul(inputs, alpha, out=y).sin_().square_().mul_(scale)
-            if inplace:
-                inputs.add_(y)
-            else:
-                y.add_(inputs)
-        return x if inplace else _from_rows(out.view(b, t, c))
-
-
 class TimeMajorResidualUnit(TimeMajorLayer, ResidualUnit):
     """ResidualUnit on time-major x, which it may overwrite: inside a SEANet x is the previous
     layer's fresh output."""
@@ -451,55 +405,10 @@ class TimeMajorResidualUnit(TimeMajorLayer, ResidualUnit):
         return out.add_(run_time_major([self.shortcut], x))
 
 
-# -- DAC's layers --------------------------------------------------------------------------
-
-
-class TimeMajorDACResidualUnit(TimeMajorLayer, DACResidualUnit):
-    """DACResidualUnit on time-major x: Snake into a fresh tensor, the dilated conv, Snake over
-    its output, then the 1x1 conv's product with its bias, to which x is added (x is left as
-    it is)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 3:
-            return super().forward(x)
-        first, conv, second, last = self.block
-        if not (
-            isinstance(first, TimeMajorSnake)
-            and isinstance(conv, TimeMajorConv1d)
-            and isinstance(second, TimeMajorSnake)
-            and isinstance(last, TimeMajorConv1d)
-            and last.pointwise
-        ):
-            return run_time_major(self.block, x).add_(x)  # "same" padding: nothing to crop
-        h = second.apply_(conv(first(x)))  # the conv's output is fresh: Snake overwrites it
-        out = pointwise_rows(last, h)  # (b, t, c)
-        return _from_rows(out.add_(_rows(x.to(out.dtype))))
-
-
-class TimeMajorDACTransposedConv(TimeMajorConvTranspose1d, DACTransposedConv):
-    """DACTransposedConv on time-major x: the polyphase product, trimmed as DAC trims."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 3:
-            return super().forward(x)
-        y = TimeMajorConvTranspose1d.forward(self, x)
-        return y[..., : y.shape[-1] - self.short] if self.short else y
-
-
-class TimeMajorDACEncoderBlock(TimeMajorLayer, DACEncoderBlock):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x) if x.ndim == 3 else run_time_major(self.block, x)
-
-
-class TimeMajorDACDecoderBlock(TimeMajorLayer, DACDecoderBlock):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x) if x.ndim == 3 else run_time_major(self.block, x)
-
-
 class TimeMajorSequential(nn.Sequential):
-    """A SEANet's (or a DAC encoder's or decoder's) layer list run time-major between its
-    (b, c, t) input and output (a (b, c, t) view of (b, t, c) memory). On another device than
-    the CPU, or under torch.compile, it runs the plain path."""
+    """A layer list run time-major between its (b, c, t) input and output (a (b, c, t) view
+    of (b, t, c) memory). On another device than the CPU, or under torch.compile, it runs the
+    plain path."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu" or torch.compiler.is_compiling():
@@ -520,15 +429,8 @@ FAST_LAYERS = {
     Conv1d: TimeMajorConv1d,
     ConvTranspose1d: TimeMajorConvTranspose1d,
     LSTM: TimeMajorLSTM,
-    Snake: TimeMajorSnake,
     ResidualUnit: TimeMajorResidualUnit,
-    DACResidualUnit: TimeMajorDACResidualUnit,
-    DACTransposedConv: TimeMajorDACTransposedConv,
-    DACEncoderBlock: TimeMajorDACEncoderBlock,
-    DACDecoderBlock: TimeMajorDACDecoderBlock,
 }
-# the models whose layer list (this attribute, an nn.Sequential) runs time-major as a whole
-LAYER_LISTS = {SEANet: "model", DACEncoder: "block", DACDecoder: "model"}
 
 
 def _convertible(layer: nn.Module) -> bool:
@@ -536,11 +438,29 @@ def _convertible(layer: nn.Module) -> bool:
     return type(layer) in FAST_LAYERS and getattr(layer, "norm", None) is None
 
 
+def _layer_lists(module: nn.Module):
+    """The outermost plain nn.Sequentials under `module` (itself included) whose layers all
+    run time-major, at least one of them a converted layer: those run time-major as a whole.
+    A converted layer's own lists (a residual unit's block) are its own to run."""
+    if isinstance(module, TimeMajorLayer):
+        return
+    layers = list(module.children())
+    if (
+        type(module) is nn.Sequential
+        and all(map(runs_time_major, layers))
+        and any(isinstance(layer, TimeMajorLayer) for layer in layers)
+    ):
+        yield module
+        return
+    for layer in layers:
+        yield from _layer_lists(layer)
+
+
 def for_cpu_inference(module: nn.Module) -> nn.Module:
     """Convert `module` in place for fast CPU inference and return it: each known layer
-    becomes its time-major subclass (same parameters and state-dict keys) and each SEANet and
-    DAC encoder and decoder runs its layers time-major. A module with parameters or buffers off
-    the CPU is returned as it is. Fold weight norm first (`fold_weight_norm`): unfolded layers
+    becomes its time-major subclass (same parameters and state-dict keys) and each outermost
+    layer list of such layers runs time-major as a whole. A module with parameters or buffers
+    off the CPU is returned as it is. Fold weight norm first (`fold_weight_norm`): unfolded layers
     work, recomputing their weight on every call.
 
     Raises ValueError for a module in training mode, or with parameters that require grad
@@ -561,10 +481,8 @@ def for_cpu_inference(module: nn.Module) -> nn.Module:
         if _convertible(layer):
             layer.__class__ = FAST_LAYERS[type(layer)]
             layer._layouts = LayoutCache()
-    for model in module.modules():
-        for kind, name in LAYER_LISTS.items():
-            if isinstance(model, kind) and type(getattr(model, name, None)) is nn.Sequential:
-                getattr(model, name).__class__ = TimeMajorSequential
+    for layers in list(_layer_lists(module)):
+        layers.__class__ = TimeMajorSequential
     return module
 
 

@@ -192,8 +192,10 @@ def _seanets(causal, pad_mode, activation, fold=True, **extra):
 
 @pytest.mark.parametrize("causal, pad_mode, activation", CONFIGS)
 def test_converted_seanet_equals_plain(causal, pad_mode, activation):
+    """Snake is not converted (DAC's layers run their plain path): its lists run plain."""
     (enc, fast_enc), (dec, fast_dec) = _seanets(causal, pad_mode, activation, channels=2)
-    assert isinstance(fast_enc.model, TimeMajorSequential)
+    for fast in (fast_enc, fast_dec):
+        assert isinstance(fast.model, TimeMajorSequential) == (activation == "elu")
     # 1 to 65 latent frames: the last layers cross FEW_FRAMES, the first TAP_PRODUCT_FRAMES
     for frames in (1, 3, FEW_FRAMES + 1):
         x = torch.randn(2, 2, 16 * frames - 5)
@@ -261,9 +263,9 @@ def test_bfloat16_autocast_is_close(causal, pad_mode, activation):
         assert (approx - exact).abs().max() < 0.1 * exact.abs().max()
 
 
-def test_unknown_layers_run_plain_between_time_major_ones():
-    """A layer the conversion does not know (a conv subclass, a GroupNorm-normed conv) runs on
-    its (b, c, t) path inside a converted SEANet."""
+def test_a_list_with_unknown_layers_runs_plain():
+    """A layer the conversion does not know (a conv subclass, a GroupNorm-normed conv) keeps
+    its list on the (b, c, t) path: no layout conversions inside it."""
 
     class Scaled(Conv1d):
         def forward(self, x):
@@ -276,7 +278,23 @@ def test_unknown_layers_run_plain_between_time_major_ones():
     _random_biases_(enc)
     fast = for_cpu_inference(copy.deepcopy(enc).requires_grad_(False))
     assert type(fast.model[3]) is Scaled and type(fast.model[0]) is Conv1d
+    assert type(fast.model) is nn.Sequential
     assert isinstance(fast.model[1], inference.TimeMajorLayer)
+    x = torch.randn(2, 1, 16 * 30)
+    with torch.no_grad():
+        _assert_close(fast(x), enc(x))
+
+
+def test_unknown_layers_in_a_residual_unit_run_plain_between_time_major_ones():
+    """A converted residual unit takes its block's unknown layers on their (b, c, t) path,
+    the list around it staying time-major."""
+    torch.manual_seed(0)
+    enc = SEANetEncoder(**SMALL).eval()
+    enc.model[1].block[1] = Conv1d(8, 4, 3, norm="time_group_norm").eval()
+    _random_biases_(enc)
+    fast = for_cpu_inference(copy.deepcopy(enc).requires_grad_(False))
+    assert type(fast.model) is TimeMajorSequential
+    assert type(fast.model[1].block[1]) is Conv1d
     x = torch.randn(2, 1, 16 * 30)
     with torch.no_grad():
         _assert_close(fast(x), enc(x))
