@@ -7,10 +7,10 @@ The reference is descript-audio-codec 1.0.0 at its published 16 kHz architecture
 (codec.models.dac.DAC_16KHZ), every tensor random (tests/models/dac_reference.py: weight-norm
 magnitudes, biases, Snake alphas and codebooks), loaded without audiotools. Ours is the same
 .pth imported (`codec import`), saved and reloaded for inference as the CLI loads it (weight
-norm folded, converted for the CPU). On 10 s of audio, torch.set_num_threads(1): whether the
-codes are identical (all 12 levels), the decoded audio's largest difference, and the median
-encode and decode times of both, timed alternately in the same process, with the ratio
-theirs / ours: wall time, and the process's CPU time, which leaves out the time other
+norm folded; DAC's layers run their plain path: ONNX Runtime is the fast one, bench_runtime.py).
+On 10 s of audio, torch.set_num_threads(1): whether the codes are identical (all 12 levels), the
+decoded audio's largest difference, and the median encode and decode times of both, timed
+alternately in the same process, with the ratio theirs / ours: wall time, and the process's CPU time, which leaves out the time other
 processes hold the core (on one thread, what a loaded machine adds to the wall time).
 """
 

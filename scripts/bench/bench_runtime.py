@@ -5,7 +5,8 @@ against PyTorch's paths, whole files and frame by frame.
 
 For each model, 10 s of audio, medians of `--runs` interleaved runs:
 - whole-file encode and decode: PyTorch's plain layers, PyTorch with the hand-written CPU
-  kernels (codec.nn.inference.for_cpu_inference, as `codec` loads a model), ONNX Runtime, and
+  kernels (codec.nn.inference.for_cpu_inference, as `codec` loads a model; DAC's layers have
+  none, so its two PyTorch cases run the same code), ONNX Runtime, and
   the reference package where there is one (encodec, descript-audio-codec) on the same weights;
 - causal models: encode + decode frame by frame (one hop per call), ONNX Runtime's step graphs
   against PyTorch's layers streaming (codec.nn.streaming), plain and with the hand-written
