@@ -3,7 +3,8 @@
     python scripts/bench/bench_all.py [--quick] [--output BENCHMARKS.md]
 
 Benchmarks: the quantizer against vector-quantize-pytorch, the CPU runtimes (ONNX Runtime
-against PyTorch's paths on the shipped model, EnCodec 24 kHz and DAC 16 kHz), the codec
+against PyTorch's paths on the shipped model, the frame-rate parts, EnCodec 24 kHz and DAC
+16 kHz), the shipped model's streaming steps profiled per operator, the codec
 against the `encodec` package (encode, decode, streaming, a 10 and a 60 minute file), an
 imported DAC 16 kHz model against the `descript-audio-codec` package (encode, decode), the
 frame-rate decoder beside SEANet's and the shipped model's streaming decode, training
@@ -39,6 +40,10 @@ def benchmarks(quick: bool, python: str) -> list[tuple[str, list[str]]]:
         (
             "CPU runtimes: ONNX Runtime against PyTorch's paths, whole files and frame by frame",
             [python, "scripts/bench/bench_runtime.py", *(["--runs", "3"] if quick else [])],
+        ),
+        (
+            "Streaming steps: where a frame's time goes in ONNX Runtime, and the weight-read floor",
+            [python, "scripts/bench/profile_steps.py"],
         ),
         (
             "Codec vs the encodec package (encode, decode, streaming, long files)",

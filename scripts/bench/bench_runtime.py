@@ -1,9 +1,12 @@
 """The CPU runtimes side by side, one thread: ONNX Runtime on exported graphs (codec.runtime)
 against PyTorch's paths, whole files and frame by frame.
 
-    python scripts/bench/bench_runtime.py [--runs 5] [--models speech16k,encodec24,dac16]
+    python scripts/bench/bench_runtime.py [--runs 5] [--models speech16k,istft16k,encodec24,dac16]
 
-For each model, 10 s of audio, medians of `--runs` interleaved runs:
+Models: the shipped speech16k; istft16k, the frame-rate parts (STFT encoder, iSTFT decoder) of
+configs/experiment/speech16k_cpu_istft.yaml with random weights; EnCodec 24 kHz and DAC 16 kHz,
+the reference packages' models with random weights. For each, 10 s of audio, medians of
+`--runs` interleaved runs:
 - whole-file encode and decode: PyTorch's plain layers, PyTorch with the hand-written CPU
   kernels (codec.nn.inference.for_cpu_inference, as `codec` loads a model; DAC's layers have
   none, so its two PyTorch cases run the same code), ONNX Runtime, and
@@ -66,6 +69,16 @@ def _models(names: list[str], folder: Path) -> dict:
         torch.save(theirs.state_dict(), th)
         saved = import_encodec(th).save_pretrained(folder / "encodec24")
         found["encodec24"] = (Codec.from_pretrained(saved), theirs)
+    if "istft16k" in names:  # the frame-rate parts at speech16k's size, random weights
+        from omegaconf import OmegaConf
+
+        from codec.models import CodecConfig
+        from codec.train import compose_config
+
+        cfg = compose_config(["experiment=speech16k_cpu_istft", "data.root=."])
+        torch.manual_seed(0)
+        model = Codec(CodecConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
+        found["istft16k"] = (Codec.from_pretrained(model.save_pretrained(folder / "istft")), None)
     if "dac16" in names:
         from codec.models.dac import DAC_16KHZ, import_dac
 
@@ -160,7 +173,7 @@ def frame_by_frame(name, model, graphs, seconds: float, runs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--models", default="speech16k,encodec24,dac16")
+    parser.add_argument("--models", default="speech16k,istft16k,encodec24,dac16")
     parser.add_argument("--stream-seconds", type=float, default=2.0)
     args = parser.parse_args()
     torch.set_num_threads(1)

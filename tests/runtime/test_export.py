@@ -4,6 +4,9 @@ LSTM), EnCodec 48 kHz (segments, GroupNorm), DAC (factorized codes, odd rates), 
 encoder and iSTFT decoder. Codes equal (or differ at an fp32 near-tie), audio within 1e-4, any
 length, and the one-frame step chained over a file equal to the whole-file graph."""
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -254,3 +257,25 @@ def test_a_reflect_padded_stream_ends_on_a_partial_chunk_as_the_layers_do(export
     finally:
         model.runtime = None
     assert torch.equal(codes, reference)
+
+
+def test_the_step_profile_counts_every_weight_and_times_both_graphs(exported, tmp_path):
+    """scripts/bench/profile_steps.py on a small causal model: the bytes it says a frame
+    reads hold every encoder and decoder parameter and codebook, and onnxruntime's profile
+    gives each step graph's operators a time."""
+    path = Path(__file__).resolve().parents[2] / "scripts" / "bench" / "profile_steps.py"
+    spec = importlib.util.spec_from_file_location("profile_steps", path)
+    profile_steps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile_steps)
+    model, graphs = exported("seanet")
+    graphs = OnnxGraphs.load(graphs.directory)  # its own sessions: profiling replaces them
+    tensors = [*model.encoder.parameters(), *model.decoder.parameters(), *model.quantizer.buffers()]
+    assert profile_steps.weight_bytes(graphs.directory, ("encoder_step", "decoder_step")) >= sum(
+        4 * t.numel() for t in tensors if t.is_floating_point()
+    )
+    audio = np.random.default_rng(0).standard_normal((1, 1, 6 * model.hop_length))
+    per_graph = profile_steps.profiled(
+        graphs, graphs.directory, audio.astype(np.float32), model.hop_length, str(tmp_path / "p")
+    )
+    assert set(per_graph) == {"encoder_step", "decoder_step"}
+    assert all(ops["Conv"] > 0 for ops in per_graph.values())

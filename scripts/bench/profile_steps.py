@@ -1,0 +1,134 @@
+"""Where a frame's time goes in ONNX Runtime's streaming steps: encode + decode one frame per
+call, one thread, timed plain and then profiled by onnxruntime per operator type; and the
+floor that reading the step graphs' weights sets.
+
+    python scripts/bench/profile_steps.py [--model speech16k] [--frames 100]
+
+Every frame runs every layer and searches every codebook, so it reads all of the step
+graphs' weights (their initializers) once: the time to read that many bytes once (a sum over
+a buffer of that size, 1 thread, cache-warm) is a floor under any fp32 step, whatever the
+arithmetic. The profile's per-operator times include onnxruntime's profiling overhead (its
+total is printed beside the plain time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def weight_bytes(folder: Path, names) -> int:
+    import onnx
+    from onnx import numpy_helper
+
+    total = 0
+    for name in names:
+        graph = onnx.load(str(folder / f"{name}.onnx")).graph
+        total += sum(numpy_helper.to_array(t).nbytes for t in graph.initializer)
+    return total
+
+
+def read_seconds(nbytes: int, runs: int = 30) -> float:
+    """Median time to read `nbytes` of fp32 once (a sum), after a warm-up: from the
+    last-level cache where it fits there."""
+    buffer = torch.ones(max(1, nbytes // 4))
+    buffer.sum()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        buffer.sum()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_frames(graphs, audio: np.ndarray, hop: int) -> float:
+    """Seconds per frame of encode + decode, one hop per call."""
+    stream = graphs.stream(1)
+    frames = audio.shape[-1] // hop
+    start = time.perf_counter()
+    for k in range(frames):
+        stream.decode(stream.encode(audio[..., k * hop : (k + 1) * hop]))
+    return (time.perf_counter() - start) / frames
+
+
+def profiled(graphs, folder: Path, audio: np.ndarray, hop: int, prefix: str) -> dict:
+    """{graph: Counter(op type -> microseconds per frame)} from onnxruntime's profiler."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    options.enable_profiling, options.profile_file_prefix = True, prefix
+    for name in ("encoder_step", "decoder_step"):
+        graphs.sessions[name] = ort.InferenceSession(
+            str(folder / f"{name}.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+    run_frames(graphs, audio, hop)
+    frames = audio.shape[-1] // hop
+    found = {}
+    for name in ("encoder_step", "decoder_step"):
+        events = json.loads(Path(graphs.sessions[name].end_profiling()).read_text())
+        per_op = collections.Counter()
+        for event in events:
+            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                per_op[event["args"]["op_name"]] += event["dur"] / frames
+        found[name] = per_op
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="speech16k", help="a short name or a model folder")
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--top", type=int, default=8, help="operator types shown per graph")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    import onnxruntime
+
+    from codec.models import Codec
+    from codec.models.names import resolve_model
+    from codec.runtime.export import export_model
+    from codec.runtime.onnx import OnnxGraphs
+
+    model = Codec.from_pretrained(resolve_model(args.model), inference=False)
+    if not model.causal or model.segmentation is not None:
+        raise SystemExit(f"{args.model}: no streaming steps (not a causal, unsegmented model)")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = export_model(model, Path(tmp) / "graphs")
+        graphs = OnnxGraphs.load(folder, threads=1)
+        hop = graphs.hop_length
+        rng = np.random.default_rng(0)
+        audio = (0.1 * rng.standard_normal((1, graphs.channels, hop * args.frames))).astype(
+            np.float32
+        )
+        run_frames(graphs, audio, hop)  # warm-up
+        plain = statistics.median(run_frames(graphs, audio, hop) for _ in range(5))
+        nbytes = weight_bytes(folder, ("encoder_step", "decoder_step"))
+        floor = read_seconds(nbytes)
+        profile = profiled(graphs, folder, audio, hop, str(Path(tmp) / "profile"))
+    frame_ms = 1000 * hop / graphs.sample_rate
+    print(
+        f"{graphs.model_id}: encode + decode one {frame_ms:.1f} ms frame per call, 1 thread, "
+        f"onnxruntime {onnxruntime.__version__}, median of 5 x {args.frames} frames: "
+        f"{plain * 1e3:.3f} ms a frame ({frame_ms / (plain * 1e3):.1f}x real time)"
+    )
+    print(
+        f"step graphs' weights: {nbytes / 2**20:.1f} MiB, read once in {floor * 1e3:.3f} ms "
+        f"({nbytes / floor / 1e9:.1f} GB/s): the floor under an fp32 step on this machine"
+    )
+    for name, per_op in profile.items():
+        total = sum(per_op.values())
+        print(f"{name}, profiled: {total:.0f} us a frame in its nodes")
+        for op, us in per_op.most_common(args.top):
+            print(f"  {op:20s} {us:8.1f} us  ({us / total:5.1%})")
+
+
+if __name__ == "__main__":
+    main()
