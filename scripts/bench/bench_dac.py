@@ -10,8 +10,9 @@ magnitudes, biases, Snake alphas and codebooks), loaded without audiotools. Ours
 norm folded; DAC's layers run their plain path: ONNX Runtime is the fast one, bench_runtime.py).
 On 10 s of audio, torch.set_num_threads(1): whether the codes are identical (all 12 levels), the
 decoded audio's largest difference, and the median encode and decode times of both, timed
-alternately in the same process, with the ratio theirs / ours: wall time, and the process's CPU time, which leaves out the time other
-processes hold the core (on one thread, what a loaded machine adds to the wall time).
+alternately in the same process, with the ratio theirs / ours: wall time, and the process's
+CPU time, which leaves out the time other processes hold the core (on one thread, what a loaded
+machine adds to the wall time).
 """
 
 from __future__ import annotations
