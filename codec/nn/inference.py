@@ -14,8 +14,8 @@ a GroupNorm-normed conv, a future architecture's) runs its plain path, so new la
 have to implement this one. Parameters, buffers, state-dict keys and streaming behave as
 before; only speed and float rounding change.
 
-The layers kept here are those whose kernels beat ONNX Runtime (codec.runtime) by more than
-10% on some model's whole files (docs/performance.md, CPU runtimes); DAC's ran within 10% of
+The layers kept here are those whose kernels beat ONNX Runtime (codec.runtime) by 10% or
+more on some model's whole files (docs/performance.md, CPU runtimes); DAC's ran within 10% of
 it and run their plain path (`--runtime onnx` for speed).
 
 Where each kernel wins depends on sizes; the switch points are the constants below.

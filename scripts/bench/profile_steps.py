@@ -1,14 +1,15 @@
 """Where a frame's time goes in ONNX Runtime's streaming steps: encode + decode one frame per
 call, one thread, timed plain and then profiled by onnxruntime per operator type; and the
-floor that reading the step graphs' weights sets.
+floor that reading the model's weights sets.
 
     python scripts/bench/profile_steps.py [--model speech16k] [--frames 100]
 
-Every frame runs every layer and searches every codebook, so it reads all of the step
-graphs' weights (their initializers) once: the time to read that many bytes once (a sum over
-a buffer of that size, 1 thread, cache-warm) is a floor under any fp32 step, whatever the
-arithmetic. The profile's per-operator times include onnxruntime's profiling overhead (its
-total is printed beside the plain time).
+Every frame runs every layer and scores every code of every codebook, so it reads the
+encoder's and decoder's weights and the codebooks once: the time to read that many bytes once
+(a sum over a buffer of that size, 1 thread, cache-warm) is a floor under any fp32 step,
+whatever the arithmetic (the step graphs hold more: the decoder's code table, of which a frame
+reads only the codes it sums). The profile's per-operator times include onnxruntime's
+profiling overhead (its total is printed beside the plain time).
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ def weight_bytes(folder: Path, names) -> int:
         graph = onnx.load(str(folder / f"{name}.onnx")).graph
         total += sum(numpy_helper.to_array(t).nbytes for t in graph.initializer)
     return total
+
+
+def frame_bytes(model) -> int:
+    """fp32 bytes a frame reads at least: the encoder's and decoder's parameters (weight norm
+    folded) and every codebook's codes."""
+    parameters = [*model.encoder.parameters(), *model.decoder.parameters()]
+    return 4 * (sum(p.numel() for p in parameters) + model.quantizer.codebooks.numel())
 
 
 def read_seconds(nbytes: int, runs: int = 30) -> float:
@@ -110,7 +118,8 @@ def main() -> None:
         )
         run_frames(graphs, audio, hop)  # warm-up
         plain = statistics.median(run_frames(graphs, audio, hop) for _ in range(5))
-        nbytes = weight_bytes(folder, ("encoder_step", "decoder_step"))
+        graph_bytes = weight_bytes(folder, ("encoder_step", "decoder_step"))
+        nbytes = frame_bytes(Codec.from_pretrained(resolve_model(args.model)))
         floor = read_seconds(nbytes)
         profile = profiled(graphs, folder, audio, hop, str(Path(tmp) / "profile"))
     frame_ms = 1000 * hop / graphs.sample_rate
@@ -120,7 +129,8 @@ def main() -> None:
         f"{plain * 1e3:.3f} ms a frame ({frame_ms / (plain * 1e3):.1f}x real time)"
     )
     print(
-        f"step graphs' weights: {nbytes / 2**20:.1f} MiB, read once in {floor * 1e3:.3f} ms "
+        f"weights and codebooks a frame reads: {nbytes / 2**20:.1f} MiB (the step graphs hold "
+        f"{graph_bytes / 2**20:.1f} MiB), read once in {floor * 1e3:.3f} ms "
         f"({nbytes / floor / 1e9:.1f} GB/s): the floor under an fp32 step on this machine"
     )
     for name, per_op in profile.items():
