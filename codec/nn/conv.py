@@ -135,7 +135,7 @@ def _reflected_right(x: torch.Tensor, right, left: int, reach) -> torch.Tensor:
     return _taps(x, source)
 
 
-FEW_FRAMES = 8  # a streaming chunk of fewer output frames runs as products of the taps
+SHORT_CHUNK_FRAMES = 8  # a streaming chunk of fewer output frames runs as products of the taps
 
 
 def _few_frames_conv(x: torch.Tensor, conv: nn.Conv1d, dilation: int) -> torch.Tensor:
@@ -257,7 +257,7 @@ class Conv1d(StreamingModule[ConvState]):
         if torch.compiler.is_exporting() or torch.is_grad_enabled() or self.stride != 1:
             return False
         depthwise = self.groups == self.conv.in_channels == self.conv.out_channels
-        few = x.shape[-1] - self.effective_kernel < FEW_FRAMES
+        few = x.shape[-1] - self.effective_kernel < SHORT_CHUNK_FRAMES
         return few and (self.groups == 1 or depthwise)
 
     def _few_frames(self, x: torch.Tensor) -> torch.Tensor:

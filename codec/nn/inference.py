@@ -37,7 +37,7 @@ from codec.nn.conv import LSTM, Conv1d, ConvTranspose1d, pad1d, pad_mode_of, ref
 from codec.nn.seanet import ResidualUnit
 
 SMALL_FAN_IN = 16  # in_channels x kernel_size up to which im2col beats oneDNN
-FEW_FRAMES = 64  # output frames up to which im2col beats oneDNN's per-call set-up
+IM2COL_FRAMES = 64  # output frames up to which im2col beats oneDNN's per-call set-up
 # output frames above which a stride-1 conv with few outputs per tap (the decoder's last layer)
 # runs one product per tap (3.4x faster than oneDNN at 240k frames, slower below ~1000)
 TAP_PRODUCT_FRAMES = 512
@@ -223,7 +223,7 @@ class TimeMajorConv1d(TimeMajorLayer, Conv1d):
         few_per_tap = weight.shape[0] * k <= weight.shape[1]
         if groups == 1 and s == 1 and few_per_tap and frames > TAP_PRODUCT_FRAMES:
             return self._tap_products(x, left, right, dtype, bias)
-        if groups == 1 and (weight.shape[1] * k <= SMALL_FAN_IN or frames <= FEW_FRAMES):
+        if groups == 1 and (weight.shape[1] * k <= SMALL_FAN_IN or frames <= IM2COL_FRAMES):
             # a narrow input (the first layer) or a few frames (streaming): oneDNN is slow
             # here, im2col + one matrix product is not
             w = self._layouts.get(

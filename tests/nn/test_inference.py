@@ -19,7 +19,7 @@ from codec.nn import (
     streaming,
 )
 from codec.nn.inference import (
-    FEW_FRAMES,
+    IM2COL_FRAMES,
     LSTM_STEP_LIMIT,
     SMALL_FAN_IN,
     TAP_PRODUCT_FRAMES,
@@ -85,8 +85,8 @@ CONV_SHAPES = [
     (32, 1, 7, 1, 1),
     (16, 2, 3, 1, 2),
 ]
-# output frames on both sides of FEW_FRAMES and TAP_PRODUCT_FRAMES, and shorter than a padding
-FRAMES = (1, 5, FEW_FRAMES, FEW_FRAMES + 1, TAP_PRODUCT_FRAMES, TAP_PRODUCT_FRAMES + 1)
+# output frames on both sides of IM2COL_FRAMES and TAP_PRODUCT_FRAMES, and shorter than a padding
+FRAMES = (1, 5, IM2COL_FRAMES, IM2COL_FRAMES + 1, TAP_PRODUCT_FRAMES, TAP_PRODUCT_FRAMES + 1)
 
 
 def test_the_shapes_cross_the_fan_in_threshold():
@@ -196,8 +196,8 @@ def test_converted_seanet_equals_plain(causal, pad_mode, activation):
     (enc, fast_enc), (dec, fast_dec) = _seanets(causal, pad_mode, activation, channels=2)
     for fast in (fast_enc, fast_dec):
         assert isinstance(fast.model, TimeMajorSequential) == (activation == "elu")
-    # 1 to 65 latent frames: the last layers cross FEW_FRAMES, the first TAP_PRODUCT_FRAMES
-    for frames in (1, 3, FEW_FRAMES + 1):
+    # 1 to 65 latent frames: the last layers cross IM2COL_FRAMES, the first TAP_PRODUCT_FRAMES
+    for frames in (1, 3, IM2COL_FRAMES + 1):
         x = torch.randn(2, 2, 16 * frames - 5)
         with torch.no_grad():
             z, y = enc(x), dec(enc(x))
