@@ -15,8 +15,8 @@ have to implement this one. Parameters, buffers, state-dict keys and streaming b
 before; only speed and float rounding change.
 
 The layers kept here are those whose kernels beat ONNX Runtime (codec.runtime) by 10% or
-more on some model's whole files (docs/performance.md, CPU runtimes); DAC's ran within 10% of
-it and run their plain path (`--runtime onnx` for speed).
+more on some model's whole files (speech16k's decoder: docs/performance.md, CPU runtimes);
+DAC's ran within 10% of it and run their plain path (`--runtime onnx` for speed).
 
 Where each kernel wins depends on sizes; the switch points are the constants below.
 """
