@@ -1,25 +1,22 @@
 """Two gloo processes train together: identical generator weights and codebooks on both ranks,
 then the run resumes from its checkpoint; checkpoint faults on one rank (a failed write, a
 file that one rank cannot read, a damaged file) leave every rank at the same step. Each run
-has a deadline, after which its processes are killed and the test fails (a hang)."""
+has a deadline, after which its processes are killed and the test fails (a hang).
+
+As under torchrun, the TCPStore is the launcher's (this process's) and every rank is its
+client (TORCHELASTIC_USE_AGENT_STORE), so no rank serves it while another tears down."""
 
 import os
-import socket
 import time
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from codec.train.checkpoint import list_checkpoints, load_checkpoint
 
 DEADLINE = 600  # seconds
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def inject(rank: int, faults: dict) -> None:
@@ -55,6 +52,7 @@ def worker(rank, world, port, run_dir, overrides, out, faults):
         RANK=str(rank),
         WORLD_SIZE=str(world),
         LOCAL_RANK=str(rank),
+        TORCHELASTIC_USE_AGENT_STORE="True",
     )
     from codec.train import Trainer, compose_config
 
@@ -68,7 +66,7 @@ def worker(rank, world, port, run_dir, overrides, out, faults):
         result["exit"] = str(stop.code)
     result["resumed_at"] = trainer.loop.resumed_at if trainer.loop.resumed_at is not None else -1
     torch.save(result, os.path.join(out, f"rank{rank}.pt"))
-    torch.distributed.destroy_process_group()
+    dist.destroy_process_group()
 
 
 def run(run_dir, steps, out, tiny_overrides, checkpoint_every=3, faults=None):
@@ -83,7 +81,8 @@ def run(run_dir, steps, out, tiny_overrides, checkpoint_every=3, faults=None):
     ]
     for rank in range(2):
         (out / f"rank{rank}.pt").unlink(missing_ok=True)
-    args = (2, free_port(), str(run_dir), overrides, str(out), faults or {})
+    store = dist.TCPStore("127.0.0.1", 0, world_size=2, is_master=True, wait_for_workers=False)
+    args = (2, store.port, str(run_dir), overrides, str(out), faults or {})
     context = mp.start_processes(worker, args=args, nprocs=2, join=False, start_method="spawn")
     deadline = time.monotonic() + DEADLINE
     try:
