@@ -70,14 +70,9 @@ def _models(names: list[str], folder: Path) -> dict:
         saved = import_encodec(th).save_pretrained(folder / "encodec24")
         found["encodec24"] = (Codec.from_pretrained(saved), theirs)
     if "istft16k" in names:  # the frame-rate parts at speech16k's size, random weights
-        from omegaconf import OmegaConf
+        from bench_decoders import model_of
 
-        from codec.models import CodecConfig
-        from codec.train import compose_config
-
-        cfg = compose_config(["experiment=speech16k_cpu_istft", "data.root=."])
-        torch.manual_seed(0)
-        model = Codec(CodecConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True)))
+        model = model_of("speech16k_cpu_istft")
         found["istft16k"] = (Codec.from_pretrained(model.save_pretrained(folder / "istft")), None)
     if "dac16" in names:
         from codec.models.dac import DAC_16KHZ, import_dac
