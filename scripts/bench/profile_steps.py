@@ -101,11 +101,15 @@ def main() -> None:
     import onnxruntime
 
     from codec.models import Codec
+    from codec.models.folder import ModelFormatError
     from codec.models.names import resolve_model
-    from codec.runtime.export import export_model
+    from codec.runtime.export import export_model, prepared
     from codec.runtime.onnx import OnnxGraphs
 
-    model = Codec.from_pretrained(resolve_model(args.model), inference=False)
+    try:
+        model = Codec.from_pretrained(resolve_model(args.model), inference=False)
+    except (FileNotFoundError, ModelFormatError) as err:
+        raise SystemExit(f"profile_steps: {err}") from None
     if not model.causal or model.segmentation is not None:
         raise SystemExit(f"{args.model}: no streaming steps (not a causal, unsegmented model)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,7 +123,7 @@ def main() -> None:
         run_frames(graphs, audio, hop)  # warm-up
         plain = statistics.median(run_frames(graphs, audio, hop) for _ in range(5))
         graph_bytes = weight_bytes(folder, ("encoder_step", "decoder_step"))
-        nbytes = frame_bytes(Codec.from_pretrained(resolve_model(args.model)))
+        nbytes = frame_bytes(prepared(model))  # weight norm folded, as a frame reads them
         floor = read_seconds(nbytes)
         profile = profiled(graphs, folder, audio, hop, str(Path(tmp) / "profile"))
     frame_ms = 1000 * hop / graphs.sample_rate
