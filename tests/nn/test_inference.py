@@ -18,6 +18,7 @@ from codec.nn import (
     inference,
     streaming,
 )
+from codec.nn.conv import pad1d
 from codec.nn.inference import (
     IM2COL_FRAMES,
     LSTM_STEP_LIMIT,
@@ -119,7 +120,7 @@ def test_padding_stays_time_major(pad_mode, length, left, right):
     x = torch.randn(2, 5, length)
     padded = inference._pad(time_major(x), left, right, pad_mode)
     assert padded.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(from_time_major(padded), inference.pad1d(x, left, right, pad_mode))
+    assert torch.equal(from_time_major(padded), pad1d(x, left, right, pad_mode))
 
 
 @pytest.mark.parametrize("causal", [False, True])
