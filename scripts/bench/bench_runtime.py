@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from profile_steps import run_frames
 from reference_models import reference_module
 
 
@@ -143,18 +144,13 @@ def frame_by_frame(name, model, graphs, seconds: float, runs: int) -> None:
             for k in range(frames):
                 plain.decode(plain.encode(wav[..., k * hop : (k + 1) * hop]))
 
-    def onnx():
-        stream = graphs.stream(1)
-        for k in range(frames):
-            stream.decode(stream.encode(audio[..., k * hop : (k + 1) * hop]))
-
     def hand_written():
         with torch.inference_mode(), streaming(model, 1):
             for k in range(frames):
                 model.decode(model.encode(wav[..., k * hop : (k + 1) * hop]))
 
     cases = {"PyTorch layers": layers, "PyTorch hand-written": hand_written}
-    times = timed(cases | {"ONNX Runtime steps": onnx}, runs)
+    times = timed(cases | {"ONNX Runtime steps": lambda: run_frames(graphs, audio, hop)}, runs)
     frame_ms = 1000 * hop / model.sample_rate
     print(
         f"\n{name}, encode + decode frame by frame ({frame_ms:.1f} ms frames, {frames} frames); "
