@@ -3,6 +3,7 @@ generic loop, train; errors a user causes end the run with one line."""
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 
@@ -37,14 +38,26 @@ class Trainer:
         return self.loop.run()
 
 
+def release_process_group() -> None:
+    """Collect what reference cycles still hold (a trainer's DDP wrappers hold the process
+    group), then destroy the group, so that its gloo threads end while the interpreter is
+    whole: a group freed during interpreter finalisation has ended a worker with SIGABRT
+    ("terminate called without an active exception") after training had finished. Drop your
+    own references to the trainer first."""
+    gc.collect()
+    dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> Path:
     """Compose the config from configs/ with `argv` overrides and train."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     overrides = list(sys.argv[1:] if argv is None else argv)
+    trainer = failure = None
     try:
-        return Trainer(compose_config(overrides)).run()
+        trainer = Trainer(compose_config(overrides))
+        return trainer.run()
     except (
         CheckpointError,  # a damaged or foreign checkpoint
         ResumeRefused,  # a resume onto held-out files
@@ -53,7 +66,9 @@ def main(argv: list[str] | None = None) -> Path:
         HydraException,  # overrides that do not compose
         OmegaConfBaseException,
     ) as err:
-        raise SystemExit(f"codec train: {first_line(err)}") from None
+        failure = f"codec train: {first_line(err)}"  # raised once err's frames are released
     finally:
+        trainer = None
         if dist.is_initialized():
-            dist.destroy_process_group()
+            release_process_group()
+    raise SystemExit(failure)

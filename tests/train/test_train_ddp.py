@@ -55,6 +55,7 @@ def worker(rank, world, port, run_dir, overrides, out, faults):
         TORCHELASTIC_USE_AGENT_STORE="True",
     )
     from codec.train import Trainer, compose_config
+    from codec.train.entry import release_process_group
 
     inject(rank, faults)
     trainer = Trainer(compose_config([*overrides, f"run_dir={run_dir}"], job_name="ddp"))
@@ -66,7 +67,8 @@ def worker(rank, world, port, run_dir, overrides, out, faults):
         result["exit"] = str(stop.code)
     result["resumed_at"] = trainer.loop.resumed_at if trainer.loop.resumed_at is not None else -1
     torch.save(result, os.path.join(out, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    del trainer  # its DDP wrappers hold the process group
+    release_process_group()
 
 
 def run(run_dir, steps, out, tiny_overrides, checkpoint_every=3, faults=None):
