@@ -18,6 +18,8 @@ writes, with `torch.onnx.export` (torch.export underneath, dynamic shapes):
                         True for a reflect-padded conv's first-chunk flag)
 
 The nearest-code search and the code lookup are inside the graphs (codec.quantize.traced).
+In the step graphs, layers that see one kernel window a frame run as MatMuls
+(codec.runtime.lowering).
 A segmented model (EnCodec 48 kHz) exports its per-segment encoder and decoder; the runtime
 cuts, scales and overlap-adds the segments around them, as the Codec does. Non-causal models
 have no step graphs. The folder appears by one rename when everything is written.
@@ -113,6 +115,16 @@ def _export(module, args, dynamic_shapes, names, path: Path) -> None:
         onnx_program.save(str(path))
 
 
+def _lower(path: Path) -> None:
+    """The step graph at `path` with its one-window layers as MatMuls (codec.runtime.lowering)."""
+    import onnx
+
+    from codec.runtime.lowering import lower_step_graph
+
+    model, _ = lower_step_graph(onnx.load(str(path)))
+    onnx.save(model, str(path))
+
+
 def prepared(model: Codec) -> Codec:
     """A plain copy of `model` for export, built anew from its config and weights (a deep copy
     would share weight norm's parametrized classes, whose folding would reach the original):
@@ -182,6 +194,7 @@ def _export_step(graph, kind: str, model: Codec, path: Path) -> dict:
             ([io[0], *states], [io[1], *(f"new_{s}" for s in states)]),
             path,
         )
+    _lower(path)
     for i, entry in enumerate(spec):
         entry["input"], entry["output"] = f"state.{i}", f"new_state.{i}"
     return {"state": spec}

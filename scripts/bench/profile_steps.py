@@ -1,15 +1,17 @@
 """Where a frame's time goes in ONNX Runtime's streaming steps: encode + decode one frame per
 call, one thread, timed plain and then profiled by onnxruntime per operator type; and the
-floor that reading the model's weights sets.
+floors that reading the model's weights sets.
 
     python scripts/bench/profile_steps.py [--model speech16k] [--frames 100]
 
 Every frame runs every layer and scores every code of every codebook, so it reads the
 encoder's and decoder's weights and the codebooks once: the time to read that many bytes once
-(a sum over a buffer of that size, 1 thread, cache-warm) is a floor under any fp32 step,
-whatever the arithmetic (the step graphs hold more: the decoder's code table, of which a frame
-reads only the codes it sums). The profile's per-operator times include onnxruntime's
-profiling overhead (its total is printed beside the plain time).
+(a sum over a buffer of that size, 1 thread) is a floor under any fp32 step, whatever the
+arithmetic (the step graphs hold more: the decoder's code table, of which a frame reads only
+the codes it sums). Two floors are printed: cache-warm, and from memory (after reading other
+memory), which is where the weights come from once a frame's working set is larger than the
+share of the last-level cache the process keeps. The profile's per-operator times include
+onnxruntime's profiling overhead (its total is printed beside the plain time).
 """
 
 from __future__ import annotations
@@ -44,13 +46,17 @@ def frame_bytes(model) -> int:
     return 4 * (sum(p.numel() for p in parameters) + model.quantizer.codebooks.numel())
 
 
-def read_seconds(nbytes: int, runs: int = 30) -> float:
-    """Median time to read `nbytes` of fp32 once (a sum), after a warm-up: from the
-    last-level cache where it fits there."""
+def read_seconds(nbytes: int, runs: int = 30, cold: bool = False) -> float:
+    """Median time to read `nbytes` of fp32 once (a sum), 1 thread: after a warm-up, from the
+    last-level cache where it fits there; `cold`, after reading 128 MiB of other memory each
+    time, so from memory."""
     buffer = torch.ones(max(1, nbytes // 4))
+    other = torch.ones(32 << 20) if cold else None
     buffer.sum()
     times = []
     for _ in range(runs):
+        if other is not None:
+            other.sum()
         start = time.perf_counter()
         buffer.sum()
         times.append(time.perf_counter() - start)
@@ -124,7 +130,7 @@ def main() -> None:
         plain = statistics.median(run_frames(graphs, audio, hop) for _ in range(5))
         graph_bytes = weight_bytes(folder, ("encoder_step", "decoder_step"))
         nbytes = frame_bytes(prepared(model))  # weight norm folded, as a frame reads them
-        floor = read_seconds(nbytes)
+        floor, cold = read_seconds(nbytes), read_seconds(nbytes, cold=True)
         profile = profiled(graphs, folder, audio, hop, str(Path(tmp) / "profile"))
     frame_ms = 1000 * hop / graphs.sample_rate
     print(
@@ -134,8 +140,9 @@ def main() -> None:
     )
     print(
         f"weights and codebooks a frame reads: {nbytes / 2**20:.1f} MiB (the step graphs hold "
-        f"{graph_bytes / 2**20:.1f} MiB), read once in {floor * 1e3:.3f} ms "
-        f"({nbytes / floor / 1e9:.1f} GB/s): the floor under an fp32 step on this machine"
+        f"{graph_bytes / 2**20:.1f} MiB), read once in {floor * 1e3:.3f} ms from the cache "
+        f"({nbytes / floor / 1e9:.1f} GB/s) and in {cold * 1e3:.3f} ms from memory "
+        f"({nbytes / cold / 1e9:.1f} GB/s): the floors under an fp32 step on this machine"
     )
     for name, per_op in profile.items():
         total = sum(per_op.values())
