@@ -33,6 +33,7 @@ def cache_folder(model) -> Path:
 def use_onnx(model, folder=None, threads: int | None = 1, log=None):
     """Run `model`'s encode, decode and streaming on its ONNX graphs: those in `folder`
     (default: the cache, exported there first if they are not yet). Returns the model."""
+    from codec.runtime.export import REVISION
     from codec.runtime.onnx import OnnxGraphs, OnnxModelError, attach
 
     if folder is None:
@@ -40,6 +41,8 @@ def use_onnx(model, folder=None, threads: int | None = 1, log=None):
         try:
             graphs = OnnxGraphs.load(folder, threads)
             graphs.check_model(model.model_id, model.model_hash)
+            if graphs.manifest.get("revision", 1) < REVISION:
+                raise OnnxModelError(f"{folder}: exported by an older codec")
         except OnnxModelError:
             if log is not None:
                 log(f"exporting {model.model_id} to ONNX in {folder} (once)")

@@ -43,6 +43,9 @@ from codec.nn import fold_weight_norm, state_tensors, streaming
 from codec.runtime.graphs import DecoderGraph, EncoderGraph, StepGraph
 
 FORMAT, VERSION = "codec-onnx", 1
+# what the graphs are built of, within one format version: 2 has the step graphs' one-window
+# layers as MatMuls. The cache (codec.runtime.use_onnx) exports anew below it.
+REVISION = 2
 
 
 class ExportError(ValueError):
@@ -270,6 +273,7 @@ def _manifest(model: Codec, levels: int, graphs: dict, folder: Path) -> dict:
     return {
         "format": FORMAT,
         "version": VERSION,
+        "revision": REVISION,
         "model_id": model.model_id,
         "weights_hash": model.model_hash,
         "sample_rate": model.sample_rate,

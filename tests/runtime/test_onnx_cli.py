@@ -161,3 +161,24 @@ def test_export_refuses_to_overwrite_and_a_usage_error_is_one_line(exported_mode
     assert main(["encode", "x.wav", "-m", str(saved), "--runtime", "onnx", "--device", "meta"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
+
+
+def test_graphs_an_older_codec_left_in_the_cache_are_exported_anew(exported_model, cache):
+    """A cached folder without the current revision (its step graphs built otherwise) is
+    replaced once; the current one is used as it is."""
+    import json
+
+    from codec.runtime import use_onnx
+    from codec.runtime.export import REVISION
+
+    saved, _ = exported_model
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest["revision"] == REVISION
+    del manifest["revision"]  # as revision 1 wrote it
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    said = []
+    model = use_onnx(Codec.from_pretrained(saved), log=said.append)
+    assert len(said) == 1 and "exporting" in said[0]
+    assert model.runtime.graphs.manifest["revision"] == REVISION
+    use_onnx(Codec.from_pretrained(saved), log=said.append)
+    assert len(said) == 1
