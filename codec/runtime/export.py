@@ -172,7 +172,7 @@ def _state_spec(graph) -> list[dict]:
     ]
 
 
-def _export_step(graph, kind: str, model: Codec, path: Path) -> dict:
+def _export_step(graph, kind: str, model: Codec, path: Path, lower: bool) -> dict:
     """The one-frame step graph of `graph` (kind "encoder" or "decoder"): a fixed frame, so
     that every shape in it is a constant but the batch; returns its state spec."""
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
@@ -197,16 +197,20 @@ def _export_step(graph, kind: str, model: Codec, path: Path) -> dict:
             ([io[0], *states], [io[1], *(f"new_{s}" for s in states)]),
             path,
         )
-    _lower(path)
+    if lower:
+        _lower(path)
     for i, entry in enumerate(spec):
         entry["input"], entry["output"] = f"state.{i}", f"new_state.{i}"
     return {"state": spec}
 
 
-def export_model(model: Codec, directory, levels: int | None = None, force: bool = False) -> Path:
+def export_model(
+    model: Codec, directory, levels: int | None = None, force: bool = False, lower: bool = True
+) -> Path:
     """Write `model`'s graphs and manifest to the folder `directory` (see the module doc);
     the encoder codes `levels` levels (default all). An existing folder is replaced only
-    with `force`."""
+    with `force`. `lower=False` leaves the step graphs' layers as exported (what
+    profile_steps.py compares the lowered steps against)."""
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()) and not force:
         raise FileExistsError(f"{directory}: exists (use --force to replace it)")
@@ -216,11 +220,12 @@ def export_model(model: Codec, directory, levels: int | None = None, force: bool
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         try:
-            graphs = _export_all(plain, levels, staging)
+            graphs = _export_all(plain, levels, staging, lower)
         except (RuntimeError, ValueError, TypeError, AssertionError) as err:
             line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ExportError(f"{model.model_id}: ONNX export failed ({line})") from err
         manifest = _manifest(model, levels, graphs, staging)
+        manifest["revision"] = REVISION if lower else 1  # 1: step graphs as exported
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give what mkdir would
         if directory.exists():
@@ -232,7 +237,7 @@ def export_model(model: Codec, directory, levels: int | None = None, force: bool
     return directory
 
 
-def _export_all(model: Codec, levels: int, folder: Path) -> dict:
+def _export_all(model: Codec, levels: int, folder: Path, lower: bool) -> dict:
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     samples = torch.export.Dim("samples", min=1, max=MAX_SAMPLES)
     frames = torch.export.Dim("frames", min=1, max=MAX_SAMPLES // model.hop_length)
@@ -257,10 +262,10 @@ def _export_all(model: Codec, levels: int, folder: Path) -> dict:
     )
     if model.causal and model.segmentation is None:
         graphs["encoder_step"] = _export_step(
-            encoder, "encoder", model, folder / "encoder_step.onnx"
+            encoder, "encoder", model, folder / "encoder_step.onnx", lower
         )
         graphs["decoder_step"] = _export_step(
-            decoder, "decoder", model, folder / "decoder_step.onnx"
+            decoder, "decoder", model, folder / "decoder_step.onnx", lower
         )
     for name, entry in graphs.items():
         entry["file"] = f"{name}.onnx"

@@ -2,7 +2,11 @@
 call, one thread, timed plain and then profiled by onnxruntime per operator type; and the
 floors that reading the model's weights sets.
 
-    python scripts/bench/profile_steps.py [--model speech16k] [--frames 100]
+    python scripts/bench/profile_steps.py [--model speech16k] [--frames 50] [--rounds 15]
+
+The lowered step graphs (as `codec export` writes them) are timed against the same graphs
+exported without lowering, in alternating rounds (first, second, second, first), and the
+median per-round ratio printed.
 
 Every frame runs every layer and scores every code of every codebook, so it reads the
 encoder's and decoder's weights and the codebooks once: the time to read that many bytes once
@@ -73,6 +77,19 @@ def run_frames(graphs, audio: np.ndarray, hop: int) -> float:
     return (time.perf_counter() - start) / frames
 
 
+def paired(first, second, audio: np.ndarray, hop: int, rounds: int) -> tuple:
+    """Seconds per frame of `first` and `second` (medians) and the median per-round ratio
+    second / first, each round timing them in the order first, second, second, first, so
+    that a load that drifts during the round weighs on both alike."""
+    times, ratios = ([], []), []
+    for _ in range(rounds):
+        a1, b1, b2, a2 = (run_frames(g, audio, hop) for g in (first, second, second, first))
+        times[0].extend((a1, a2))
+        times[1].extend((b1, b2))
+        ratios.append((b1 + b2) / (a1 + a2))
+    return statistics.median(times[0]), statistics.median(times[1]), statistics.median(ratios)
+
+
 def profiled(graphs, folder: Path, audio: np.ndarray, hop: int, prefix: str) -> dict:
     """{graph: Counter(op type -> microseconds per frame)} from onnxruntime's profiler."""
     import onnxruntime as ort
@@ -100,7 +117,8 @@ def profiled(graphs, folder: Path, audio: np.ndarray, hop: int, prefix: str) -> 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="speech16k", help="a short name or a model folder")
-    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--frames", type=int, default=50, help="frames a timed run codes")
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--top", type=int, default=8, help="operator types shown per graph")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -121,13 +139,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = export_model(model, Path(tmp) / "graphs")
         graphs = OnnxGraphs.load(folder, threads=1)
+        as_exported = OnnxGraphs.load(export_model(model, Path(tmp) / "as", lower=False), 1)
         hop = graphs.hop_length
         rng = np.random.default_rng(0)
         audio = (0.1 * rng.standard_normal((1, graphs.channels, hop * args.frames))).astype(
             np.float32
         )
         run_frames(graphs, audio, hop)  # warm-up
-        plain = statistics.median(run_frames(graphs, audio, hop) for _ in range(5))
+        run_frames(as_exported, audio, hop)
+        plain, unlowered, ratio = paired(graphs, as_exported, audio, hop, args.rounds)
         graph_bytes = weight_bytes(folder, ("encoder_step", "decoder_step"))
         nbytes = frame_bytes(prepared(model))  # weight norm folded, as a frame reads them
         floor, cold = read_seconds(nbytes), read_seconds(nbytes, cold=True)
@@ -135,8 +155,10 @@ def main() -> None:
     frame_ms = 1000 * hop / graphs.sample_rate
     print(
         f"{graphs.model_id}: encode + decode one {frame_ms:.1f} ms frame per call, 1 thread, "
-        f"onnxruntime {onnxruntime.__version__}, median of 5 x {args.frames} frames: "
-        f"{plain * 1e3:.3f} ms a frame ({frame_ms / (plain * 1e3):.1f}x real time)"
+        f"onnxruntime {onnxruntime.__version__}, medians of {args.rounds} rounds of 2 x 2 x "
+        f"{args.frames} frames: {plain * 1e3:.3f} ms a frame ({frame_ms / (plain * 1e3):.1f}x "
+        f"real time); the step graphs without lowering (codec.runtime.lowering) "
+        f"{unlowered * 1e3:.3f} ms, {ratio:.2f}x the lowered ones' time within a round"
     )
     print(
         f"weights and codebooks a frame reads: {nbytes / 2**20:.1f} MiB (the step graphs hold "

@@ -278,3 +278,6 @@ def test_the_step_profile_counts_every_weight_and_times_both_graphs(exported, tm
     )
     assert set(per_graph) == {"encoder_step", "decoder_step"}
     assert all(ops["Conv"] > 0 for ops in per_graph.values())
+    frames = audio[..., : 2 * model.hop_length].astype(np.float32)
+    timed = profile_steps.paired(graphs, graphs, frames, model.hop_length, rounds=2)
+    assert all(np.isfinite(t) and t > 0 for t in timed)  # two times and their ratio

@@ -167,15 +167,25 @@ def test_layers_with_more_than_one_window_or_groups_or_padding_stay(op, shape, a
 
 
 def test_an_exported_step_graph_has_no_one_window_layer_left(tmp_path, tiny_codec):
-    """The causal SEANet's encoder ends in a conv on one frame and both sides step an LSTM."""
+    """The causal SEANet's encoder ends in a conv on one frame and both sides step an LSTM;
+    `lower=False` keeps them (revision 1, as the cache will not reuse)."""
     reference("onnxscript")
-    from codec.runtime.export import export_model
+    import json
 
-    folder = export_model(tiny_codec(causal=True, pad_mode="zeros").eval(), tmp_path / "g")
+    from codec.runtime.export import REVISION, export_model
+
+    model = tiny_codec(causal=True, pad_mode="zeros").eval()
+    folders = {lower: export_model(model, tmp_path / str(lower), lower=lower) for lower in (1, 0)}
     ops = {
-        name: {node.op_type for node in onnx.load(str(folder / f"{name}.onnx")).graph.node}
+        (lower, name): {n.op_type for n in onnx.load(str(folder / f"{name}.onnx")).graph.node}
+        for lower, folder in folders.items()
         for name in ("encoder", "encoder_step", "decoder_step")
     }
-    assert "LSTM" in ops["encoder"]  # the whole-file graph keeps its sequence LSTM
-    assert "LSTM" not in ops["encoder_step"] | ops["decoder_step"]
-    assert "MatMul" in ops["decoder_step"]
+    assert "LSTM" in ops[1, "encoder"]  # the whole-file graph keeps its sequence LSTM
+    assert "LSTM" not in ops[1, "encoder_step"] | ops[1, "decoder_step"]
+    assert "LSTM" in ops[0, "encoder_step"] and "LSTM" in ops[0, "decoder_step"]
+    revisions = {
+        lower: json.loads((folder / "manifest.json").read_text())["revision"]
+        for lower, folder in folders.items()
+    }
+    assert revisions == {1: REVISION, 0: 1}
