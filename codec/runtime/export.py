@@ -224,8 +224,7 @@ def export_model(
         except (RuntimeError, ValueError, TypeError, AssertionError) as err:
             line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ExportError(f"{model.model_id}: ONNX export failed ({line})") from err
-        manifest = _manifest(model, levels, graphs, staging)
-        manifest["revision"] = REVISION if lower else 1  # 1: step graphs as exported
+        manifest = _manifest(model, levels, graphs, REVISION if lower else 1)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give what mkdir would
         if directory.exists():
@@ -273,12 +272,13 @@ def _export_all(model: Codec, levels: int, folder: Path, lower: bool) -> dict:
     return graphs
 
 
-def _manifest(model: Codec, levels: int, graphs: dict, folder: Path) -> dict:
+def _manifest(model: Codec, levels: int, graphs: dict, revision: int) -> dict:
+    """revision 1: step graphs as torch.onnx exports them; REVISION: lowered."""
     segment = model.config.segment_options
     return {
         "format": FORMAT,
         "version": VERSION,
-        "revision": REVISION,
+        "revision": revision,
         "model_id": model.model_id,
         "weights_hash": model.model_hash,
         "sample_rate": model.sample_rate,

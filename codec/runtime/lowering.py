@@ -126,8 +126,7 @@ def _one_window(node, g: _Graph):
     return weight, span, dilation
 
 
-def _node(*args, **kwargs):
-    return helper.make_node(*args, **kwargs)
+_node = helper.make_node
 
 
 def _conv(node, g: _Graph) -> list | None:
@@ -163,16 +162,14 @@ def _conv(node, g: _Graph) -> list | None:
 
 
 def _depthwise(node, g: _Graph, x: str, weight, bias: str | None, nodes: list) -> list | None:
-    scaled, summed = g.fresh("scaled"), g.fresh("summed")
-    nodes.append(_node("Mul", [x, g.add(weight[:, 0], "weight")], [scaled]))
-    axis = g.add(np.array([2]), "axes")
-    if bias is None:
-        return [*nodes, _node("ReduceSum", [scaled, axis], [node.output[0]], keepdims=1)]
-    column = g.constant(bias)
-    if column is None:
+    column = None if bias is None else g.constant(bias)
+    if bias is not None and column is None:
         return None
-    nodes.append(_node("ReduceSum", [scaled, axis], [summed], keepdims=1))
-    nodes.append(_node("Add", [summed, g.add(column.reshape(-1, 1), "bias")], [node.output[0]]))
+    scaled, summed = g.fresh("scaled"), g.fresh("summed") if bias else node.output[0]
+    nodes.append(_node("Mul", [x, g.add(weight[:, 0], "weight")], [scaled]))
+    nodes.append(_node("ReduceSum", [scaled, g.add(np.array([2]), "axes")], [summed], keepdims=1))
+    if bias is not None:
+        nodes.append(_node("Add", [summed, g.add(column.reshape(-1, 1), "bias")], [node.output[0]]))
     return nodes
 
 
@@ -260,7 +257,10 @@ _REWRITES = {"Conv": _conv, "ConvTranspose": _conv_transpose, "LSTM": _lstm}
 
 def _live(nodes: list, outputs: set) -> list:
     """`nodes` less those whose outputs nothing reads (what computed a rewritten layer's
-    weights), in order."""
+    weights), in order; all of them where a node holds a subgraph (which may read names
+    its inputs do not list)."""
+    if any(a.g.node or a.graphs for node in nodes for a in node.attribute):
+        return nodes
     read, kept = set(outputs), []
     for node in reversed(nodes):
         if any(name in read for name in node.output):
