@@ -270,9 +270,12 @@ def _live(nodes: list, outputs: set) -> list:
 
 
 def lower_step_graph(model):
-    """`model` (an onnx.ModelProto of a step graph) with its one-window layers as MatMuls;
-    returns (model, Counter of the op types rewritten). Nodes and initializers nothing reads
-    any more are dropped."""
+    """A copy of `model` (an onnx.ModelProto of a step graph) with its one-window layers as
+    MatMuls; returns (copy, Counter of the op types rewritten). Nodes and initializers
+    nothing reads any more are dropped."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    model = copy
     g = _Graph(model)
     nodes, rewritten = [], collections.Counter()
     for node in model.graph.node:
