@@ -44,16 +44,13 @@ BAND_FLOOR_DB = 50.0  # bands this far below the input's loudest band count at t
 ACTIVE_DB = 40.0  # frames this far below the input's loudest frame are pauses, left out
 
 
-def band_error_db(
-    estimate: torch.Tensor, reference: torch.Tensor, rate: int, edges=BAND_EDGES_HZ
-) -> torch.Tensor:
-    """Decoded minus input level in dB per frequency band: (c, t), (c, t) -> (len(edges) - 1,).
-
-    Levels are mean power over the frames where the input is within ACTIVE_DB of its loudest
-    (speech, not the pauses), channels averaged. A level more than BAND_FLOOR_DB below the
-    input's loudest band is raised to that floor, so a band the input does not have (8 kHz
-    audio played at 16 kHz) shows added noise at most BAND_FLOOR_DB, not an infinite ratio.
-    Bands above 0.95 x Nyquist are NaN. Positive: the decoded audio is louder there."""
+def active_spectra(
+    estimate: torch.Tensor, reference: torch.Tensor, rate: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean power per frequency bin of both signals (c, t), channels averaged, over the frames
+    where the reference is within ACTIVE_DB of its loudest (speech, not the pauses):
+    -> (estimate (bins,), reference (bins,), hz (bins,)), float64, a 1024-point FFT at 16 kHz
+    (scaled with the rate)."""
     n_fft = 1 << max(8, round(math.log2(rate / 16000 * 1024)))
     window = torch.hann_window(n_fft, dtype=torch.float64)
 
@@ -68,10 +65,23 @@ def band_error_db(
     energy = ref.sum(0)
     active = energy >= energy.max() * 10 ** (-ACTIVE_DB / 10)
     hz = torch.arange(ref.shape[0], dtype=torch.float64) * rate / n_fft
+    return est[:, active].mean(1), ref[:, active].mean(1), hz
+
+
+def band_error_db(
+    estimate: torch.Tensor, reference: torch.Tensor, rate: int, edges=BAND_EDGES_HZ
+) -> torch.Tensor:
+    """Decoded minus input level in dB per frequency band: (c, t), (c, t) -> (len(edges) - 1,).
+
+    Levels are mean power over the frames where the input is within ACTIVE_DB of its loudest
+    (`active_spectra`). A level more than BAND_FLOOR_DB below the input's loudest band is
+    raised to that floor, so a band the input does not have (8 kHz audio played at 16 kHz)
+    shows added noise at most BAND_FLOOR_DB, not an infinite ratio. Bands above 0.95 x Nyquist
+    are NaN. Positive: the decoded audio is louder there."""
+    est, ref, hz = active_spectra(estimate, reference, rate)
     levels = []
     for spec in (est, ref):
-        frames = spec[:, active]
-        bands = [frames[(hz >= lo) & (hz < hi)].sum(0).mean() for lo, hi in zip(edges, edges[1:])]
+        bands = [spec[(hz >= lo) & (hz < hi)].sum() for lo, hi in zip(edges, edges[1:])]
         levels.append(10 * torch.stack(bands).clamp(min=1e-30).log10())
     floor = levels[1].max() - BAND_FLOOR_DB
     error = levels[0].clamp(min=floor) - levels[1].clamp(min=floor)
