@@ -375,3 +375,14 @@ def held_out_paths(run_dir, split: str = "valid") -> list[Path]:
     cfg = OmegaConf.load(run_dir / "config.yaml")
     records, _ = build_manifest(data_roots(cfg, run_dir))
     return [Path(r.path) for r in getattr(split_cfg(cfg, records), split)]
+
+
+def train_paths(run_dir) -> list[Path]:
+    """The files a run trains on: every audio file of its data folders (as they are now) that
+    is in neither of its held-out splits (`held_out_paths`)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ValueError(f"{run_dir}: not a training run (no config.yaml)")
+    held = {str(p) for split in ("valid", "test") for p in held_out_paths(run_dir, split)}
+    records, _ = build_manifest(data_roots(OmegaConf.load(run_dir / "config.yaml"), run_dir))
+    return [Path(r.path) for r in records if str(r.path) not in held]

@@ -17,6 +17,7 @@ import torch
 from codec.models import Codec
 from codec.train import held_out_paths, main
 from codec.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from codec.train.data import train_paths
 
 
 def test_train_exports_a_model_and_resumes(tmp_path, metrics_records, tiny_train_overrides):
@@ -68,6 +69,8 @@ def test_other_seeds_hold_out_the_same_files_and_a_resume_never_trains_on_them(
     main([*common, "trainer.steps=2", "trainer.checkpoint_every=2", f"run_dir={first}"])
     held_out = (first / "heldout.txt").read_text()
     assert len(held_out.split()) == 2
+    trained = {str(p) for p in train_paths(first)}  # every other file of the corpus
+    assert len(trained) == 18 and not trained & set(held_out.split())
 
     main([*common, "seed=5", "trainer.steps=0", f"run_dir={tmp_path / 'seed5'}"])
     assert (tmp_path / "seed5" / "heldout.txt").read_text() == held_out
