@@ -46,7 +46,7 @@ class SEANetOptions(Options):
     n_residual_layers: int = bounded(1, range=(0, 16))
     kernel_size: int = bounded(7, range=(1, 63))
     residual_kernel_size: int = bounded(3, range=(1, 63))
-    last_kernel_size: int = bounded(7, range=(1, 63))
+    last_kernel_size: int = bounded(7, range=(1, 511))  # long when an output filter is folded in
     dilation_base: int = bounded(2, range=(1, 8))
     compress: int = bounded(2, range=(1, 64))
     lstm: int = bounded(2, range=(0, 8))

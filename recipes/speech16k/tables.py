@@ -65,6 +65,12 @@ EVALUATED = {
         ("msstft_cpu", "adv_msstft_cpu_valid", ("6",), ()),
         ("shipped", "stream_valid", ("6",), ("6",)),
     ],
+    # the shipped weights before rounding with a 64-tap output filter folded in
+    # (equalize.py), on validation
+    "output_filter_valid": [
+        ("output filter, 64 taps", "eq64_valid", ("6",), ()),
+        ("shipped", "stream_valid", ("6",), ("6",)),
+    ],
 }
 TABLES.update({name: ("perceptual", sources) for name, sources in EVALUATED.items()})
 PERCEPTUAL = {
