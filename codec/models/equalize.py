@@ -32,24 +32,27 @@ def output_gain_db(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The gain per frequency bin that would bring `model`'s decoded audio to its input's
     level: input minus decoded level in dB over each file's speech frames (`active_spectra`),
-    averaged over files. `waves` yields (channels, t) at the model's rate.
+    averaged over files (silent ones left out). `waves` yields (channels, t) at the model's
+    rate.
     -> (gain_db (bins,), hz (bins,))"""
     total, count, hz = None, 0, None
     for wav in waves:
         decoded = model.decode(model.encode(wav[None], bandwidth=bandwidth))[0]
         decoded = decoded[..., : wav.shape[-1]]
         est, ref, hz = active_spectra(decoded, wav, model.sample_rate)
+        if not bool(ref.sum() > 0):
+            continue
         gain = 10 * (ref.clamp(min=1e-20).log10() - est.clamp(min=1e-20).log10())
         total = gain if total is None else total + gain
         count += 1
     if not count:
-        raise ValueError("no audio to measure the gain on")
+        raise ValueError("no audio (or only silence) to measure the gain on")
     return total / count, hz
 
 
 def smooth_db(gain_db: torch.Tensor, hz: torch.Tensor, octaves: float) -> torch.Tensor:
-    """`gain_db` (bins,) averaged over a band `octaves` wide around each bin (bins below the
-    first band's centre keep the first band's mean)."""
+    """`gain_db` (bins,) averaged over a band `octaves` wide around each bin (bins below
+    50 Hz take the band around 50 Hz)."""
     out = torch.empty_like(gain_db)
     half = 2 ** (octaves / 2)
     for i, f in enumerate(hz.tolist()):

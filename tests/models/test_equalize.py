@@ -97,7 +97,7 @@ def test_the_measured_gain_moves_by_the_filter_response(tiny_codec, speech):
     moved = (before - after)[band]
     assert (moved - response_db(fir)[band]).abs().median() < 0.5
     with pytest.raises(ValueError, match="no audio"):
-        output_gain_db(model, [])
+        output_gain_db(model, [torch.zeros(1, 16000)])
 
 
 def test_a_decoder_that_does_not_end_in_a_causal_conv_is_refused(tiny_codec):
