@@ -58,12 +58,19 @@ EVALUATED = {
         ("stage 6 without the Asterisk prompts", "same_noasterisk_ood", ("6",), ()),
         ("shipped (stage 7)", "stream_ood", ("6",), ("6",)),
     ],
-    # 1,500 steps more from the shipped weights (stage 7's settings), with the cheap
-    # discriminator and without, on validation
+    # 1,500 and 6,000 steps more from the shipped weights (stage 7's settings), with the
+    # cheap discriminator and without, on validation; 6,000 steps out of domain
     "adversarial_valid": [
         ("no discriminator", "adv_control_valid", ("6",), ()),
         ("msstft_cpu", "adv_msstft_cpu_valid", ("6",), ()),
+        ("no discriminator, 6,000 steps", "ctl_long_valid", ("6",), ()),
+        ("msstft_cpu, 6,000 steps", "adv_long_valid", ("6",), ()),
         ("shipped", "stream_valid", ("6",), ("6",)),
+    ],
+    "adversarial_ood": [
+        ("no discriminator, 6,000 steps", "ctl_long_ood", ("6",), ()),
+        ("msstft_cpu, 6,000 steps", "adv_long_ood", ("6",), ()),
+        ("shipped", "stream_ood", ("6",), ("6",)),
     ],
     # the shipped weights before rounding with a 64-tap output filter folded in
     # (equalize.py), on validation
