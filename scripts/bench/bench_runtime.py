@@ -5,8 +5,9 @@ against PyTorch's paths, whole files and frame by frame.
 
 Models: the shipped speech16k; istft16k, the frame-rate parts (STFT encoder, iSTFT decoder) of
 configs/experiment/speech16k_cpu_istft.yaml with random weights; EnCodec 24 kHz and DAC 16 kHz,
-the reference packages' models with random weights. For each, 10 s of audio, medians of
-`--runs` interleaved runs:
+the reference packages' models with random weights. Each codes the levels of its usual rate
+(EnCodec 24 kHz: 8 of 32, 6 kbps; the others all), whole files and frames alike. For each,
+10 s of audio, medians of `--runs` interleaved runs:
 - whole-file encode and decode: PyTorch's plain layers, PyTorch with the hand-written CPU
   kernels (codec.nn.inference.for_cpu_inference, as `codec` loads a model; DAC's layers have
   none, so its two PyTorch cases run the same code), ONNX Runtime, and
@@ -86,6 +87,11 @@ def _models(names: list[str], folder: Path) -> dict:
     return found
 
 
+def coded_levels(name: str, model) -> int:
+    """The levels a model codes here: EnCodec 24 kHz at 6 kbps (8 of 32), the others all."""
+    return 8 if name == "encodec24" else model.levels
+
+
 def _plain(model):
     from codec.runtime.export import prepared
 
@@ -95,7 +101,7 @@ def _plain(model):
 def whole_files(name, model, theirs, graphs, runs: int) -> None:
     plain = _plain(model)
     wav = torch.randn(1, 1, model.sample_rate * 10) * 0.1
-    levels = 8 if name == "encodec24" else model.levels
+    levels = coded_levels(name, model)
     with torch.inference_mode():
         codes = model.encode(wav, levels=levels)
     audio, array = wav.numpy(), codes.numpy()
@@ -138,16 +144,17 @@ def frame_by_frame(name, model, graphs, seconds: float, runs: int) -> None:
     wav = torch.randn(1, 1, int(model.sample_rate * seconds) // hop * hop) * 0.1
     frames = wav.shape[-1] // hop
     audio = wav.numpy()
+    levels = coded_levels(name, model)
 
     def layers():
         with torch.inference_mode(), streaming(plain, 1):
             for k in range(frames):
-                plain.decode(plain.encode(wav[..., k * hop : (k + 1) * hop]))
+                plain.decode(plain.encode(wav[..., k * hop : (k + 1) * hop], levels=levels))
 
     def hand_written():
         with torch.inference_mode(), streaming(model, 1):
             for k in range(frames):
-                model.decode(model.encode(wav[..., k * hop : (k + 1) * hop]))
+                model.decode(model.encode(wav[..., k * hop : (k + 1) * hop], levels=levels))
 
     cases = {"PyTorch layers": layers, "PyTorch hand-written": hand_written}
     times = timed(cases | {"ONNX Runtime steps": lambda: run_frames(graphs, audio, hop)}, runs)
@@ -182,7 +189,7 @@ def main() -> None:
         folder = Path(folder)
         for name, (model, theirs) in _models(args.models.split(","), folder).items():
             start = time.perf_counter()
-            export_model(model, folder / f"{name}-onnx")
+            export_model(model, folder / f"{name}-onnx", levels=coded_levels(name, model))
             print(f"\n{name}: exported in {time.perf_counter() - start:.0f} s")
             graphs = OnnxGraphs.load(folder / f"{name}-onnx", threads=1)
             whole_files(name, model, theirs, graphs, args.runs)
