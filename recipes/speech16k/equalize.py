@@ -1,6 +1,6 @@
 """Undo a trained model's spectral tilt: measure, on training files, the gain per frequency
 that brings its decoded audio to its input's level, and fold a minimum-phase FIR filter of
-that response into its decoder's last conv (codec.models.equalize):
+that response into its decoder's last conv (codec.equalize):
 
     python scripts/heldout.py RUN --split train | awk 'NR % 20 == 1' > train.txt
     python recipes/speech16k/equalize.py RUN/model --files-from train.txt -o RUN/equalized \
@@ -21,16 +21,16 @@ from pathlib import Path
 import torch
 
 from codec.audio import AudioError, read_for
-from codec.errors import first_line
-from codec.fileio import read_file_list
-from codec.metrics import BAND_EDGES_HZ
-from codec.models import Codec
-from codec.models.equalize import (
+from codec.equalize import (
     fold_output_filter,
     minimum_phase_fir,
     output_gain_db,
     smooth_db,
 )
+from codec.errors import first_line
+from codec.fileio import read_file_list
+from codec.metrics import BAND_EDGES_HZ
+from codec.models import Codec
 
 
 def waves(files: list[str], model: Codec, problems: list[str]):

@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from codec.audio import read_for
-from codec.models import Codec
-from codec.models.equalize import (
+from codec.equalize import (
     fold_output_filter,
     minimum_phase_fir,
     output_gain_db,
     smooth_db,
 )
+from codec.models import Codec
 
 TAPS = 48
 
