@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from codec.metrics import active_spectra
 from codec.models.codec import Codec
-from codec.nn.conv import Conv1d
+from codec.nn.conv import Conv1d, set_weight
 
 DESIGN_FFT = 8192  # the cepstrum's length: long enough that its aliasing is negligible
 
@@ -105,7 +105,7 @@ def fold_output_filter(model: Codec, fir: torch.Tensor) -> Codec:
         )
     taps = fir.shape[-1]
     folded = Codec(model.config.replace(decoder={"last_kernel_size": last.kernel_size + taps - 1}))
-    prefix = _key_of(model, last)
+    prefix = f"decoder.model.{len(model.decoder.model) - 1}."  # the last conv's weights
     kept = {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
     missing = folded.load_state_dict(kept, strict=False).missing_keys
     if any(not k.startswith(prefix) for k in missing):
@@ -117,16 +117,7 @@ def fold_output_filter(model: Codec, fir: torch.Tensor) -> Codec:
     kernel = F.conv1d(F.pad(rows, (taps - 1, taps - 1)), fir.to(weight)[None, None])
     kernel = kernel.reshape(*weight.shape[:2], -1)
     target = folded.decoder.model[-1].conv
-    norms = getattr(target, "parametrizations", None)
-    if norms is None:
-        target.weight.copy_(kernel)
-    else:
-        norms.weight.original1.copy_(kernel)
-        norms.weight.original0.copy_(kernel.flatten(1).norm(dim=1).view_as(norms.weight.original0))
+    set_weight(target, kernel)
     if target.bias is not None:
         target.bias.copy_(last.conv.bias * fir.sum())
     return folded.train(model.training)
-
-
-def _key_of(model: Codec, module: torch.nn.Module) -> str:
-    return next(name for name, m in model.named_modules() if m is module) + "."

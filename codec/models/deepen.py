@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from codec.nn.conv import set_weight
 from codec.nn.seanet import ResidualUnit, SEANet
 
 DEEPENING = "n_residual_layers"
@@ -69,12 +70,7 @@ def _set_conv(conv: nn.Conv1d, weight: torch.Tensor | None) -> None:
     of norm START_GAIN per output channel (zero weights without weight norm)."""
     conv.bias.zero_()
     norms = getattr(conv, "parametrizations", None)
-    if norms is None:
-        conv.weight.copy_(weight if weight is not None else torch.zeros_like(conv.weight))
-        return
-    gain, direction = norms.weight.original0, norms.weight.original1
-    if weight is None:
-        gain.fill_(START_GAIN)
+    if weight is not None or norms is None:
+        set_weight(conv, weight if weight is not None else torch.zeros_like(conv.weight))
     else:
-        direction.copy_(weight)
-        gain.copy_(weight.flatten(1).norm(dim=1).view_as(gain))
+        norms.weight.original0.fill_(START_GAIN)

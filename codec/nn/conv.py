@@ -92,6 +92,19 @@ def fold_weight_norm(module: nn.Module) -> nn.Module:
     return module
 
 
+@torch.no_grad()
+def set_weight(conv: nn.Module, weight: torch.Tensor) -> None:
+    """Make a torch conv (plain or weight-normed) compute with `weight`: through its weight
+    norm, the direction is `weight` and each output channel's gain its norm."""
+    norms = getattr(conv, "parametrizations", None)
+    if norms is None:
+        conv.weight.copy_(weight)
+        return
+    gain, direction = norms.weight.original0, norms.weight.original1
+    direction.copy_(weight)
+    gain.copy_(weight.flatten(1).norm(dim=1).view_as(gain))
+
+
 def pad1d(x: torch.Tensor, left: int, right, mode: str, reach=None) -> torch.Tensor:
     """x padded on its last axis (any leading shape) by reflection or zeros. Reflection works
     on inputs shorter than the padding too (as EnCodec: the input zero-extended to
