@@ -359,11 +359,12 @@ def leave_stop_signals_to_the_trainer(_worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def held_out_paths(run_dir, split: str = "valid") -> list[Path]:
+def held_out_paths(run_dir, split: str = "valid", records=None) -> list[Path]:
     """The files of a run's validation split (`split="valid"`: it validates on them) or test
     split ("test"); it never trains on either. The list it wrote when it started
     (run_dir/heldout.txt, run_dir/test.txt), or for runs older than that list, the split
-    rebuilt from its saved config (the same while the data folders have not changed)."""
+    rebuilt from its saved config (the same while the data folders have not changed) over
+    `records` (default: its data folders' manifest, built here)."""
     if split not in ("valid", "test"):
         raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
     run_dir = Path(run_dir)
@@ -373,7 +374,8 @@ def held_out_paths(run_dir, split: str = "valid") -> list[Path]:
     if not (run_dir / "config.yaml").is_file():
         raise ValueError(f"{run_dir}: not a training run (no {listed.name} or config.yaml)")
     cfg = OmegaConf.load(run_dir / "config.yaml")
-    records, _ = build_manifest(data_roots(cfg, run_dir))
+    if records is None:
+        records, _ = build_manifest(data_roots(cfg, run_dir))
     return [Path(r.path) for r in getattr(split_cfg(cfg, records), split)]
 
 
@@ -383,6 +385,6 @@ def train_paths(run_dir) -> list[Path]:
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ValueError(f"{run_dir}: not a training run (no config.yaml)")
-    held = {str(p) for split in ("valid", "test") for p in held_out_paths(run_dir, split)}
     records, _ = build_manifest(data_roots(OmegaConf.load(run_dir / "config.yaml"), run_dir))
+    held = {str(p) for split in ("valid", "test") for p in held_out_paths(run_dir, split, records)}
     return [Path(r.path) for r in records if str(r.path) not in held]
