@@ -33,12 +33,16 @@ from codec.metrics import BAND_EDGES_HZ
 from codec.models import Codec
 
 
-def waves(files: list[str], model: Codec, problems: list[str]):
+def read_all(files: list[str], model: Codec, problems: list[str]) -> list:
+    """Each readable file's audio (channels, t) at the model's rate; the others named in
+    `problems`, one line each."""
+    waves = []
     for path in files:
         try:
-            yield read_for(path, model.sample_rate, model.channels)
+            waves.append(read_for(path, model.sample_rate, model.channels))
         except AudioError as err:
             problems.append(f"{path}: {first_line(err)}")
+    return waves
 
 
 def band_means(gain_db: torch.Tensor, hz: torch.Tensor) -> str:
@@ -59,28 +63,32 @@ def main() -> None:
     parser.add_argument("--smooth", type=float, default=0.5, help="octaves")
     parser.add_argument("--max-db", type=float, default=12.0, help="largest boost or cut")
     args = parser.parse_args()
+    if args.taps < 1:
+        parser.error(f"--taps must be at least 1, got {args.taps}")
     try:
         files = read_file_list(args.files_from)
         model = Codec.from_pretrained(args.model, inference=False).eval()
         measured = Codec.from_pretrained(args.model)
-        fold_output_filter(model, torch.ones(1))  # a model that takes none stops before measuring
     except (ValueError, OSError) as err:
         sys.exit(first_line(err))
+    try:  # a model that takes no filter, or none this long, stops here, before measuring
+        fold_output_filter(model, torch.ones(args.taps))
+    except ValueError as err:
+        sys.exit(f"{args.model}: cannot take a {args.taps}-tap output filter ({first_line(err)})")
     problems: list[str] = []
-    gain, hz = output_gain_db(measured, waves(files, measured, problems), args.bandwidth)
+    audio = read_all(files, measured, problems)
+    gain, hz = output_gain_db(measured, audio, args.bandwidth)
     print(
         f"gain per band {BAND_EDGES_HZ[0]:.0f}-{BAND_EDGES_HZ[-1]:.0f} Hz (dB): "
         f"{band_means(gain, hz)}"
     )
     target = smooth_db(gain, hz, args.smooth).clamp(-args.max_db, args.max_db)
+    equalized = fold_output_filter(model, minimum_phase_fir(target, args.taps))
     try:
-        equalized = fold_output_filter(model, minimum_phase_fir(target, args.taps))
-    except ValueError as err:
-        sys.exit(first_line(err))
-    out = equalized.save_pretrained(args.output)
-    after, _ = output_gain_db(
-        Codec.from_pretrained(out), waves(files, measured, []), args.bandwidth
-    )
+        out = equalized.save_pretrained(args.output)
+    except OSError as err:
+        sys.exit(f"{args.output}: cannot write the model ({first_line(err)})")
+    after, _ = output_gain_db(Codec.from_pretrained(out), audio, args.bandwidth)
     print(f"after folding {args.taps} taps, still to go (dB): {band_means(after, hz)}")
     print(f"{out}: decoder.last_kernel_size {equalized.config.decoder['last_kernel_size']}")
     for line in problems:

@@ -49,3 +49,15 @@ def test_a_model_without_a_causal_seanet_decoder_is_one_line(
     assert not (tmp_path / "out").exists()
     stop = run(monkeypatch, tmp_path / "none", "--files-from", listing, "-o", tmp_path / "out")
     assert "none" in str(stop.code)
+
+
+def test_a_filter_too_long_and_an_unwritable_output_are_one_line(
+    list_with_a_broken_file, tiny_codec, tmp_path, monkeypatch
+):
+    listing, _ = list_with_a_broken_file
+    model = tiny_codec(causal=True, pad_mode="zeros").save_pretrained(tmp_path / "model")
+    stop = run(monkeypatch, model, "--files-from", listing, "-o", tmp_path / "out", "--taps", 600)
+    assert "600-tap output filter" in str(stop.code) and "last_kernel_size" in str(stop.code)
+    (tmp_path / "a_file").write_text("")
+    stop = run(monkeypatch, model, "--files-from", listing, "-o", tmp_path / "a_file" / "out")
+    assert str(stop.code).startswith(f"{tmp_path / 'a_file' / 'out'}: cannot write the model")
