@@ -43,9 +43,10 @@ from codec.nn import fold_weight_norm, state_tensors, streaming
 from codec.runtime.graphs import DecoderGraph, EncoderGraph, StepGraph
 
 FORMAT, VERSION = "codec-onnx", 1
-# what the graphs are built of, within one format version: 2 has the step graphs' one-window
-# layers as MatMuls. The cache (codec.runtime.use_onnx) exports anew below it.
-REVISION = 2
+# what the graphs are built of, within one format version: 1 the step graphs as torch.onnx
+# exports them, 2 with their one-window layers as MatMuls. The cache (codec.runtime.use_onnx)
+# exports anew below REVISION.
+UNLOWERED_REVISION, REVISION = 1, 2
 
 
 class ExportError(ValueError):
@@ -224,7 +225,7 @@ def export_model(
         except (RuntimeError, ValueError, TypeError, AssertionError) as err:
             line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ExportError(f"{model.model_id}: ONNX export failed ({line})") from err
-        manifest = _manifest(model, levels, graphs, REVISION if lower else 1)
+        manifest = _manifest(model, levels, graphs, REVISION if lower else UNLOWERED_REVISION)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give what mkdir would
         if directory.exists():
@@ -273,7 +274,6 @@ def _export_all(model: Codec, levels: int, folder: Path, lower: bool) -> dict:
 
 
 def _manifest(model: Codec, levels: int, graphs: dict, revision: int) -> dict:
-    """revision 1: step graphs as torch.onnx exports them; REVISION: lowered."""
     segment = model.config.segment_options
     return {
         "format": FORMAT,

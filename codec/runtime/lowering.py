@@ -165,7 +165,8 @@ def _depthwise(node, g: _Graph, x: str, weight, bias: str | None, nodes: list) -
     column = None if bias is None else g.constant(bias)
     if bias is not None and column is None:
         return None
-    scaled, summed = g.fresh("scaled"), g.fresh("summed") if bias else node.output[0]
+    scaled = g.fresh("scaled")
+    summed = node.output[0] if bias is None else g.fresh("summed")
     nodes.append(_node("Mul", [x, g.add(weight[:, 0], "weight")], [scaled]))
     nodes.append(_node("ReduceSum", [scaled, g.add(np.array([2]), "axes")], [summed], keepdims=1))
     if bias is not None:
