@@ -46,37 +46,63 @@ TABLES = {
 # without a label also gives the input's row and the Opus-equivalent line
 LADDER = ("6", "8", "12")
 EVALUATED = {
-    # the shipped model (stream-exact fine-tune) and the one before it, on the same files
-    "shipped_valid": [("", "stream_valid", KBPS, LADDER), ("before", "before_valid", ("6",), ())],
-    "shipped_test": [("", "stream_test", KBPS, LADDER), ("before", "before_test", ("6",), ())],
-    "shipped_ood": [("", "stream_ood", KBPS, LADDER), ("before", "before_ood", ("6",), ())],
+    # the shipped model (stage 8) and the two shipped before it (stage 7: stream-exact;
+    # stages 1-5: reflection padding), on the same files
+    "shipped_valid": [
+        ("", "stage8_valid", KBPS, LADDER),
+        ("stage 7", "stream_valid", ("6",), ()),
+        ("stages 1-5", "before_valid", ("6",), ()),
+    ],
+    "shipped_test": [
+        ("", "stage8_test", KBPS, LADDER),
+        ("stage 7", "stream_test", ("6",), ()),
+        ("stages 1-5", "before_test", ("6",), ()),
+    ],
+    "shipped_ood": [
+        ("", "stage8_ood", KBPS, LADDER),
+        ("stage 7", "stream_ood", ("6",), ()),
+        ("stages 1-5", "before_ood", ("6",), ()),
+    ],
     # stage 6 at its own budget (5,000 steps from stage 5) with one of its changes left out,
     # out of domain; the shipped model and Opus 6 below them
     "same_budget_ood": [
         ("stage 6", "same_stage6_ood", ("6",), ()),
         ("stage 6 without augmentation", "same_noaug_ood", ("6",), ()),
         ("stage 6 without the Asterisk prompts", "same_noasterisk_ood", ("6",), ()),
-        ("shipped (stage 7)", "stream_ood", ("6",), ("6",)),
+        ("stage 7", "stream_ood", ("6",), ("6",)),
     ],
-    # 1,500 and 6,000 steps more from the shipped weights (stage 7's settings), with the
+    # 1,500 and 6,000 steps more from the stage 7 weights (stage 7's settings), with the
     # cheap discriminator and without, on validation; 6,000 steps out of domain
     "adversarial_valid": [
         ("no discriminator", "adv_control_valid", ("6",), ()),
         ("msstft_cpu", "adv_msstft_cpu_valid", ("6",), ()),
         ("no discriminator, 6,000 steps", "ctl_long_valid", ("6",), ()),
         ("msstft_cpu, 6,000 steps", "adv_long_valid", ("6",), ()),
-        ("shipped", "stream_valid", ("6",), ("6",)),
+        ("stage 7", "stream_valid", ("6",), ("6",)),
     ],
     "adversarial_ood": [
         ("no discriminator, 6,000 steps", "ctl_long_ood", ("6",), ()),
         ("msstft_cpu, 6,000 steps", "adv_long_ood", ("6",), ()),
-        ("shipped", "stream_ood", ("6",), ("6",)),
+        ("stage 7", "stream_ood", ("6",), ("6",)),
     ],
-    # the shipped weights before rounding with a 64-tap output filter folded in
+    # the stage 7 weights before rounding with a 64-tap output filter folded in
     # (equalize.py), on validation
     "output_filter_valid": [
         ("output filter, 64 taps", "eq64_valid", ("6",), ()),
-        ("shipped", "stream_valid", ("6",), ("6",)),
+        ("stage 7", "stream_valid", ("6",), ("6",)),
+    ],
+    # stage 8's candidates from the stage 7 weights, judged by a rule set before their
+    # results: on validation, then the chosen one out of domain
+    "stage8_valid": [
+        ("stage 7's losses, 6,000 + 8,000 steps", "ctl_long2_valid", ("6",), ()),
+        ("msstft_cpu 6,000 steps, then 3,000 without", "adv_plain_valid", ("6",), ()),
+        ("stage 8: 6,000 steps, then 6,000 with STOI 8", "stoi8_lr_valid", ("6",), ()),
+        ("stage 7", "stream_valid", ("6",), ("6",)),
+    ],
+    "stage8_ood": [
+        ("stage 7's losses, 6,000 + 8,000 steps", "ctl_long2_ood", ("6",), ()),
+        ("stage 8: 6,000 steps, then 6,000 with STOI 8", "stoi8_lr_ood", ("6",), ()),
+        ("stage 7", "stream_ood", ("6",), ("6",)),
     ],
 }
 TABLES.update({name: ("perceptual", sources) for name, sources in EVALUATED.items()})
