@@ -64,7 +64,7 @@ EVALUATED = {
         ("stages 1-5", "before_ood", ("6",), ()),
     ],
     # stage 6 at its own budget (5,000 steps from stage 5) with one of its changes left out,
-    # out of domain; the shipped model and Opus 6 below them
+    # out of domain; stage 7 and Opus 6 below them
     "same_budget_ood": [
         ("stage 6", "same_stage6_ood", ("6",), ()),
         ("stage 6 without augmentation", "same_noaug_ood", ("6",), ()),
