@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from codec.metrics import active_spectra
 from codec.models.codec import Codec
+from codec.models.config import CodecConfig
 from codec.nn.conv import Conv1d, set_weight
 
 DESIGN_FFT = 8192  # the cepstrum's length: long enough that its aliasing is negligible
@@ -84,12 +85,10 @@ def minimum_phase_fir(gain_db: torch.Tensor, taps: int) -> torch.Tensor:
     return (response * taper).float()
 
 
-@torch.no_grad()
-def fold_output_filter(model: Codec, fir: torch.Tensor) -> Codec:
-    """`model` with causal FIR filter `fir` (taps,) applied to its decoded audio, folded into
-    its SEANet decoder's last conv (a new model; `model` is left as it was).
-    ValueError when the decoder does not end in a causal conv of stride 1 (DAC ends in tanh,
-    the iSTFT decoder in an inverse STFT: a linear filter does not fold into either)."""
+def _last_conv(model: Codec) -> Conv1d:
+    """The causal, stride-1 last conv of `model`'s SEANet decoder, where a filter folds in.
+    ValueError when the decoder does not end in one (DAC ends in tanh, the iSTFT decoder in an
+    inverse STFT: a linear filter does not fold into either)."""
     config = model.config.decoder
     last = model.decoder.model[-1] if config.get("name") == "seanet" else None
     if (
@@ -103,8 +102,25 @@ def fold_output_filter(model: Codec, fir: torch.Tensor) -> Codec:
             f"{model.model_id}: the output filter folds only into a causal SEANet decoder's "
             f"last conv (decoder {config.get('name')!r})"
         )
+    return last
+
+
+def folded_config(model: Codec, taps: int) -> CodecConfig:
+    """`model`'s config with a `taps`-tap output filter folded into its decoder's last conv:
+    ValueError for a decoder that takes none (see _last_conv) or a kernel past its bound,
+    before any weights are built."""
+    last = _last_conv(model)
+    return model.config.replace(decoder={"last_kernel_size": last.kernel_size + taps - 1})
+
+
+@torch.no_grad()
+def fold_output_filter(model: Codec, fir: torch.Tensor) -> Codec:
+    """`model` with causal FIR filter `fir` (taps,) applied to its decoded audio, folded into
+    its SEANet decoder's last conv (a new model; `model` is left as it was).
+    ValueError as folded_config."""
+    last = _last_conv(model)
     taps = fir.shape[-1]
-    folded = Codec(model.config.replace(decoder={"last_kernel_size": last.kernel_size + taps - 1}))
+    folded = Codec(folded_config(model, taps))
     prefix = f"decoder.model.{len(model.decoder.model) - 1}."  # the last conv's weights
     kept = {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
     missing = folded.load_state_dict(kept, strict=False).missing_keys

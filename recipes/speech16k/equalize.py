@@ -23,6 +23,7 @@ import torch
 from codec.audio import AudioError, read_for
 from codec.equalize import (
     fold_output_filter,
+    folded_config,
     minimum_phase_fir,
     output_gain_db,
     smooth_db,
@@ -72,7 +73,7 @@ def main() -> None:
     except (ValueError, OSError) as err:
         sys.exit(first_line(err))
     try:  # a model that takes no filter, or none this long, stops here, before measuring
-        fold_output_filter(model, torch.ones(args.taps))
+        folded_config(model, args.taps)
     except ValueError as err:
         sys.exit(f"{args.model}: cannot take a {args.taps}-tap output filter ({first_line(err)})")
     problems: list[str] = []
