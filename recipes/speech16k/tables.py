@@ -47,22 +47,15 @@ TABLES = {
 LADDER = ("6", "8", "12")
 EVALUATED = {
     # the shipped model (stage 8) and the two shipped before it (stage 7: stream-exact;
-    # stages 1-5: reflection padding), on the same files
-    "shipped_valid": [
-        ("", "stage8_valid", KBPS, LADDER),
-        ("stage 7", "stream_valid", ("6",), ()),
-        ("stages 1-5", "before_valid", ("6",), ()),
-    ],
-    "shipped_test": [
-        ("", "stage8_test", KBPS, LADDER),
-        ("stage 7", "stream_test", ("6",), ()),
-        ("stages 1-5", "before_test", ("6",), ()),
-    ],
-    "shipped_ood": [
-        ("", "stage8_ood", KBPS, LADDER),
-        ("stage 7", "stream_ood", ("6",), ()),
-        ("stages 1-5", "before_ood", ("6",), ()),
-    ],
+    # stages 1-5: reflection padding), on the same files of each split
+    **{
+        f"shipped_{split}": [
+            ("", f"stage8_{split}", KBPS, LADDER),
+            ("stage 7", f"stream_{split}", ("6",), ()),
+            ("stages 1-5", f"before_{split}", ("6",), ()),
+        ]
+        for split in ("valid", "test", "ood")
+    },
     # stage 6 at its own budget (5,000 steps from stage 5) with one of its changes left out,
     # out of domain; stage 7 and Opus 6 below them
     "same_budget_ood": [
