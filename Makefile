@@ -38,15 +38,15 @@ lint: install
 	$(VENV)/bin/ruff format --check codec tests scripts recipes
 
 # ISA=avx2 holds PyTorch, oneDNN and MKL to AVX2 kernels: an AVX2-only CPU's figures measured on
-# an AVX-512 machine (bf16 then runs emulated); the benchmark header names the ISA.
+# an AVX-512 machine (bf16 then runs emulated); the benchmark header names the ISA. bench writes
+# BENCHMARKS.md where the kernels are AVX-512 and BENCHMARKS-avx2.md where they are AVX2.
 ISA_ENV := $(if $(filter avx2,$(ISA)),ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2)
-BENCH_OUT := $(if $(filter avx2,$(ISA)),BENCHMARKS-avx2.md,BENCHMARKS.md)
 
 bench: install
-	$(ISA_ENV) $(PY) scripts/bench/bench_all.py --output $(BENCH_OUT)
+	$(ISA_ENV) $(PY) scripts/bench/bench_all.py
 
 bench-quick: install
-	$(ISA_ENV) $(PY) scripts/bench/bench_all.py --quick --output BENCHMARKS-quick.md
+	$(ISA_ENV) $(PY) scripts/bench/bench_all.py --quick
 
 demo: install-demo
 	PY=$(PY) bash recipes/demo/run.sh

@@ -1,6 +1,10 @@
 """Run every benchmark and write BENCHMARKS.md: the machine, the exact commands, their output.
 
-    python scripts/bench/bench_all.py [--quick] [--output BENCHMARKS.md]
+    python scripts/bench/bench_all.py [--quick] [--output FILE]
+
+Without --output, a full run writes BENCHMARKS.md where PyTorch's kernels are AVX-512 and
+BENCHMARKS-avx2.md where they are AVX2 (an AVX2-only CPU, or `make bench ISA=avx2`), so one
+kind of machine never overwrites the other's figures.
 
 Benchmarks: the quantizer against vector-quantize-pytorch, the CPU runtimes (ONNX Runtime
 against PyTorch's paths on the shipped model, the frame-rate parts, EnCodec 24 kHz and DAC
@@ -89,6 +93,19 @@ def machine() -> list[str]:
     ]
 
 
+def default_output(quick: bool) -> str:
+    """BENCHMARKS.md, BENCHMARKS-avx2.md or BENCHMARKS-quick.md, by mode and kernel ISA."""
+    import torch
+
+    if quick:
+        return "BENCHMARKS-quick.md"
+    return (
+        "BENCHMARKS-avx2.md"
+        if torch.backends.cpu.get_cpu_capability() == "AVX2"
+        else "BENCHMARKS.md"
+    )
+
+
 def run(command: list[str]) -> tuple[str, float, int]:
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -99,8 +116,10 @@ def run(command: list[str]) -> tuple[str, float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
+    if args.output is None:
+        args.output = ROOT / default_output(args.quick)
     python = (
         os.path.relpath(sys.executable, ROOT)
         if ROOT in Path(sys.executable).parents
