@@ -100,9 +100,10 @@ def _exporting():
         yield
 
 
-def _export(module, args, dynamic_shapes, names, path: Path) -> None:
+def _export(module, args, dynamic_shapes, names, path: Path, lower: bool = False) -> None:
     """torch.export (non-strict, no fallback: a graph that would fix a size fails here) and
-    the ONNX translation of its program."""
+    the ONNX translation of its program, with `lower` its one-window layers as MatMuls
+    (codec.runtime.lowering) before it is written."""
     inputs, outputs = names
     with _exporting():
         program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
@@ -116,17 +117,14 @@ def _export(module, args, dynamic_shapes, names, path: Path) -> None:
             optimize=True,
             verbose=False,
         )
-        onnx_program.save(str(path))
+        if lower:
+            import onnx
 
+            from codec.runtime.lowering import lower_step_graph
 
-def _lower(path: Path) -> None:
-    """The step graph at `path` with its one-window layers as MatMuls (codec.runtime.lowering)."""
-    import onnx
-
-    from codec.runtime.lowering import lower_step_graph
-
-    model, _ = lower_step_graph(onnx.load(str(path)))
-    onnx.save(model, str(path))
+            onnx.save(lower_step_graph(onnx_program.model_proto)[0], str(path))
+        else:
+            onnx_program.save(str(path))
 
 
 def prepared(model: Codec) -> Codec:
@@ -197,9 +195,8 @@ def _export_step(graph, kind: str, model: Codec, path: Path, lower: bool) -> dic
             shapes,
             ([io[0], *states], [io[1], *(f"new_{s}" for s in states)]),
             path,
+            lower,
         )
-    if lower:
-        _lower(path)
     for i, entry in enumerate(spec):
         entry["input"], entry["output"] = f"state.{i}", f"new_state.{i}"
     return {"state": spec}
