@@ -97,6 +97,16 @@ EVALUATED = {
         ("stage 8: 6,000 steps, then 6,000 with STOI 8", "stoi8_lr_ood", ("6",), ()),
         ("stage 7", "stream_ood", ("6",), ("6",)),
     ],
+    # a further 6,000 steps of stage 8's last command from the stored stage 8 weights, judged
+    # by the same kind of rule against stage 8 as stored
+    "stage9_valid": [
+        ("stage 8 + 6,000 steps with STOI 8", "stage9_6k_valid", ("6",), ()),
+        ("stage 8", "stage8_valid", ("6",), ("6",)),
+    ],
+    "stage9_ood": [
+        ("stage 8 + 6,000 steps with STOI 8", "stage9_6k_ood", ("6",), ()),
+        ("stage 8", "stage8_ood", ("6",), ("6",)),
+    ],
 }
 TABLES.update({name: ("perceptual", sources) for name, sources in EVALUATED.items()})
 PERCEPTUAL = {
