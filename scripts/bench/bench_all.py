@@ -1,4 +1,4 @@
-"""Run every benchmark and write BENCHMARKS.md: the machine, the exact commands, their output.
+"""Run every benchmark and write BENCHMARKS.md or BENCHMARKS-avx2.md: machine, commands, output.
 
     python scripts/bench/bench_all.py [--quick] [--output FILE]
 
