@@ -58,8 +58,14 @@ def test_a_transformers_dac_folder_imports_number_for_number(keep_weight_norm, t
         assert torch.equal(ours[:, 0], theirs.audio_codes)
         audio = reference.decode(audio_codes=theirs.audio_codes).audio_values
         decoded = model.decode(ours)
+        exact = reference.double().decode(audio_codes=theirs.audio_codes).audio_values
     length = audio.shape[-1]  # DAC 1.0's decoder: fewer samples with odd rates
-    torch.testing.assert_close(decoded[:, 0, :length], audio, atol=1e-4, rtol=0)
+    # ours is as near transformers' float64 decoding as its own float32 one is: a fixed bound
+    # between the two float32 ones fails on some CPUs' kernels (1.2e-4 on AVX2, where the
+    # reference's own float32 error is 1.6e-4); a mapping error is orders of magnitude larger
+    ours_error = (decoded[:, 0, :length].double() - exact).abs().max()
+    their_error = (audio.double() - exact).abs().max()
+    assert ours_error <= 2 * their_error + 1e-6, (float(ours_error), float(their_error))
     assert decoded.shape[-1] == ours.shape[-1] * 10
 
 
