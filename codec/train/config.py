@@ -41,6 +41,9 @@ def check_trainer_config(cfg: DictConfig) -> None:
     every = cfg.discriminator.get("every", 1)
     if not isinstance(every, int) or every < 1:
         raise ValueError(f"discriminator.every must be a whole number >= 1, got {every}")
+    lr = cfg.discriminator.get("lr")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
+        raise ValueError(f"discriminator.lr must be a positive number or null, got {lr}")
     crop = cfg.discriminator.get("crop_seconds")
     if crop is not None and (not isinstance(crop, (int, float)) or crop <= 0):
         raise ValueError(

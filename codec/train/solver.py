@@ -179,8 +179,11 @@ class CompressionSolver:
         self.sched_g = make_schedule(self.opt_g, cfg.optim, steps)
         self.opt_d = self.sched_d = None
         if self.disc is not None:
-            self.opt_d = make_optimizer(self.disc.parameters(), cfg.optim)
-            self.sched_d = make_schedule(self.opt_d, cfg.optim, steps)
+            optim_d = cfg.optim
+            if cfg.discriminator.get("lr") is not None:
+                optim_d = OmegaConf.merge(cfg.optim, {"lr": cfg.discriminator.lr})
+            self.opt_d = make_optimizer(self.disc.parameters(), optim_d)
+            self.sched_d = make_schedule(self.opt_d, optim_d, steps)
 
     def check_held_out_kept(self, run_dir: Path) -> None:
         """A resumed run must not train on files it held out so far (another split seed,

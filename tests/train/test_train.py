@@ -301,6 +301,7 @@ def test_a_real_write_failure_ends_the_run_with_the_os_reason(
         ("trainer.steps=-5", "trainer.steps must be a whole number >= 0, got -5"),
         ("discriminator.every=0", "discriminator.every must be a whole number >= 1, got 0"),
         ("discriminator.crop_seconds=-1", "discriminator.crop_seconds must be a positive"),
+        ("discriminator.lr=0", "discriminator.lr must be a positive number or null, got 0"),
     ],
 )
 def test_bad_step_counts_are_one_line_before_anything_runs(
@@ -400,6 +401,10 @@ def test_a_cheap_discriminator_trains_every_kth_step_on_crops(
     assert logged[1]["d_loss"] == logged[0]["d_loss"] and logged[3]["adv"] == logged[2]["adv"]
     assert logged[0]["d_loss"] != logged[2]["d_loss"]
     assert all(math.isfinite(r["adv"]) and r["grad_adv"] > 0 for r in logged[::2])
+    # msstft_cpu learns at its own rate (discriminator.lr), not at the generator's optim.lr
+    state = load_checkpoint(list_checkpoints(run)[-1])
+    assert [g["initial_lr"] for g in state["opt_d"]["param_groups"]] == [1e-3]
+    assert [g["initial_lr"] for g in state["opt_g"]["param_groups"]] != [1e-3]
 
 
 def test_the_discriminator_crop_is_drawn_from_the_step():
