@@ -112,8 +112,14 @@ EVALUATED = {
     "stage10_valid": [
         ("+ msstft_cpu at 1e-4, adv 2, feat 2, 4,000 steps", "stage10_valid", ("6",), ()),
         ("+ msstft_cpu at 1e-4, adv 4, feat 4, 4,000 steps", "stage10b_valid", ("6",), ()),
+        ("+ msstft_cpu at 1e-3, adv 4, feat 4, 3,000 steps", "stage10c_valid", ("6",), ()),
         ("stage 9 candidate", "stage9_6k_valid", ("6",), ()),
         ("stage 8", "stage8_valid", ("6",), ("6",)),
+    ],
+    "stage10_ood": [
+        ("+ msstft_cpu at 1e-3, adv 4, feat 4, 3,000 steps", "stage10c_ood", ("6",), ()),
+        ("stage 9 candidate", "stage9_6k_ood", ("6",), ()),
+        ("stage 8", "stage8_ood", ("6",), ("6",)),
     ],
 }
 TABLES.update({name: ("perceptual", sources) for name, sources in EVALUATED.items()})
