@@ -31,7 +31,8 @@ def compose_config(overrides: list[str], job_name: str = "codec-train") -> DictC
 
 
 def check_trainer_config(cfg: DictConfig) -> None:
-    """The step counts and intervals, checked before anything is built."""
+    """The step counts and intervals and the discriminator's schedule, checked before
+    anything is built."""
     trainer = cfg.trainer
     for key in ("log_every", "valid_every", "checkpoint_every"):
         if not isinstance(trainer[key], int) or trainer[key] < 1:
@@ -41,11 +42,11 @@ def check_trainer_config(cfg: DictConfig) -> None:
     every = cfg.discriminator.get("every", 1)
     if not isinstance(every, int) or every < 1:
         raise ValueError(f"discriminator.every must be a whole number >= 1, got {every}")
-    lr = cfg.discriminator.get("lr")
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
-        raise ValueError(f"discriminator.lr must be a positive number or null, got {lr}")
-    crop = cfg.discriminator.get("crop_seconds")
-    if crop is not None and (not isinstance(crop, (int, float)) or crop <= 0):
-        raise ValueError(
-            f"discriminator.crop_seconds must be a positive number or null, got {crop}"
-        )
+    for key in ("lr", "crop_seconds"):
+        value = cfg.discriminator.get(key)
+        if value is not None and not _positive_number(value):
+            raise ValueError(f"discriminator.{key} must be a positive number or null, got {value}")
+
+
+def _positive_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0

@@ -179,9 +179,8 @@ class CompressionSolver:
         self.sched_g = make_schedule(self.opt_g, cfg.optim, steps)
         self.opt_d = self.sched_d = None
         if self.disc is not None:
-            optim_d = cfg.optim
-            if cfg.discriminator.get("lr") is not None:
-                optim_d = OmegaConf.merge(cfg.optim, {"lr": cfg.discriminator.lr})
+            lr_d = cfg.discriminator.get("lr") or cfg.optim.lr  # null: the generator's
+            optim_d = OmegaConf.merge(cfg.optim, {"lr": lr_d})
             self.opt_d = make_optimizer(self.disc.parameters(), optim_d)
             self.sched_d = make_schedule(self.opt_d, optim_d, steps)
 
